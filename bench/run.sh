@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# modelport benchmark in one command: setup (wrk + peer venvs), fixtures, driver.
+#   bash bench/run.sh [bench.py args]        e.g. --duration 5 --models iris --servers floor,modelport
+# make bench BENCH_ARGS="..." runs this after installing .[sklearn] into .venv.
+# Env: BENCH_WORK (venvs, fixtures; default /tmp/modelport-bench), BENCH_SKIP_SETUP=1.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+export BENCH_WORK=${BENCH_WORK:-/tmp/modelport-bench}
+if [ "${BENCH_SKIP_SETUP:-0}" != 1 ]; then
+  bash "$HERE/setup.sh"
+fi
+"$BENCH_WORK/floor-venv/bin/python" "$HERE/fixtures.py" --work "$BENCH_WORK"
+exec python3 "$HERE/bench.py" --work "$BENCH_WORK" "$@"

@@ -1,0 +1,88 @@
+"""The floor: a raw ASGI app (no framework) on uvicorn + uvloop + httptools.
+
+It reads the body, parses it (orjson, or the binary tensor extension), calls
+model.predict and writes JSON: the least work a Python HTTP model server can do, so
+its req/s is the practical limit for Python serving on this CPU.
+Env: MODEL_DIR (holds model.joblib), MODEL_NAME. Any POST path: V1
+{"instances": ...} or V2 {"inputs": [...]} (JSON data, or binary_data_size with an
+Inference-Header-Content-Length header); any GET answers 200 (readiness).
+"""
+
+import os
+
+import joblib
+import numpy as np
+import orjson
+
+NAME = os.environ.get("MODEL_NAME", "model")
+MODEL = joblib.load(os.path.join(os.environ["MODEL_DIR"], "model.joblib"))
+READY = orjson.dumps({"name": NAME, "ready": True})
+JSON_HEADERS = [(b"content-type", b"application/json")]
+DTYPES = {"FP32": "<f4", "FP64": "<f8", "INT64": "<i8", "INT32": "<i4"}
+
+
+def v2_output(y, binary):
+    dtype = "INT64" if y.dtype.kind in "iu" else "FP64"
+    out = {"name": "output-0", "shape": list(y.shape), "datatype": dtype}
+    if not binary:
+        out["data"] = y.tolist()
+        return orjson.dumps({"model_name": NAME, "outputs": [out]}), JSON_HEADERS
+    raw = y.astype(DTYPES[dtype]).tobytes()
+    out["parameters"] = {"binary_data_size": len(raw)}
+    head = orjson.dumps({"model_name": NAME, "outputs": [out]})
+    headers = [
+        (b"content-type", b"application/octet-stream"),
+        (b"inference-header-content-length", str(len(head)).encode()),
+    ]
+    return head + raw, headers
+
+
+def infer(body, header_len):
+    if header_len is not None:  # binary tensor extension: JSON header + raw tensors
+        req = orjson.loads(body[:header_len])
+        inp = req["inputs"][0]
+        x = np.frombuffer(body, DTYPES[inp["datatype"]], offset=header_len).reshape(inp["shape"])
+        outs = req.get("outputs") or [{}]
+        binary = bool(outs[0].get("parameters", {}).get("binary_data", False))
+        return v2_output(MODEL.predict(x), binary)
+    req = orjson.loads(body)
+    if "instances" in req:  # V1
+        y = MODEL.predict(np.asarray(req["instances"], dtype=np.float64))
+        return orjson.dumps({"predictions": y.tolist()}), JSON_HEADERS
+    inp = req["inputs"][0]  # V2 JSON, first input only
+    x = np.asarray(inp["data"], dtype=np.float32).reshape(inp["shape"])
+    return v2_output(MODEL.predict(x), False)
+
+
+async def reply(send, status, body, headers=JSON_HEADERS):
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    if scope["method"] != "POST":
+        return await reply(send, 200, READY)
+    chunks, more = [], True
+    while more:
+        msg = await receive()
+        chunks.append(msg.get("body", b""))
+        more = msg.get("more_body", False)
+    header_len = None
+    for key, value in scope["headers"]:
+        if key == b"inference-header-content-length":
+            header_len = int(value)
+    try:
+        body, headers = infer(b"".join(chunks), header_len)
+    except Exception as e:  # any bad request is a 400
+        return await reply(send, 400, orjson.dumps({"error": str(e)}))
+    await reply(send, 200, body, headers)
