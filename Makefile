@@ -1,0 +1,48 @@
+# modelport: every target installs what it needs into .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# Extras the test suite exercises (every runtime runs in CI).
+TEST_EXTRAS ?= sklearn,xgboost,lightgbm,pytorch,tensorflow,mlflow,storage,test
+STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(TEST_EXTRAS))
+comma  := ,
+
+HOST ?= 127.0.0.1
+PORT ?= 8080
+EXAMPLE_DIR := examples/iris/model
+
+.PHONY: run test lint bench images clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+
+$(VENV)/.installed-run: $(VENV)/bin/python pyproject.toml
+	$(PIP) install -q -e '.[sklearn]'
+	touch $@
+
+$(STAMP): $(VENV)/bin/python pyproject.toml
+	$(PIP) install -q -e '.[$(TEST_EXTRAS)]'
+	touch $@
+
+## run: train the bundled iris example if absent and serve it on http://$(HOST):$(PORT)
+run: $(VENV)/.installed-run
+	$(PY) examples/iris/train.py --out $(EXAMPLE_DIR)
+	$(PY) -m modelport.runtimes.sklearn --model_name=iris --model_dir=$(EXAMPLE_DIR) --http_port=$(PORT)
+
+## test: the whole suite against real servers on 127.0.0.1
+test: $(STAMP)
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+## lint: ruff (lint + format check)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+## bench: side-by-side benchmark against the floor, KServe and MLServer (see bench/README.md)
+bench: $(VENV)/.installed-run
+	bash bench/run.sh $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

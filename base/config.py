@@ -1,0 +1,135 @@
+"""The server's configuration: one explicit object built from CLI flags and environment.
+
+Flag names are KServe's (`--model_name`, `--model_dir`, `--http_port`, `--grpc_port`,
+`--workers`) so a ClusterServingRuntime written for KServe starts modelport unchanged. Each
+flag can also come from the environment as `MODELPORT_<FLAG>` (flags win).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
+def _size(text: str) -> int:
+    """Bytes, with optional K/M/G suffix (binary units): `512M`, `2G`, `1048576`."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        if cleaned and cleaned[-1] in units:
+            return int(float(cleaned[:-1]) * units[cleaned[-1]])
+        return int(cleaned)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 512M, got '{text}'") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything the server needs to start; runtime-specific flags land in `runtime_options`."""
+
+    model_name: str = "model"
+    model_dir: str = "/mnt/models"
+    model_file: str | None = None
+    http_port: int = 8080
+    grpc_port: int = 8081
+    host: str = "0.0.0.0"
+    workers: int = 1
+    log_level: str = "info"
+    access_log: bool = True
+    max_request_size: int = 64 << 20
+    max_inputs: int = 128
+    max_tensor_elements: int = 64 << 20
+    predict_threads: int = 4
+    enable_model_repository: bool = True
+    max_loaded_models: int | None = None
+    memory_budget: int | None = None
+    graceful_shutdown_timeout: float = 30.0
+    max_batch_size: int = 1
+    max_batch_time: float = 0.0
+    runtime_options: dict[str, Any] = field(default_factory=dict)
+
+
+# (flag, type, help). Defaults come from ServerConfig so they are written once.
+_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
+    ("model_name", str, "name of the model when model_dir holds a single model"),
+    ("model_dir", str, "local directory (or storage URI) holding the model(s)"),
+    ("model_file", str, "model file to load when model_dir holds several candidates"),
+    ("http_port", int, "REST port"),
+    ("grpc_port", int, "gRPC port (accepted for KServe compatibility)"),
+    ("host", str, "address to bind"),
+    ("workers", int, "server processes sharing the port, each with its own models"),
+    ("log_level", str, "debug, info, warning or error"),
+    ("access_log", _bool, "one JSON line per request (true/false)"),
+    ("max_request_size", _size, "largest request body accepted (e.g. 64M); larger: 413"),
+    ("max_inputs", int, "most input or output tensors in one request"),
+    ("max_tensor_elements", int, "most elements (product of shape) in one tensor"),
+    ("predict_threads", int, "threads that run blocking predict calls"),
+    ("enable_model_repository", _bool, "serve the /v2/repository extension (true/false)"),
+    ("max_loaded_models", int, "most models kept loaded; least recently used is evicted"),
+    ("memory_budget", _size, "evict least recently used models above this RSS (e.g. 2G)"),
+    ("graceful_shutdown_timeout", float, "seconds in-flight requests get after SIGTERM"),
+    ("max_batch_size", int, "adaptive batching: most requests merged into one predict"),
+    ("max_batch_time", float, "adaptive batching: seconds to wait for a batch to fill"),
+]
+
+RuntimeArguments = Callable[[argparse.ArgumentParser], None]
+
+
+def build_parser(
+    prog: str, add_runtime_arguments: RuntimeArguments | None = None
+) -> argparse.ArgumentParser:
+    """The CLI parser; unknown flags are a usage error (exit 2) as argparse does."""
+    parser = argparse.ArgumentParser(prog=prog, description="modelport model server")
+    defaults = ServerConfig()
+    for name, kind, text in _FLAGS:
+        default = getattr(defaults, name)
+        parser.add_argument(
+            f"--{name}", type=kind, default=default, help=f"{text} (default: {default})"
+        )
+    if add_runtime_arguments is not None:
+        group = parser.add_argument_group("runtime options")
+        add_runtime_arguments(group)  # type: ignore[arg-type]
+    return parser
+
+
+def parse_config(
+    argv: Sequence[str] | None,
+    prog: str,
+    add_runtime_arguments: RuntimeArguments | None = None,
+    environ: dict[str, str] | None = None,
+) -> ServerConfig:
+    """Flags first, then `MODELPORT_<FLAG>` environment variables, then defaults."""
+    parser = build_parser(prog, add_runtime_arguments)
+    env = os.environ if environ is None else environ
+    for action in parser._actions:
+        value = env.get(f"MODELPORT_{action.dest.upper()}")
+        if value is not None and action.dest != "help":
+            action.default = action.type(value) if action.type else value
+    namespace = vars(parser.parse_args(argv))
+    core = {name: namespace.pop(name) for name, _, _ in _FLAGS}
+    config = ServerConfig(**core, runtime_options=namespace)
+    _check(parser, config)
+    return config
+
+
+def _check(parser: argparse.ArgumentParser, config: ServerConfig) -> None:
+    if config.workers < 1:
+        parser.error("--workers must be at least 1")
+    if config.predict_threads < 1:
+        parser.error("--predict_threads must be at least 1")
+    if config.max_batch_size < 1:
+        parser.error("--max_batch_size must be at least 1")
+    if config.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+        parser.error(f"--log_level: unknown level '{config.log_level}'")

@@ -1,0 +1,45 @@
+"""Open Inference Protocol datatypes and their numpy equivalents (one table, both ways)."""
+
+from __future__ import annotations
+
+import numpy as np
+from modelport.base.errors import InvalidInput
+
+# BF16 has no numpy dtype; it travels only as raw binary and is exposed as uint16 words.
+TO_NUMPY: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(np.object_),
+}
+
+_FROM_NUMPY: dict[np.dtype, str] = {dtype: name for name, dtype in TO_NUMPY.items()}
+
+
+def to_numpy(datatype: str) -> np.dtype:
+    """The numpy dtype for an OIP datatype; unknown names are the client's mistake."""
+    try:
+        return TO_NUMPY[datatype]
+    except (KeyError, TypeError):
+        raise InvalidInput(
+            f"unsupported datatype '{datatype}'; expected one of {', '.join(TO_NUMPY)}"
+        ) from None
+
+
+def from_numpy(dtype: np.dtype) -> str:
+    """The OIP datatype for a numpy dtype (strings and objects are BYTES)."""
+    name = _FROM_NUMPY.get(dtype)
+    if name is not None:
+        return name
+    if dtype.kind in "OSU":
+        return "BYTES"
+    raise InvalidInput(f"numpy dtype '{dtype}' has no Open Inference Protocol datatype")

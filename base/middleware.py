@@ -1,0 +1,123 @@
+"""Per-request observability as one pure-ASGI layer: request id, metrics, access log.
+
+It also turns an unexpected exception into a 500 `{"error": ...}` without a traceback per
+request (Starlette's error middleware would re-raise it to the server's logger), and counts
+inference requests in flight so a graceful shutdown knows when it may exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import orjson
+from modelport.base.logs import ACCESS_LOGGER
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from modelport.base.app import ServerState
+
+access_log = logging.getLogger(ACCESS_LOGGER)
+error_log = logging.getLogger("modelport.server")
+_REQUEST_ID = b"x-request-id"
+
+
+def classify(path: str) -> tuple[str, str, str]:
+    """(model, protocol, endpoint) labels for a path, with bounded cardinality."""
+    if path.startswith("/v2/models/"):
+        parts = path.split("/")
+        endpoint = parts[-1] if len(parts) > 4 else "metadata"
+        if endpoint not in ("infer", "ready"):
+            endpoint = "metadata"
+        return parts[3], "v2", endpoint
+    if path.startswith("/v1/models/"):
+        name, _, verb = path[len("/v1/models/") :].partition(":")
+        return name, "v1", verb or "model"
+    if path.startswith("/v2/repository/"):
+        return "", "v2", "repository"
+    if path in ("/v2/health/live", "/v2/health/ready", "/v2", "/v2/models"):
+        return "", "v2", path.rsplit("/", 1)[-1] or "server"
+    if path in ("/", "/metrics", "/v1/models"):
+        return "", "", path
+    return "", "", "other"
+
+
+class ObservabilityMiddleware:
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+        self.access = not access_log.disabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _header(scope, _REQUEST_ID) or uuid.uuid4().hex
+        id_header = (_REQUEST_ID, request_id.encode("latin-1"))
+        status = 500
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [*message.get("headers", []), id_header]
+            await send(message)
+
+        path: str = scope["path"]
+        model, protocol, endpoint = classify(path)
+        counted = endpoint in ("infer", "predict", "explain")
+        if counted:
+            self.state.in_flight += 1
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            error_log.error(
+                "unexpected server error",
+                extra={
+                    "path": path,
+                    "request_id": request_id,
+                    "error": f"{type(exc).__name__}: {exc}",
+                },
+            )
+            if not response_started:
+                body = orjson.dumps(
+                    {"error": f"internal server error: {type(exc).__name__}: {exc}"}
+                )
+                await send_wrapper(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+        finally:
+            if counted:
+                self.state.in_flight -= 1
+            elapsed = time.perf_counter() - started
+            if endpoint != "other":
+                self.state.metrics.observe_request(model, protocol, endpoint, status, elapsed)
+            if self.access:
+                access_log.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "path": path,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "request_id": request_id,
+                        "model": model or None,
+                    },
+                )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None

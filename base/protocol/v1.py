@@ -1,0 +1,68 @@
+"""KServe's V1 protocol: `{"instances": [...]}` in, `{"predictions": [...]}` out.
+
+Rows of numbers become one tensor `input-0`; rows of objects become one tensor per key with
+request content type `pd`, exactly what a V2 client sends for a DataFrame, so predictors
+decode both protocols through the same path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from modelport.base.errors import InvalidInput
+from modelport.base.messages import InferRequest, InferResponse, Tensor
+
+DEFAULT_INPUT = "input-0"
+
+
+def instances_of(body: Any) -> list[Any]:
+    """The `instances` (or `inputs`, as KServe also accepts) list of a V1 body."""
+    if not isinstance(body, dict):
+        raise InvalidInput("request body must be a JSON object with 'instances' or 'inputs'")
+    instances = body.get("instances", body.get("inputs"))
+    if instances is None:
+        raise InvalidInput("request body must contain 'instances' (or 'inputs')")
+    if not isinstance(instances, list) or not instances:
+        raise InvalidInput("'instances' must be a non-empty list")
+    return instances
+
+
+def decode_request(body: Any) -> InferRequest:
+    """Decode a V1 body into an InferRequest (see the module docstring for the mapping)."""
+    instances = instances_of(body)
+    if all(isinstance(row, dict) for row in instances):
+        return records_to_request(instances)
+    try:
+        array = np.array(instances)
+    except ValueError:
+        raise InvalidInput("'instances' is ragged: every row must have the same length") from None
+    if array.dtype.kind not in "biufUS":
+        raise InvalidInput("'instances' must be rows of numbers (or of objects with named fields)")
+    if array.dtype.kind in "US":
+        array = array.astype(object)
+    return InferRequest(inputs=[Tensor(DEFAULT_INPUT, array)])
+
+
+def records_to_request(records: list[dict[str, Any]]) -> InferRequest:
+    """Rows of objects to one column tensor per key (order of first appearance)."""
+    columns: dict[str, None] = {}
+    for row in records:
+        columns.update(dict.fromkeys(row))
+    inputs = []
+    for column in columns:
+        values = [row.get(column) for row in records]
+        array = np.array(values)
+        if array.ndim != 1 or array.dtype.kind not in "biuf":
+            array = np.empty(len(values), dtype=object)
+            array[:] = values
+        inputs.append(Tensor(column, array))
+    return InferRequest(inputs=inputs, parameters={"content_type": "pd"})
+
+
+def encode_response(response: InferResponse) -> dict[str, Any]:
+    """The first output as `predictions` (V1 has one prediction per instance)."""
+    if not response.outputs:
+        raise InvalidInput("the model produced no outputs")
+    data = response.outputs[0].data
+    return {"predictions": data.tolist() if data.dtype == object else np.ascontiguousarray(data)}

@@ -1,0 +1,303 @@
+"""Open Inference Protocol (V2) over REST: JSON tensors and Triton's binary tensor extension.
+
+A request body is a JSON header optionally followed by raw tensor bytes; the split point is
+the `Inference-Header-Content-Length` header. Inputs whose parameters carry
+`binary_data_size` take their bytes from that tail in order; the others carry `data` in JSON.
+Responses mirror it: outputs asked for with `binary_data` (or the request-level
+`binary_data_output`) are appended as raw bytes after the JSON header.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from modelport.base.datatypes import TO_NUMPY, to_numpy
+from modelport.base.errors import InvalidInput
+from modelport.base.messages import InferRequest, InferResponse, RequestedOutput, Tensor
+
+HEADER_LENGTH = "inference-header-content-length"
+_LENGTH = struct.Struct("<I")
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+# BF16 has no numpy dtype: it travels only in binary and is exposed as raw 16-bit words.
+_BINARY_ONLY = {"BF16": np.dtype(np.uint16)}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps checked before anything large is allocated."""
+
+    max_inputs: int = 128
+    max_tensor_elements: int = 64 * 1024 * 1024
+
+
+def parse_json(raw: bytes | memoryview, what: str = "request body") -> Any:
+    """orjson.loads with the client's mistake reported as a 400 naming the position."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
+
+
+def _as_dict(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{what} must be a JSON object")
+    return value
+
+
+def _shape(name: str, shape: Any, limits: Limits) -> tuple[int, ...]:
+    if not isinstance(shape, list) or not all(
+        isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape
+    ):
+        raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers")
+    if math.prod(shape) > limits.max_tensor_elements:
+        raise InvalidInput(
+            f"input '{name}': shape {shape} has more than {limits.max_tensor_elements} elements"
+        )
+    return tuple(shape)
+
+
+def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray:
+    """Decode JSON `data` (flat or nested) into an array of `datatype` and `shape`."""
+    if datatype in _BINARY_ONLY:
+        raise InvalidInput(f"input '{name}': {datatype} data is only accepted in binary form")
+    dtype = to_numpy(datatype)
+    if not isinstance(data, list):
+        data = [data]
+    try:
+        array = np.array(data, dtype=object if datatype == "BYTES" else None)
+    except ValueError:
+        raise InvalidInput(
+            f"input '{name}': 'data' is ragged (rows of different lengths)"
+        ) from None
+    expected = math.prod(shape)
+    if array.size != expected:
+        raise InvalidInput(
+            f"input '{name}': shape {list(shape)} needs {expected} elements, data has {array.size}"
+        )
+    if datatype == "BYTES":
+        if not all(isinstance(item, str) for item in array.flat):
+            raise InvalidInput(f"input '{name}': BYTES data must be strings")
+        return array.reshape(shape)
+    kind = array.dtype.kind
+    if array.size and not _kind_fits(kind, dtype):
+        found = "non-numeric" if kind in "OUS" else array.dtype.name
+        raise InvalidInput(f"input '{name}': {found} data for a {datatype} tensor")
+    if dtype.kind in "iu" and array.size:
+        info = np.iinfo(dtype)
+        if array.min() < info.min or array.max() > info.max:
+            raise InvalidInput(f"input '{name}': values out of range for {datatype}")
+    return array.astype(dtype, copy=False).reshape(shape)
+
+
+def _kind_fits(kind: str, dtype: np.dtype) -> bool:
+    """JSON numbers decode to b/i/f; an int tensor must not silently truncate floats."""
+    if dtype.kind == "b":
+        return kind == "b"
+    if dtype.kind in "iu":
+        return kind in "iu"
+    return kind in "iuf"
+
+
+def _from_binary(name: str, datatype: str, shape: tuple[int, ...], raw: memoryview) -> np.ndarray:
+    """View raw little-endian bytes as an array (zero-copy) or split BYTES elements."""
+    if datatype == "BYTES":
+        array = deserialize_bytes(raw, name)
+        if array.size != math.prod(shape):
+            raise InvalidInput(
+                f"input '{name}': shape {list(shape)} needs {math.prod(shape)} elements, "
+                f"binary data has {array.size}"
+            )
+        return array.reshape(shape)
+    dtype = _BINARY_ONLY.get(datatype) or to_numpy(datatype)
+    expected = math.prod(shape) * dtype.itemsize
+    if len(raw) != expected:
+        raise InvalidInput(
+            f"input '{name}': shape {list(shape)} of {datatype} needs {expected} bytes, "
+            f"binary_data_size is {len(raw)}"
+        )
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
+
+
+def deserialize_bytes(raw: memoryview | bytes, name: str = "tensor") -> np.ndarray:
+    """Split Triton's BYTES encoding (4-byte little-endian length, then the bytes)."""
+    items: list[bytes] = []
+    offset, end = 0, len(raw)
+    while offset < end:
+        if offset + 4 > end:
+            raise InvalidInput(f"input '{name}': truncated BYTES element length")
+        (length,) = _LENGTH.unpack_from(raw, offset)
+        offset += 4
+        if offset + length > end:
+            raise InvalidInput(f"input '{name}': BYTES element overruns binary_data_size")
+        items.append(bytes(raw[offset : offset + length]))
+        offset += length
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
+
+
+def serialize_bytes(array: np.ndarray) -> bytes:
+    """Triton's BYTES encoding of an object/str/bytes array, row-major."""
+    parts: list[bytes] = []
+    for item in array.flat:
+        encoded = item if isinstance(item, bytes) else str(item).encode()
+        parts.append(_LENGTH.pack(len(encoded)))
+        parts.append(encoded)
+    return b"".join(parts)
+
+
+def decode_request(body: bytes, header_length: int | None, limits: Limits) -> InferRequest:
+    """Decode a V2 infer body (JSON, or JSON header + binary tail) into an InferRequest."""
+    if header_length is None:
+        header, tail = body, memoryview(b"")
+    else:
+        if not 0 <= header_length <= len(body):
+            raise InvalidInput(
+                f"Inference-Header-Content-Length {header_length} is outside the body "
+                f"({len(body)} bytes)"
+            )
+        view = memoryview(body)
+        header, tail = view[:header_length], view[header_length:]
+    doc = parse_json(header)
+    if not isinstance(doc, dict):
+        raise InvalidInput("request body must be a JSON object")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInput("'inputs' must be a non-empty list of tensors")
+    if len(raw_inputs) > limits.max_inputs:
+        raise InvalidInput(f"too many inputs: {len(raw_inputs)} > {limits.max_inputs}")
+    inputs: list[Tensor] = []
+    offset = 0
+    for index, item in enumerate(raw_inputs):
+        if not isinstance(item, dict):
+            raise InvalidInput(f"input {index} must be a JSON object")
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidInput(f"input {index}: missing 'name'")
+        datatype = item.get("datatype")
+        if not isinstance(datatype, str):
+            raise InvalidInput(f"input '{name}': missing 'datatype'")
+        if datatype not in TO_NUMPY and datatype not in _BINARY_ONLY:
+            to_numpy(datatype)  # raises the uniform unsupported-datatype error
+        if "shape" not in item:
+            raise InvalidInput(f"input '{name}': missing 'shape'")
+        shape = _shape(name, item["shape"], limits)
+        parameters = _as_dict(item.get("parameters"), f"input '{name}': 'parameters'")
+        size = parameters.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(tail):
+                raise InvalidInput(
+                    f"input '{name}': binary_data_size {size} exceeds the binary data sent"
+                )
+            data = _from_binary(name, datatype, shape, tail[offset : offset + size])
+            offset += size
+        elif "data" in item:
+            data = _from_json(name, datatype, shape, item["data"])
+        else:
+            raise InvalidInput(f"input '{name}': missing 'data' (or binary_data_size)")
+        inputs.append(Tensor(name, data, datatype, parameters))
+    if offset != len(tail):
+        raise InvalidInput(f"{len(tail) - offset} bytes of binary data not claimed by any input")
+    outputs = _requested_outputs(doc.get("outputs"), limits)
+    request_id = doc.get("id")
+    return InferRequest(
+        inputs=inputs,
+        id=None if request_id is None else str(request_id),
+        parameters=_as_dict(doc.get("parameters"), "'parameters'"),
+        outputs=outputs,
+    )
+
+
+def _requested_outputs(raw: Any, limits: Limits) -> list[RequestedOutput]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InvalidInput("'outputs' must be a list")
+    if len(raw) > limits.max_inputs:
+        raise InvalidInput(f"too many requested outputs: {len(raw)} > {limits.max_inputs}")
+    outputs = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidInput("each requested output needs a 'name'")
+        outputs.append(
+            RequestedOutput(item["name"], _as_dict(item.get("parameters"), "output parameters"))
+        )
+    return outputs
+
+
+def encode_response(
+    response: InferResponse,
+    request: InferRequest,
+    model_name: str,
+    model_version: str | None,
+) -> tuple[bytes, int | None]:
+    """Encode outputs as JSON, appending binary ones; returns (body, json header length)."""
+    binary_default = bool(request.parameters.get("binary_data_output", False))
+    wants = {output.name: output.parameters for output in request.outputs}
+    outputs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for tensor in response.outputs:
+        binary = bool(wants.get(tensor.name, {}).get("binary_data", binary_default))
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "datatype": tensor.datatype,
+            "shape": tensor.shape,
+        }
+        parameters = dict(tensor.parameters)
+        if binary:
+            blob = _to_binary(tensor)
+            parameters["binary_data_size"] = len(blob)
+            blobs.append(blob)
+        else:
+            entry["data"] = _to_json_data(tensor)
+        if parameters:
+            entry["parameters"] = parameters
+        outputs.append(entry)
+    doc: dict[str, Any] = {"model_name": model_name}
+    if model_version is not None:
+        doc["model_version"] = model_version
+    if request.id is not None:
+        doc["id"] = request.id
+    if response.parameters:
+        doc["parameters"] = response.parameters
+    doc["outputs"] = outputs
+    header = orjson.dumps(doc, option=_JSON_OPTIONS)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
+
+
+def _to_binary(tensor: Tensor) -> bytes:
+    if tensor.datatype == "BYTES":
+        return serialize_bytes(tensor.data)
+    return np.ascontiguousarray(tensor.data).astype(tensor.data.dtype.newbyteorder("<")).tobytes()
+
+
+def _to_json_data(tensor: Tensor) -> Any:
+    if tensor.datatype in ("FP16", "BF16"):
+        # As KServe: half precision has no faithful JSON form; the client must ask for binary.
+        raise InvalidInput(
+            f"output '{tensor.name}' is {tensor.datatype}, which JSON cannot carry: request it "
+            "with the binary tensor extension ('binary_data': true)"
+        )
+    if tensor.datatype == "BYTES":
+        return [_text(item) for item in tensor.data.flat]
+    return np.ascontiguousarray(tensor.data).reshape(-1)
+
+
+def _text(item: Any) -> str:
+    if isinstance(item, bytes):
+        try:
+            return item.decode()
+        except UnicodeDecodeError:
+            raise InvalidInput(
+                "a BYTES output is not UTF-8 text: request it with 'binary_data': true"
+            ) from None
+    return str(item)

@@ -1,0 +1,358 @@
+"""The models one server hosts: discovery in the model dir, load/unload, versions, LRU budget.
+
+Layouts of the model root (`--model_dir`):
+- the root itself holds a model artifact: one model named `--model_name`;
+- otherwise each subdirectory holding a model is a model named after the subdirectory
+  (KServe's multi-model layout, `/mnt/models/<name>/`).
+A model directory whose subdirectories are numbers (`<name>/1/`, `<name>/2/`) holds
+versions; the highest is the default. An optional `model-settings.json` in a model (or
+version) directory overrides name, version, runtime, parameters and batching.
+
+Loading and unloading run in threads and change state only on the event loop, so requests
+to other models never wait on them. With `--max_loaded_models` or `--memory_budget` the
+least recently used model is evicted when another must load; a request for an evicted
+model loads it again transparently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import gc
+import logging
+import re
+import resource
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import orjson
+from modelport.base.config import ServerConfig
+from modelport.base.errors import (
+    InvalidInput,
+    ModelLoadError,
+    ModelNotFound,
+    ModelNotReady,
+    ModelportError,
+)
+from modelport.base.model import ModelSettings, Predictor, runtime_class
+
+log = logging.getLogger("modelport.repository")
+
+SETTINGS_FILE = "model-settings.json"
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class State(StrEnum):
+    READY = "READY"
+    LOADING = "LOADING"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass(slots=True)
+class ModelVersion:
+    """One loadable version of a model and its current state."""
+
+    settings: ModelSettings
+    runtime: type[Predictor]
+    state: State = State.UNAVAILABLE
+    reason: str = ""
+    predictor: Predictor | None = None
+    memory: int = 0
+
+
+@dataclass(slots=True)
+class Model:
+    """A named model: its versions (key None when unversioned) and LRU bookkeeping."""
+
+    name: str
+    directory: Path
+    versions: dict[str | None, ModelVersion]
+    last_used: float = field(default_factory=time.monotonic)
+    evicted: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def default_version(self) -> str | None:
+        keys = [key for key in self.versions if key is not None]
+        if not keys:
+            return None
+        return max(keys, key=lambda key: (key.isdigit(), int(key) if key.isdigit() else 0, key))
+
+    @property
+    def state(self) -> State:
+        return self.versions[self.default_version].state
+
+
+class ModelRepository:
+    """All models of one server process."""
+
+    def __init__(self, config: ServerConfig, runtime: type[Predictor]) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.root = Path(config.model_dir)
+        self.models: dict[str, Model] = {}
+        self._load_lock = asyncio.Lock()
+        self.on_change: list[Any] = []
+
+    # --- discovery ----------------------------------------------------------------
+
+    def discover(self) -> None:
+        """Find the models under the root (no loading). Raises when there are none."""
+        if not self.root.is_dir():
+            raise ModelLoadError(f"model directory '{self.root}' does not exist")
+        if self._is_model_dir(self.root):
+            model = self._describe(self.config.model_name, self.root)
+            self.models = {model.name: model}
+            return
+        found: dict[str, Model] = {}
+        for sub in sorted(self.root.iterdir()):
+            if sub.is_dir() and not sub.name.startswith(".") and self._is_model_dir(sub):
+                model = self._describe(sub.name, sub)
+                found[model.name] = model
+        if not found:
+            raise ModelLoadError(
+                f"no model found in '{self.root}': expected a {self.runtime.runtime} model "
+                f"({', '.join(self.runtime.extensions) or 'artifact'}) or one subdirectory per model"
+            )
+        self.models = found
+
+    def _is_model_dir(self, directory: Path) -> bool:
+        if (directory / SETTINGS_FILE).is_file() or self.runtime.holds_model(directory):
+            return True
+        return any(
+            self.runtime.holds_model(version) or (version / SETTINGS_FILE).is_file()
+            for version in _version_dirs(directory)
+        )
+
+    def _describe(self, name: str, directory: Path) -> Model:
+        versions: dict[str | None, ModelVersion] = {}
+        version_dirs = [] if self.runtime.holds_model(directory) else _version_dirs(directory)
+        for path in version_dirs or [directory]:
+            settings = self._settings(name, path, path.name if version_dirs else None)
+            runtime = runtime_class(settings.runtime) if settings.runtime else self.runtime
+            versions[settings.version] = ModelVersion(settings, runtime)
+        model_name = next(iter(versions.values())).settings.name
+        return Model(model_name, directory, versions)
+
+    def _settings(self, name: str, directory: Path, version: str | None) -> ModelSettings:
+        settings = ModelSettings(
+            name=name,
+            model_dir=directory,
+            version=version,
+            model_file=self.config.model_file,
+            parameters=dict(self.config.runtime_options),
+            max_batch_size=self.config.max_batch_size,
+            max_batch_time=self.config.max_batch_time,
+        )
+        path = directory / SETTINGS_FILE
+        if not path.is_file():
+            return settings
+        try:
+            doc = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise ModelLoadError(f"'{path}' is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise ModelLoadError(f"'{path}' must hold a JSON object")
+        for key in ("name", "runtime", "model_file"):
+            if key in doc:
+                setattr(settings, key, str(doc[key]))
+        if "version" in doc:
+            settings.version = str(doc["version"])
+        if isinstance(doc.get("parameters"), dict):
+            settings.parameters.update(doc["parameters"])
+        for key, kind in (("max_batch_size", int), ("max_batch_time", float)):
+            if key in doc:
+                setattr(settings, key, kind(doc[key]))
+        return settings
+
+    # --- lookups ------------------------------------------------------------------
+
+    def version(self, name: str, version: str | None = None) -> ModelVersion:
+        """The version a URL names (default version when none), or a clear 404."""
+        model = self.models.get(name)
+        if model is None:
+            raise ModelNotFound(name)
+        key = model.default_version if version is None else version
+        found = model.versions.get(key)
+        if found is None:
+            raise ModelNotFound(name, version)
+        return found
+
+    async def predictor(self, name: str, version: str | None = None) -> ModelVersion:
+        """A READY version for inference; evicted models are loaded again on demand."""
+        entry = self.version(name, version)
+        model = self.models[name]
+        if entry.state is not State.READY and model.evicted:
+            await self.load(name)
+            entry = self.version(name, version)
+        if entry.state is not State.READY or entry.predictor is None:
+            raise ModelNotReady(name, entry.reason or entry.state.value.lower())
+        model.last_used = time.monotonic()
+        return entry
+
+    def ready_models(self) -> list[str]:
+        return [name for name, model in self.models.items() if model.state is State.READY]
+
+    def all_ready(self) -> bool:
+        """Server readiness: every model that is meant to be loaded is READY."""
+        return bool(self.models) and all(
+            model.state is State.READY or model.evicted or self._unloaded(model)
+            for model in self.models.values()
+        )
+
+    @staticmethod
+    def _unloaded(model: Model) -> bool:
+        return model.state is State.UNAVAILABLE and model.versions[
+            model.default_version
+        ].reason in (
+            "unloaded",
+            "not loaded (budget)",
+        )
+
+    def index(self) -> list[dict[str, Any]]:
+        """The repository index: every known model version with its state and reason."""
+        rows = []
+        for name, model in sorted(self.models.items()):
+            for key, entry in model.versions.items():
+                row: dict[str, Any] = {"name": name, "state": entry.state.value}
+                if key is not None:
+                    row["version"] = key
+                row["reason"] = entry.reason
+                rows.append(row)
+        return rows
+
+    # --- load / unload --------------------------------------------------------------
+
+    async def load_all(self) -> None:
+        """Initial load of discovered models (up to the budget); raise on the first failure."""
+        limit = self.config.max_loaded_models
+        for position, name in enumerate(list(self.models)):
+            if limit is not None and position >= limit:
+                for entry in self.models[name].versions.values():
+                    entry.reason = "not loaded (budget)"
+                self.models[name].evicted = True
+                continue
+            await self.load(name)
+            failed = [e for e in self.models[name].versions.values() if e.state is not State.READY]
+            if failed:
+                raise ModelLoadError(failed[0].reason)
+
+    async def load(self, name: str) -> None:
+        """Load (or reload) a model by name; the name must be a directory under the root."""
+        model = self.models.get(name)
+        if model is None:
+            model = self._find_new(name)
+        async with model.lock, self._load_lock:
+            await self._evict_for(model)
+            loop = asyncio.get_running_loop()
+            for entry in model.versions.values():
+                entry.state, entry.reason = State.LOADING, ""
+                predictor = entry.runtime(entry.settings)
+                before = _rss()
+                try:
+                    await loop.run_in_executor(None, predictor.load)
+                except Exception as exc:
+                    entry.state, entry.reason = State.UNAVAILABLE, _reason(name, exc)
+                    log.error("model load failed", extra={"model": name, "reason": entry.reason})
+                    continue
+                entry.predictor, entry.state, entry.reason = predictor, State.READY, ""
+                entry.memory = max(_rss() - before, 0)
+            model.evicted = False
+            model.last_used = time.monotonic()
+            log.info("model loaded", extra={"model": name, "state": model.state.value})
+        self._changed()
+
+    async def unload(self, name: str, reason: str = "unloaded") -> None:
+        """Unload every version of a model; in-flight requests keep their predictor."""
+        model = self.models.get(name)
+        if model is None:
+            raise ModelNotFound(name)
+        async with model.lock:
+            await self._release(model, reason)
+        self._changed()
+
+    async def _release(self, model: Model, reason: str) -> None:
+        loop = asyncio.get_running_loop()
+        for entry in model.versions.values():
+            predictor, entry.predictor = entry.predictor, None
+            entry.state = State.UNLOADING
+            if predictor is not None:
+                await loop.run_in_executor(None, predictor.unload)
+            predictor = None
+            entry.state, entry.reason, entry.memory = State.UNAVAILABLE, reason, 0
+        model.evicted = reason.startswith("evicted")
+        await loop.run_in_executor(None, _return_memory)
+        log.info("model unloaded", extra={"model": model.name, "reason": reason})
+
+    async def _evict_for(self, incoming: Model) -> None:
+        """Evict least recently used models until `incoming` fits the budget."""
+        limit, budget = self.config.max_loaded_models, self.config.memory_budget
+        while True:
+            loaded = [
+                m for m in self.models.values() if m is not incoming and m.state is State.READY
+            ]
+            over_count = limit is not None and len(loaded) + 1 > limit
+            used = sum(e.memory for m in loaded for e in m.versions.values())
+            over_memory = budget is not None and used > 0 and _rss() > budget
+            if not loaded or not (over_count or over_memory):
+                return
+            victim = min(loaded, key=lambda m: m.last_used)
+            async with victim.lock:
+                await self._release(victim, "evicted (least recently used)")
+            self._changed()
+
+    def _find_new(self, name: str) -> Model:
+        """A model not yet known: only a directory name directly under the root."""
+        if not _MODEL_NAME.match(name):
+            raise InvalidInput(f"invalid model name '{name}': use letters, digits, '.', '_', '-'")
+        root = self.root.resolve()
+        directory = (root / name).resolve()
+        if directory.parent != root or not directory.is_dir():
+            raise ModelNotFound(name)
+        if self._is_model_dir(self.root):
+            raise ModelNotFound(name)
+        if not self._is_model_dir(directory):
+            raise ModelNotFound(name)
+        model = self._describe(name, directory)
+        self.models[model.name] = model
+        return model
+
+    def _changed(self) -> None:
+        for callback in self.on_change:
+            callback(self)
+
+
+def _version_dirs(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(
+        (sub for sub in directory.iterdir() if sub.is_dir() and sub.name.isdigit()),
+        key=lambda sub: int(sub.name),
+    )
+
+
+def _reason(name: str, exc: BaseException) -> str:
+    if isinstance(exc, ModelportError):
+        return f"model '{name}': {exc.message}"
+    return f"model '{name}': {type(exc).__name__}: {exc}"
+
+
+def _rss() -> int:
+    """Resident set size of this process in bytes (Linux /proc, else peak RSS)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _return_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS so RSS reflects unloads."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

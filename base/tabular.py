@@ -1,0 +1,146 @@
+"""Shared behaviour of the tabular runtimes (sklearn, XGBoost, LightGBM).
+
+They all take a 2-D feature matrix or a DataFrame and offer a few named outputs
+(`predict`, `predict_proba`, ...). This class turns an InferRequest into that input,
+checks the feature count, dispatches requested outputs and maps framework input errors
+to 400s, so each framework module only loads its model and names its output functions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from modelport.base.errors import InferenceFailed, InvalidInput, ModelportError
+from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
+from modelport.base.model import Predictor
+from modelport.base.protocol.v1 import DEFAULT_INPUT
+
+OutputFunction = Callable[[Any], np.ndarray]
+DEFAULT_OUTPUT = "output-0"
+
+
+def predict_proba_by_default() -> bool:
+    """KServe's deploy-time switch: PREDICT_PROBA=true answers probabilities by default."""
+    return os.environ.get("PREDICT_PROBA", "false").strip().lower() == "true"
+
+
+class TabularPredictor(Predictor):
+    """A predictor over a feature matrix with named output functions."""
+
+    #: Feature names the model was trained with, when known (DataFrame inputs align to them).
+    feature_names: list[str] | None = None
+    #: Number of features the model expects, when known.
+    n_features: int | None = None
+
+    def output_functions(self) -> dict[str, OutputFunction]:
+        """Output name -> function of the features. Subclasses add to `predict`."""
+        raise NotImplementedError
+
+    def inputs(self) -> list[TensorSpec]:
+        if self.feature_names:
+            return [TensorSpec(name, "BYTES", [-1]) for name in self.feature_names]
+        return [TensorSpec(DEFAULT_INPUT, "FP64", [-1, self.n_features or -1])]
+
+    def outputs(self) -> list[TensorSpec]:
+        return [TensorSpec(name, "FP64", [-1, -1]) for name in self.output_functions()]
+
+    def default_output(self) -> str:
+        functions = self.output_functions()
+        if predict_proba_by_default() and "predict_proba" in functions:
+            return "predict_proba"
+        return "predict"
+
+    # --- request -> features --------------------------------------------------------
+
+    def features(self, request: InferRequest) -> Any:
+        """One tensor -> 2-D ndarray; `pd` content type or several inputs -> DataFrame."""
+        inputs = request.inputs
+        if len(inputs) == 1 and request.content_type != "pd":
+            return self.matrix(inputs[0])
+        return self.dataframe(inputs)
+
+    def matrix(self, tensor: Tensor) -> np.ndarray:
+        data = tensor.data
+        if data.ndim == 1:
+            data = data.reshape(1, -1)
+        if data.ndim != 2:
+            raise InvalidInput(
+                f"input '{tensor.name}': expected a 2-D [rows, features] tensor, got shape "
+                f"{tensor.shape}"
+            )
+        if self.n_features is not None and data.shape[1] != self.n_features:
+            raise InvalidInput(
+                f"input '{tensor.name}': model expects {self.n_features} features, "
+                f"got {data.shape[1]}"
+            )
+        return data
+
+    def dataframe(self, inputs: list[Tensor]) -> Any:
+        """One column per input (OIP `pd` content type), aligned to the model's features."""
+        import pandas as pd
+
+        columns: dict[str, Any] = {}
+        rows: int | None = None
+        for tensor in inputs:
+            data = tensor.data
+            if data.ndim == 2 and data.shape[1] == 1:
+                data = data[:, 0]
+            if data.ndim != 1:
+                raise InvalidInput(
+                    f"input '{tensor.name}': a DataFrame column must be 1-D, got shape "
+                    f"{tensor.shape}"
+                )
+            if rows is not None and len(data) != rows:
+                raise InvalidInput(
+                    f"input '{tensor.name}': has {len(data)} rows, other columns have {rows}"
+                )
+            rows = len(data)
+            columns[tensor.name] = _decoded(data)
+        frame = pd.DataFrame(columns)
+        if self.feature_names:
+            missing = [name for name in self.feature_names if name not in frame.columns]
+            if missing:
+                raise InvalidInput(f"missing feature column(s): {', '.join(missing)}")
+            frame = frame[self.feature_names]
+        return frame
+
+    # --- inference -------------------------------------------------------------------
+
+    def infer(self, request: InferRequest) -> InferResponse:
+        functions = self.output_functions()
+        wanted = request.requested_output_names
+        for name in wanted:
+            if name not in functions:
+                raise InvalidInput(
+                    f"unknown output '{name}'; model '{self.name}' offers: {', '.join(functions)}"
+                )
+        features = self.features(request)
+        if wanted:
+            outputs = [Tensor(name, self.call(functions[name], features)) for name in wanted]
+        else:
+            function = functions[self.default_output()]
+            outputs = [Tensor(DEFAULT_OUTPUT, self.call(function, features))]
+        return InferResponse(outputs=outputs, id=request.id)
+
+    def call(self, function: OutputFunction, features: Any) -> np.ndarray:
+        """Run a framework function: its input complaints are 400s, anything else a 500."""
+        try:
+            return np.asarray(function(features))
+        except ModelportError:
+            raise
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InvalidInput(f"model '{self.name}' rejected the input: {exc}") from exc
+        except Exception as exc:
+            raise InferenceFailed(
+                f"model '{self.name}' failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def _decoded(data: np.ndarray) -> np.ndarray:
+    """BYTES columns arrive as bytes from binary requests; DataFrames want text."""
+    if data.dtype == object and len(data) and isinstance(data[0], bytes):
+        return np.array([item.decode() for item in data], dtype=object)
+    return data

@@ -1,0 +1,1 @@
+"""scikit-learn runtime: `python -m modelport.runtimes.sklearn --model_dir ...`."""
