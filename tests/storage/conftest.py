@@ -6,6 +6,7 @@ All bind 127.0.0.1 on free ports, start once per session and are stopped at the 
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import shutil
 import socket
@@ -89,13 +90,15 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     exe = shutil.which("moto_server", path=str(BIN)) or "moto_server"
+    recording = tmp_path_factory.mktemp("moto") / "recording.jsonl"
     proc = subprocess.Popen(
         [exe, "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "MOTO_RECORDER_FILEPATH": str(recording)},
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -116,6 +119,19 @@ def s3_admin(moto_endpoint: str):  # type: ignore[no-untyped-def]
         aws_secret_access_key=SECRET,
         region_name="us-east-1",
     )
+
+
+def moto_requests(endpoint: str, action: Callable[[], object]) -> list[tuple[str, str]]:
+    """(method, url) of every request moto received while ``action`` ran (its recorder)."""
+    httpx.post(endpoint + "/moto-api/recorder/reset-recording")
+    httpx.post(endpoint + "/moto-api/recorder/start-recording")
+    try:
+        action()
+    finally:
+        httpx.post(endpoint + "/moto-api/recorder/stop-recording")
+    text = httpx.get(endpoint + "/moto-api/recorder/download-recording").text
+    rows = [json.loads(line) for line in text.replace("}{", "}\n{").splitlines() if line]
+    return [(r["method"], r["url"]) for r in rows]
 
 
 @pytest.fixture

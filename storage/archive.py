@@ -1,0 +1,255 @@
+"""Safe extraction of .zip/.tar/.tar.gz/.tgz model archives.
+
+Each entry is checked before anything is written: no absolute paths, no ``..``, no device or
+FIFO entries, symlinks and hardlinks must resolve inside DEST, and parent directories are
+resolved with ``realpath`` before they are created, so an earlier symlink cannot redirect a later
+write outside DEST. Entry count and real (not declared) uncompressed bytes are capped against
+archive bombs. A final pass re-checks every symlink, because a link created later can change
+where an earlier relative link points.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import IO
+
+from modelport.storage.config import Patterns, Transfer
+from modelport.storage.errors import ArchiveError
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/zip-compressed")
+TAR_TYPES = ("application/x-tar", "application/x-gtar", "application/x-tgz")
+GZIP_TYPES = ("application/gzip", "application/x-gzip", "application/x-compressed-tar")
+_CHUNK = 1024 * 1024
+
+
+def archive_suffix(name: str) -> str | None:
+    """The archive suffix of a file name (case-insensitive), or None for a plain file."""
+    lower = name.lower()
+    return next((s for s in ARCHIVE_SUFFIXES if lower.endswith(s)), None)
+
+
+def content_type_says_archive(content_type: str | None) -> bool:
+    """True for zip/tar/gzip media types (parameters such as ``; charset`` ignored)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media in ZIP_TYPES + TAR_TYPES + GZIP_TYPES
+
+
+def looks_like_archive(path: Path) -> bool:
+    """Sniff the content: a zip, or a tar (plain or compressed)."""
+    if zipfile.is_zipfile(path):
+        return True
+    try:
+        return tarfile.is_tarfile(path)
+    except (OSError, tarfile.TarError, EOFError):
+        return False
+
+
+def _safe_relpath(name: str) -> str:
+    """Normalise an entry name to a relative ``/`` path, or raise ValueError with the reason."""
+    name = name.replace("\\", "/")
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        raise ValueError("absolute path")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ValueError("path traversal ('..')")
+    if any("\x00" in p for p in parts):
+        raise ValueError("NUL byte in name")
+    return "/".join(parts)
+
+
+class _Extractor:
+    """Writes entries under ``root`` (real path) enforcing every rule of the module docstring."""
+
+    def __init__(self, uri: str, root: Path, transfer: Transfer, patterns: Patterns) -> None:
+        self.uri = uri
+        self.root = os.path.realpath(root)
+        self.transfer = transfer
+        self.patterns = patterns
+        self.entries = 0
+        self.bytes = 0
+        self.files = 0
+
+    def fail(self, entry: str, why: str) -> ArchiveError:
+        return ArchiveError(self.uri, f"unsafe archive entry {entry!r}: {why}")
+
+    def _inside(self, path: str) -> bool:
+        return path == self.root or path.startswith(self.root + os.sep)
+
+    def count(self, entry: str) -> None:
+        self.entries += 1
+        if self.entries > self.transfer.max_archive_entries:
+            raise ArchiveError(
+                self.uri,
+                f"archive has more than {self.transfer.max_archive_entries} entries "
+                "(MODELPORT_STORAGE_MAX_ARCHIVE_ENTRIES)",
+            )
+
+    def rel(self, entry: str) -> str:
+        try:
+            return _safe_relpath(entry)
+        except ValueError as exc:
+            raise self.fail(entry, str(exc)) from None
+
+    def parent_dir(self, entry: str, rel: str) -> str:
+        """Resolve and create the parent directory of ``rel``; it must stay inside root."""
+        parent = os.path.realpath(os.path.join(self.root, os.path.dirname(rel)))
+        if not self._inside(parent):
+            raise self.fail(entry, "parent directory resolves outside the destination (symlink)")
+        os.makedirs(parent, mode=0o755, exist_ok=True)
+        return parent
+
+    def _clear(self, entry: str, target: str) -> None:
+        if os.path.isdir(target) and not os.path.islink(target):
+            raise self.fail(entry, "conflicts with an existing directory")
+        if os.path.lexists(target):
+            os.unlink(target)
+
+    def directory(self, entry: str) -> None:
+        self.count(entry)
+        rel = self.rel(entry)
+        if not rel:
+            return
+        target = os.path.join(self.parent_dir(entry, rel), os.path.basename(rel))
+        if os.path.islink(target) or (os.path.exists(target) and not os.path.isdir(target)):
+            raise self.fail(entry, "directory conflicts with an existing file or link")
+        os.makedirs(target, mode=0o755, exist_ok=True)
+
+    def file(self, entry: str, src: IO[bytes], mode: int) -> None:
+        self.count(entry)
+        rel = self.rel(entry)
+        if not rel or not self.patterns.wants(rel):
+            return
+        target = os.path.join(self.parent_dir(entry, rel), os.path.basename(rel))
+        self._clear(entry, target)
+        perm = 0o755 if mode & 0o111 else 0o644
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, perm)
+        with os.fdopen(fd, "wb") as out:
+            while chunk := src.read(_CHUNK):
+                self.bytes += len(chunk)
+                if self.bytes > self.transfer.max_archive_bytes:
+                    raise ArchiveError(
+                        self.uri,
+                        f"archive expands beyond {self.transfer.max_archive_bytes} bytes "
+                        "(MODELPORT_STORAGE_MAX_ARCHIVE_BYTES)",
+                    )
+                out.write(chunk)
+        self.files += 1
+
+    def symlink(self, entry: str, link_target: str) -> None:
+        self.count(entry)
+        rel = self.rel(entry)
+        if not rel or not self.patterns.wants(rel):
+            return
+        if link_target.startswith("/") or not link_target:
+            raise self.fail(entry, f"symlink to absolute path {link_target!r}")
+        parent = self.parent_dir(entry, rel)
+        if not self._inside(os.path.realpath(os.path.join(parent, link_target))):
+            raise self.fail(entry, f"symlink points outside the destination ({link_target!r})")
+        target = os.path.join(parent, os.path.basename(rel))
+        self._clear(entry, target)
+        os.symlink(link_target, target)
+
+    def hardlink(self, entry: str, link_name: str) -> None:
+        self.count(entry)
+        rel = self.rel(entry)
+        if not rel or not self.patterns.wants(rel):
+            return
+        try:
+            src_rel = _safe_relpath(link_name)
+        except ValueError as exc:
+            raise self.fail(entry, f"hardlink target {link_name!r}: {exc}") from None
+        source = os.path.realpath(os.path.join(self.root, src_rel))
+        if not self._inside(source):
+            raise self.fail(entry, f"hardlink points outside the destination ({link_name!r})")
+        if not os.path.isfile(source):
+            raise self.fail(entry, f"hardlink target {link_name!r} is not an extracted file")
+        target = os.path.join(self.parent_dir(entry, rel), os.path.basename(rel))
+        self._clear(entry, target)
+        shutil.copyfile(source, target)  # a copy: never share an inode with anything
+        self.files += 1
+
+    def recheck_links(self) -> None:
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            for name in dirnames + filenames:
+                path = os.path.join(dirpath, name)
+                if os.path.islink(path) and not self._inside(os.path.realpath(path)):
+                    rel = os.path.relpath(path, self.root)
+                    os.unlink(path)
+                    raise self.fail(rel, "symlink resolves outside the destination")
+
+
+def _tar_entries(ex: _Extractor, tf: tarfile.TarFile) -> None:
+    for member in tf:
+        if member.isdir():
+            ex.directory(member.name)
+        elif member.isreg():
+            src = tf.extractfile(member)
+            assert src is not None
+            with src:
+                ex.file(member.name, src, member.mode)
+        elif member.issym():
+            ex.symlink(member.name, member.linkname)
+        elif member.islnk():
+            ex.hardlink(member.name, member.linkname)
+        elif member.ischr() or member.isblk():
+            raise ex.fail(member.name, "device file")
+        elif member.isfifo():
+            raise ex.fail(member.name, "FIFO")
+        else:
+            raise ex.fail(member.name, f"unsupported tar entry type {member.type!r}")
+
+
+def _zip_entries(ex: _Extractor, zf: zipfile.ZipFile) -> None:
+    infos = zf.infolist()
+    if len(infos) > ex.transfer.max_archive_entries:
+        ex.entries = len(infos) - 1
+        ex.count(infos[-1].filename)
+    declared = sum(i.file_size for i in infos)
+    if declared > ex.transfer.max_archive_bytes:
+        raise ArchiveError(
+            ex.uri,
+            f"archive declares {declared} uncompressed bytes, over the "
+            f"{ex.transfer.max_archive_bytes} limit (MODELPORT_STORAGE_MAX_ARCHIVE_BYTES)",
+        )
+    for info in infos:
+        unix_mode = info.external_attr >> 16
+        kind = stat.S_IFMT(unix_mode)
+        if info.is_dir():
+            ex.directory(info.filename)
+        elif kind == stat.S_IFLNK:
+            ex.symlink(info.filename, zf.read(info).decode("utf-8", "replace"))
+        elif kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
+            raise ex.fail(info.filename, "device, FIFO or socket entry")
+        else:
+            with zf.open(info) as src:
+                ex.file(info.filename, src, unix_mode)
+
+
+def extract(archive: Path, dest: Path, uri: str, transfer: Transfer, patterns: Patterns) -> int:
+    """Extract ``archive`` into ``dest`` (which must exist); return the number of files."""
+    ex = _Extractor(uri, dest, transfer, patterns)
+    name = archive.name
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                _zip_entries(ex, zf)
+        else:
+            if not looks_like_archive(archive):
+                raise ArchiveError(uri, f"{name} is not an archive (zip, tar, tar.gz)")
+            with tarfile.open(archive, "r:*") as tf:
+                _tar_entries(ex, tf)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, RuntimeError) as exc:
+        raise ArchiveError(uri, f"{name} is a corrupt archive: {exc}") from None
+    ex.recheck_links()
+    if ex.files == 0:
+        raise ArchiveError(
+            uri, f"{name} holds no files" + (" matching the patterns" if patterns else "")
+        )
+    return ex.files

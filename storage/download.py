@@ -1,0 +1,139 @@
+"""``download(uri, dest)``: fetch a storageUri into a local model directory, atomically.
+
+Atomicity: in Kubernetes DEST (``/mnt/models``) is a mount point, so it cannot be replaced by a
+rename and its parent may be another filesystem. We therefore stage in a hidden directory
+*inside* DEST (``DEST/.modelport-download-<pid>-XXXX``, same filesystem), verify there, then
+move each top-level entry into DEST with ``os.replace``. Any failure (or SIGTERM in the CLI)
+removes the staging directory, so DEST never holds partial files; stale staging directories of
+dead processes are removed on the next run. Running twice yields the same DEST.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from modelport.storage import gcs, http, local, s3
+from modelport.storage.archive import archive_suffix, extract
+from modelport.storage.config import Patterns, Transfer
+from modelport.storage.errors import NotFoundError, StorageError, UnsupportedSchemeError
+from modelport.storage.job import Job
+from modelport.storage.progress import Progress
+
+log = logging.getLogger("modelport.storage")
+
+MODEL_MOUNT_DIR = "/mnt/models"
+SUPPORTED = ("s3://", "gs://", "http://", "https://", "file://", "pvc://", "a local path")
+_STAGE_PREFIX = ".modelport-download-"
+_active: set[str] = set()
+_active_lock = threading.Lock()
+
+_BACKENDS = {"s3": s3.fetch, "gs": gcs.fetch, "http": http.fetch, "https": http.fetch}
+
+
+def _backend(uri: str):  # type: ignore[no-untyped-def]
+    scheme, sep, _ = uri.partition("://")
+    if not sep:
+        return local.fetch
+    scheme = scheme.lower()
+    if scheme in ("file", "pvc"):
+        return local.fetch
+    if scheme in _BACKENDS:
+        return _BACKENDS[scheme]
+    raise UnsupportedSchemeError(
+        uri, f"unsupported storage scheme {scheme + '://'!r}; supported: {', '.join(SUPPORTED)}"
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_stale(dest: Path) -> None:
+    """Remove staging dirs left by a killed run (dead pid, or ours but not in use)."""
+    for entry in dest.glob(_STAGE_PREFIX + "*"):
+        m = re.match(re.escape(_STAGE_PREFIX) + r"(\d+)-", entry.name)
+        if not m:
+            continue
+        pid = int(m.group(1))
+        with _active_lock:
+            in_use = str(entry) in _active
+        if not in_use and (pid == os.getpid() or not _pid_alive(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _publish(payload: Path, dest: Path, stage: Path) -> None:
+    """Move every top-level entry of ``payload`` into ``dest`` (same filesystem renames)."""
+    old = stage / "replaced"
+    old.mkdir()
+    for entry in sorted(payload.iterdir()):
+        target = dest / entry.name
+        if target.is_dir() and not target.is_symlink():
+            os.rename(target, old / entry.name)  # os.replace cannot replace a non-empty dir
+        os.replace(entry, target)
+
+
+def download(uri: str, dest: str | os.PathLike[str]) -> Path:
+    """Download ``uri`` into the directory ``dest`` and return it (as a Path).
+
+    ``dest`` is created if missing. Single archives (.zip, .tar, .tar.gz, .tgz) are extracted
+    into ``dest``. Raises :class:`~modelport.storage.errors.StorageError` (one-line, secret-free
+    message) on any failure, leaving no partial file in ``dest``.
+    """
+    dest_path = Path(dest)
+    if uri.rstrip("/") == MODEL_MOUNT_DIR or uri.startswith(MODEL_MOUNT_DIR + "/"):
+        log.info("%s is already mounted: nothing to download", uri)
+        return dest_path  # multi-model serving: the agent fills /mnt/models itself
+    fetch = _backend(uri)
+    transfer = Transfer.from_env()
+    patterns = Patterns.from_env()
+    created = not dest_path.exists()
+    dest_path.mkdir(parents=True, exist_ok=True)
+    _clean_stale(dest_path)
+    stage = Path(tempfile.mkdtemp(prefix=f"{_STAGE_PREFIX}{os.getpid()}-", dir=dest_path))
+    with _active_lock:
+        _active.add(str(stage))
+    progress = Progress(uri, transfer.progress_interval, transfer.deadline)
+    payload = stage / "payload"
+    payload.mkdir()
+    log.info("downloading %s to %s", uri, dest_path)
+    try:
+        job = Job(uri, payload, transfer, patterns, progress)
+        files = fetch(job)
+        if len(files) == 1 and (archive_suffix(files[0]) or files[0] in job.archive_hints):
+            archive = stage / "archive" / files[0]
+            archive.parent.mkdir()
+            os.replace(payload / files[0], archive)
+            log.info("extracting %s", files[0])
+            extract(archive, payload, uri, transfer, patterns)
+        if not any(payload.iterdir()):
+            raise NotFoundError(uri, "nothing to download")
+        _publish(payload, dest_path, stage)
+    except BaseException:
+        progress.cancel()
+        shutil.rmtree(stage, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                dest_path.rmdir()  # only if empty: never remove what was there
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        with _active_lock:
+            _active.discard(str(stage))
+    log.info("%s", progress.summary())
+    return dest_path
+
+
+__all__ = ["StorageError", "download"]

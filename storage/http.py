@@ -1,0 +1,143 @@
+"""http(s):// via httpx: any Content-Type for plain files, archives by name or Content-Type.
+
+Redirects are followed by hand (still httpx's URL resolution) so the per-host headers from
+``<hostname>-headers`` are sent only to the host they were configured for, never to a host a
+redirect points at. Transient failures (connect errors, timeouts, a body cut short, 5xx/429)
+are retried with exponential backoff; a body shorter than Content-Length is never accepted.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import httpx
+from modelport.storage.archive import GZIP_TYPES, archive_suffix, content_type_says_archive
+from modelport.storage.config import http_headers
+from modelport.storage.errors import (
+    AuthError,
+    ConfigError,
+    DownloadTimeoutError,
+    NotFoundError,
+    StorageError,
+    TLSError,
+)
+from modelport.storage.job import Job
+
+_CHUNK = 1024 * 1024
+
+
+class _Transient(Exception):
+    """A failure worth another attempt; carries the final error to raise if none is left."""
+
+    def __init__(self, error: StorageError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def file_name(uri: str) -> str:
+    """Last path segment, percent-decoded; the query string never names the file."""
+    name = posixpath.basename(unquote(urlsplit(uri).path))
+    if name in ("", ".", ".."):
+        raise ConfigError(uri, "no file name in the URL path")
+    return name
+
+
+def _get(client: httpx.Client, job: Job, target: Path) -> str:
+    """One attempt: follow redirects, stream the body to ``target``; return the Content-Type."""
+    url = httpx.URL(job.uri)
+    for _hop in range(job.transfer.max_redirects + 1):
+        request = client.build_request("GET", url, headers=http_headers(url.host))
+        response = client.send(request, stream=True, follow_redirects=False)
+        try:
+            if response.is_redirect and response.next_request is not None:
+                url = response.next_request.url
+                continue
+            return _save(response, job, target)
+        finally:
+            response.close()
+    raise StorageError(job.uri, f"more than {job.transfer.max_redirects} redirects")
+
+
+def _save(response: httpx.Response, job: Job, target: Path) -> str:
+    code = response.status_code
+    if code in (404, 410):
+        raise NotFoundError(job.uri, f"HTTP {code}")
+    if code in (401, 403):
+        raise AuthError(job.uri, f"HTTP {code} (check the <hostname>-headers setting)")
+    if code == 429 or code >= 500:
+        raise _Transient(StorageError(job.uri, f"HTTP {code}"))
+    if code != 200:
+        raise StorageError(job.uri, f"unexpected HTTP {code}")
+    length = response.headers.get("content-length")
+    expected = int(length) if length and length.isdigit() else None
+    if response.headers.get("content-encoding"):
+        expected = None  # Content-Length counts encoded bytes; httpx still checks it
+    if expected is not None:
+        job.progress.expect(expected)
+    written = 0
+    try:
+        with target.open("wb") as f:
+            for chunk in response.iter_bytes(_CHUNK):
+                f.write(chunk)
+                written += len(chunk)
+                job.progress.add(len(chunk))
+    except (httpx.TransportError, httpx.DecodingError) as exc:
+        job.progress.add(-written)
+        raise _Transient(_map(job.uri, exc, written, expected)) from None
+    if expected is not None and written != expected:
+        job.progress.add(-written)
+        raise _Transient(StorageError(job.uri, f"body ended after {written} of {expected} bytes"))
+    return response.headers.get("content-type", "")
+
+
+def _map(uri: str, exc: Exception, written: int = 0, expected: int | None = None) -> StorageError:
+    text = str(exc)
+    if "CERTIFICATE" in text.upper() or "SSL" in text.upper():
+        return TLSError(uri, f"TLS failed: {text}")
+    if isinstance(exc, httpx.TimeoutException):
+        return DownloadTimeoutError(uri, f"{type(exc).__name__} (connect/read timeout)")
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError) and written:
+        of = f" of {expected}" if expected is not None else ""
+        return StorageError(uri, f"connection closed mid-body after {written}{of} bytes")
+    if isinstance(exc, httpx.ConnectError):
+        return StorageError(uri, f"cannot connect: {text}")
+    return StorageError(uri, f"{type(exc).__name__}: {text}")
+
+
+def fetch(job: Job) -> list[str]:
+    """Download the URL into ``job.payload``; return the one relative path written."""
+    name = file_name(job.uri)
+    if not job.keep(name, single=True):
+        raise job.nothing_found(job.uri, 1)
+    target = job.target(name)
+    t = job.transfer
+    timeout = httpx.Timeout(t.read_timeout, connect=t.connect_timeout, pool=t.connect_timeout)
+    content_type = ""
+    with httpx.Client(timeout=timeout, trust_env=True) as client:
+        for attempt in range(t.retries + 1):
+            try:
+                content_type = _get(client, job, target)
+                break
+            except _Transient as exc:
+                error = exc.error
+            except httpx.TransportError as exc:
+                error = _map(job.uri, exc)
+                if isinstance(error, TLSError):
+                    raise error from None
+            except httpx.InvalidURL as exc:
+                raise ConfigError(job.uri, f"invalid URL: {exc}") from None
+            if attempt == t.retries:
+                raise error
+            time.sleep(min(0.25 * 2**attempt, 10.0))
+            job.progress.check_deadline()
+    job.progress.file_done()
+    if not archive_suffix(name) and content_type_says_archive(content_type):
+        media = content_type.split(";", 1)[0].strip().lower()
+        from modelport.storage.archive import looks_like_archive
+
+        if looks_like_archive(target) or media not in GZIP_TYPES:
+            job.archive_hints.add(name)  # a gzip that is not a tar stays a plain file
+    return [name]

@@ -1,0 +1,59 @@
+"""What a backend needs for one download: settings, patterns, progress and the staging area."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelport.storage.archive import _safe_relpath, archive_suffix
+from modelport.storage.config import Patterns, Transfer
+from modelport.storage.errors import NotFoundError, StorageError
+from modelport.storage.progress import Progress
+
+
+@dataclass
+class Job:
+    """One URI being fetched into ``payload`` (a hidden staging dir, published when complete)."""
+
+    uri: str
+    payload: Path
+    transfer: Transfer
+    patterns: Patterns
+    progress: Progress
+    # Relative names the backend identified as archives by other means than their suffix
+    # (HTTP Content-Type).
+    archive_hints: set[str] = field(default_factory=set)
+
+    def keep(self, rel: str, single: bool) -> bool:
+        """Patterns apply to paths as they land in DEST; a single archive is filtered by member."""
+        if single and archive_suffix(rel):
+            return True
+        return self.patterns.wants(rel)
+
+    def target(self, rel: str) -> Path:
+        """Local path for object ``rel``: refuses ``..``/absolute keys, creates parent dirs."""
+        try:
+            safe = _safe_relpath(rel)
+        except ValueError as exc:
+            raise StorageError(self.uri, f"refusing object name {rel!r}: {exc}") from None
+        if not safe:
+            raise StorageError(self.uri, f"refusing empty object name {rel!r}")
+        path = self.payload / safe
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StorageError(
+                self.uri, f"object {rel!r} conflicts with an object of the same name as a folder"
+            ) from None
+        if path.is_dir():
+            raise StorageError(self.uri, f"object {rel!r} conflicts with a folder of the same name")
+        return path
+
+    def nothing_found(self, where: str, listed: int) -> NotFoundError:
+        if listed and self.patterns:
+            return NotFoundError(
+                self.uri,
+                f"none of the {listed} objects under {where} match "
+                "STORAGE_ALLOW_PATTERNS/STORAGE_IGNORE_PATTERNS",
+            )
+        return NotFoundError(self.uri, f"no objects under {where}")
