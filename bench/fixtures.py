@@ -57,7 +57,9 @@ def v2_binary_body(x):
                 "parameters": {"binary_data_size": len(raw)},
             }
         ],
-        "outputs": [{"name": "output-0", "parameters": {"binary_data": True}}],
+        # Binary answers without naming outputs: servers name the default output differently
+        # (output-0, predict), and a server may refuse a requested name it does not know.
+        "parameters": {"binary_data_output": True},
     }
     head = json.dumps(header, separators=(",", ":")).encode()
     return head + raw, len(head)

@@ -42,8 +42,9 @@ def infer(body, header_len):
         req = orjson.loads(body[:header_len])
         inp = req["inputs"][0]
         x = np.frombuffer(body, DTYPES[inp["datatype"]], offset=header_len).reshape(inp["shape"])
-        outs = req.get("outputs") or [{}]
-        binary = bool(outs[0].get("parameters", {}).get("binary_data", False))
+        binary = bool((req.get("parameters") or {}).get("binary_data_output", False))
+        for out in req.get("outputs") or []:
+            binary = bool((out.get("parameters") or {}).get("binary_data", binary))
         return v2_output(MODEL.predict(x), binary)
     req = orjson.loads(body)
     if "instances" in req:  # V1
