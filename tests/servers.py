@@ -82,7 +82,7 @@ def start_server(
 ) -> ServerProcess:
     """Start a runtime's server process; wait for readiness unless `wait=False`."""
     port = free_port()
-    log_file = tempfile.NamedTemporaryFile(
+    log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - the server process owns it
         prefix=f"modelport-{runtime}-", suffix=".log", delete=False
     )
     command = [

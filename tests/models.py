@@ -1,0 +1,57 @@
+"""Small seeded models trained in the tests and saved in their native formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+IRIS_ROWS = [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]
+
+
+def iris_logistic(directory: Path, filename: str = "model.joblib") -> Path:
+    """KServe's iris fixture: LogisticRegression on iris (rows above -> class 1, 1)."""
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    joblib.dump(LogisticRegression(max_iter=1000, random_state=0).fit(x, y), directory / filename)
+    return directory
+
+
+def adult_pipeline(directory: Path) -> Path:
+    """A Pipeline with a ColumnTransformer over named numeric and string columns."""
+    import joblib
+    import numpy as np
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(18, 80, 200),
+            "hours": rng.uniform(5, 60, 200),
+            "job": rng.choice(["clerk", "engineer", "farmer"], 200),
+        }
+    )
+    target = (frame["job"] == "engineer").astype(int)
+    pipeline = Pipeline(
+        [
+            (
+                "columns",
+                ColumnTransformer(
+                    [
+                        ("numeric", StandardScaler(), ["age", "hours"]),
+                        ("categorical", OneHotEncoder(handle_unknown="ignore"), ["job"]),
+                    ]
+                ),
+            ),
+            ("classifier", LogisticRegression(random_state=0)),
+        ]
+    ).fit(frame, target)
+    directory.mkdir(parents=True, exist_ok=True)
+    joblib.dump(pipeline, directory / "model.joblib")
+    return directory

@@ -1,0 +1,146 @@
+"""The V2 codec alone: every OIP datatype through JSON and binary, both directions."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+import tritonclient.http as triton
+from modelport.base.errors import InvalidInput
+from modelport.base.messages import InferRequest, InferResponse, RequestedOutput, Tensor
+from modelport.base.protocol import v2
+
+LIMITS = v2.Limits()
+NUMERIC = [
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+]
+
+
+def sample(datatype: str) -> np.ndarray:
+    dtype = triton.triton_to_np_dtype(datatype)
+    if datatype == "BOOL":
+        return np.array([[True, False, True], [False, True, True]])
+    if datatype == "BYTES":
+        return np.array([[b"a", b"bc", b""], [b"\xff\x00", b"x", b"yz"]], dtype=object)
+    return np.arange(6, dtype=dtype).reshape(2, 3)
+
+
+@pytest.mark.parametrize("datatype", NUMERIC)
+def test_json_input_each_datatype(datatype):
+    data = sample(datatype)
+    body = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "x", "shape": [2, 3], "datatype": datatype, "data": data.ravel().tolist()}
+            ]
+        }
+    )
+    tensor = v2.decode_request(body, None, LIMITS).inputs[0]
+    assert tensor.datatype == datatype
+    assert tensor.data.dtype == data.dtype
+    assert np.array_equal(tensor.data, data)
+
+
+@pytest.mark.parametrize("datatype", [*NUMERIC, "BYTES"])
+def test_binary_input_each_datatype_via_tritonclient_encoding(datatype):
+    data = sample(datatype)
+    tensor = triton.InferInput("x", list(data.shape), datatype)
+    tensor.set_data_from_numpy(data, binary_data=True)
+    body, header_length = triton.InferenceServerClient.generate_request_body([tensor])
+    decoded = v2.decode_request(body, header_length, LIMITS).inputs[0]
+    assert decoded.shape == [2, 3]
+    if datatype == "BYTES":
+        assert decoded.data.tolist() == data.tolist()
+    else:
+        assert np.array_equal(decoded.data, data)
+
+
+OUTPUT_CASES = [
+    (d, b) for d in [*NUMERIC, "BYTES"] for b in (False, True) if (d, b) != ("FP16", False)
+]
+
+
+@pytest.mark.parametrize(("datatype", "binary"), OUTPUT_CASES)
+def test_output_round_trip_through_tritonclient_parser(datatype, binary):
+    """FP16 in JSON is refused (tested below), as KServe does."""
+    data = sample(datatype)
+    if datatype == "BYTES" and not binary:
+        data = np.array([["a", "bc", ""], ["é", "x", "yz"]], dtype=object)
+    request = InferRequest([], outputs=[RequestedOutput("y", {"binary_data": binary})])
+    body, header_length = v2.encode_response(
+        InferResponse([Tensor("y", data, datatype)]), request, "m", "1"
+    )
+    result = triton.InferResult.from_response_body(body, header_length=header_length)
+    decoded = result.as_numpy("y")
+    if datatype == "BYTES":
+        # tritonclient yields str for JSON BYTES and bytes for binary ones.
+        assert decoded.tolist() == data.tolist()
+    else:
+        assert np.array_equal(decoded, data)
+    assert result.get_response()["model_version"] == "1"
+
+
+def test_fp16_output_in_json_asks_for_binary():
+    request = InferRequest([])
+    with pytest.raises(InvalidInput, match="binary"):
+        v2.encode_response(
+            InferResponse([Tensor("y", np.zeros(2, np.float16))]), request, "m", None
+        )
+
+
+def test_nested_and_flat_data_are_equivalent():
+    flat = v2.decode_request(
+        b'{"inputs":[{"name":"x","shape":[2,2],"datatype":"INT32","data":[1,2,3,4]}]}', None, LIMITS
+    )
+    nested = v2.decode_request(
+        b'{"inputs":[{"name":"x","shape":[2,2],"datatype":"INT32","data":[[1,2],[3,4]]}]}',
+        None,
+        LIMITS,
+    )
+    assert np.array_equal(flat.inputs[0].data, nested.inputs[0].data)
+
+
+def test_parameters_are_kept():
+    request = v2.decode_request(
+        b'{"id":"1","parameters":{"content_type":"pd","k":3},"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1],"parameters":{"content_type":"np"}}],"outputs":[{"name":"y","parameters":{"binary_data":true}}]}',
+        None,
+        LIMITS,
+    )
+    assert request.id == "1"
+    assert request.content_type == "pd"
+    assert request.parameters["k"] == 3
+    assert request.inputs[0].parameters == {"content_type": "np"}
+    assert request.outputs[0].parameters == {"binary_data": True}
+
+
+def test_caps_are_checked_before_allocation():
+    limits = v2.Limits(max_inputs=2, max_tensor_elements=100)
+    huge = b'{"inputs":[{"name":"x","shape":[100000,100000],"datatype":"FP32","parameters":{"binary_data_size":0}}]}'
+    with pytest.raises(InvalidInput, match="more than 100 elements"):
+        v2.decode_request(huge, len(huge), limits)
+    many = orjson.dumps(
+        {
+            "inputs": [
+                {"name": f"x{i}", "shape": [1], "datatype": "FP32", "data": [1]} for i in range(3)
+            ]
+        }
+    )
+    with pytest.raises(InvalidInput, match="too many inputs"):
+        v2.decode_request(many, None, limits)
+
+
+def test_unclaimed_binary_bytes_are_an_error():
+    header = b'{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}}]}'
+    with pytest.raises(InvalidInput, match="not claimed"):
+        v2.decode_request(header + b"\x00" * 8, len(header), LIMITS)
