@@ -86,22 +86,23 @@ def _save(response: httpx.Response, job: Job, target: Path) -> str:
                 job.progress.add(len(chunk))
     except (httpx.TransportError, httpx.DecodingError) as exc:
         job.progress.add(-written)
-        raise _Transient(_map(job.uri, exc, written, expected)) from None
+        raise _Transient(_map(job.uri, exc, written, expected, in_body=True)) from None
     if expected is not None and written != expected:
         job.progress.add(-written)
         raise _Transient(StorageError(job.uri, f"body ended after {written} of {expected} bytes"))
     return response.headers.get("content-type", "")
 
 
-def _map(uri: str, exc: Exception, written: int = 0, expected: int | None = None) -> StorageError:
+def _map(
+    uri: str, exc: Exception, written: int = 0, expected: int | None = None, in_body: bool = False
+) -> StorageError:
     text = str(exc)
     if "CERTIFICATE" in text.upper() or "SSL" in text.upper():
         return TLSError(uri, f"TLS failed: {text}")
     if isinstance(exc, httpx.TimeoutException):
         return DownloadTimeoutError(uri, f"{type(exc).__name__} (connect/read timeout)")
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError) and written:
-        of = f" of {expected}" if expected is not None else ""
-        return StorageError(uri, f"connection closed mid-body after {written}{of} bytes")
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError) and in_body:
+        return StorageError(uri, f"connection closed mid-body ({text})")
     if isinstance(exc, httpx.ConnectError):
         return StorageError(uri, f"cannot connect: {text}")
     return StorageError(uri, f"{type(exc).__name__}: {text}")

@@ -9,9 +9,10 @@ import os
 import tarfile
 
 import pytest
-from conftest import SECRET, moto_requests, run_cli, tree
 from modelport.storage.download import download
 from modelport.storage.errors import NotFoundError, StorageError
+
+from tests.storage.support import SECRET, moto_requests, run_cli, tree
 
 
 def put(s3, bucket: str, objects: dict[str, bytes]) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,115 @@
+"""Archive extraction: every kind works, every malicious kind is refused, nothing escapes DEST."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+from modelport.storage.download import download
+from modelport.storage.errors import ArchiveError
+
+from tests.storage.archives import FILES, benign, malicious, tar_bytes, zip_bytes
+from tests.storage.support import tree
+
+
+def snapshot(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar", "tar.gz", "tgz"])
+def test_each_archive_kind_extracts(tmp_path, kind):
+    src = tmp_path / "src" / f"model.{kind}"
+    src.parent.mkdir()
+    src.write_bytes(benign(kind))
+    out = download(str(src), tmp_path / "dest")
+    assert tree(out) == FILES
+
+
+@pytest.mark.parametrize("case", sorted(malicious()))
+def test_malicious_archive_refused_and_nothing_escapes(tmp_path, case):
+    name, data, entry = malicious()[case]
+    sandbox = tmp_path / "sandbox"
+    (sandbox / "src").mkdir(parents=True)
+    (sandbox / "src" / name).write_bytes(data)
+    dest = sandbox / "deep" / "dest"
+    dest.mkdir(parents=True)
+    (dest / "existing.txt").write_text("keep")
+    before = snapshot(tmp_path)
+    with pytest.raises(ArchiveError) as err:
+        download(str(sandbox / "src" / name), dest)
+    assert repr(entry) in str(err.value) or entry in str(err.value)
+    # Nothing new anywhere, inside or outside DEST, and DEST is as it was.
+    assert snapshot(tmp_path) == before
+    assert tree(dest) == {"existing.txt": b"keep"}
+    assert not Path("/tmp/abs-escaped.txt").exists()
+
+
+def test_safe_symlinks_and_hardlinks_inside_are_kept(tmp_path):
+    import tarfile
+
+    link = tarfile.TarInfo("alias.joblib")
+    link.type, link.linkname = tarfile.SYMTYPE, "model.joblib"
+    hard = tarfile.TarInfo("copy.joblib")
+    hard.type, hard.linkname = tarfile.LNKTYPE, "model.joblib"
+    src = tmp_path / "m.tar"
+    src.write_bytes(tar_bytes([("model.joblib", b"abc"), link, hard]))
+    out = download(str(src), tmp_path / "d")
+    assert tree(out) == {
+        "model.joblib": b"abc",
+        "alias.joblib": "-> model.joblib",
+        "copy.joblib": b"abc",
+    }
+
+
+def test_zip_bomb_caps(tmp_path, monkeypatch):
+    src = tmp_path / "bomb.zip"
+    src.write_bytes(zip_bytes([("zeros.bin", b"\0" * (4 * 1024 * 1024))]))
+    monkeypatch.setenv("MODELPORT_STORAGE_MAX_ARCHIVE_BYTES", str(1024 * 1024))
+    with pytest.raises(ArchiveError, match="MAX_ARCHIVE_BYTES"):
+        download(str(src), tmp_path / "d1")
+    monkeypatch.delenv("MODELPORT_STORAGE_MAX_ARCHIVE_BYTES")
+    many = tmp_path / "many.zip"
+    many.write_bytes(zip_bytes([(f"f{i}", b"") for i in range(50)]))
+    monkeypatch.setenv("MODELPORT_STORAGE_MAX_ARCHIVE_ENTRIES", "10")
+    with pytest.raises(ArchiveError, match="MAX_ARCHIVE_ENTRIES"):
+        download(str(many), tmp_path / "d2")
+    assert not (tmp_path / "d1").exists() and not (tmp_path / "d2").exists()
+
+
+def test_tar_bomb_cap_counts_real_bytes(tmp_path, monkeypatch):
+    src = tmp_path / "bomb.tar.gz"
+    src.write_bytes(tar_bytes([("zeros.bin", b"\0" * (3 * 1024 * 1024))], "w:gz"))
+    assert src.stat().st_size < 64 * 1024
+    monkeypatch.setenv("MODELPORT_STORAGE_MAX_ARCHIVE_BYTES", str(1024 * 1024))
+    with pytest.raises(ArchiveError, match="expands beyond"):
+        download(str(src), tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
+def test_not_an_archive(tmp_path):
+    src = tmp_path / "model.zip"
+    src.write_bytes(b"this is not a zip")
+    with pytest.raises(ArchiveError, match="not an archive"):
+        download(str(src), tmp_path / "d")
+    bad = tmp_path / "model.tar.gz"
+    bad.write_bytes(b"\x1f\x8b\x08garbage")
+    with pytest.raises(ArchiveError, match=r"not an archive|corrupt"):
+        download(str(bad), tmp_path / "d")
+
+
+def test_patterns_filter_archive_members(tmp_path, monkeypatch):
+    src = tmp_path / "m.zip"
+    src.write_bytes(zip_bytes(list(FILES.items())))  # type: ignore[arg-type]
+    monkeypatch.setenv("STORAGE_ALLOW_PATTERNS", "*.joblib")
+    assert tree(download(str(src), tmp_path / "d")) == {"model.joblib": b"joblib-bytes"}
+
+
+def test_zip_file_modes_are_sane(tmp_path):
+    info = zipfile.ZipInfo("run.sh")
+    info.external_attr = (0o104755) << 16  # setuid + exec
+    src = tmp_path / "m.zip"
+    src.write_bytes(zip_bytes([(info, b"#!/bin/sh\n")]))
+    out = download(str(src), tmp_path / "d")
+    assert os.stat(out / "run.sh").st_mode & 0o7777 == 0o755

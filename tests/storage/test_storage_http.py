@@ -1,0 +1,178 @@
+"""http(s):// against a local threaded server: content types, archives, redirects, failures."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import time
+
+import pytest
+from modelport.storage.download import download
+from modelport.storage.errors import (
+    ArchiveError,
+    AuthError,
+    DownloadTimeoutError,
+    NotFoundError,
+    StorageError,
+)
+
+from tests.storage.archives import FILES, benign, malicious
+from tests.storage.support import run_cli, tree
+
+_n = itertools.count()
+
+
+def uniq(name: str) -> str:
+    return f"/{next(_n)}/{name}"
+
+
+def test_plain_file_any_content_type_query_ignored(http_server, tmp_path):
+    url = http_server.file(uniq("model.joblib"), b"abc", content_type="text/html; charset=utf-8")
+    out = download(url + "?X-Amz-Signature=deadbeef&v=2", tmp_path / "d")
+    assert tree(out) == {"model.joblib": b"abc"}
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar", "tar.gz", "tgz"])
+def test_archive_by_name(http_server, tmp_path, kind):
+    url = http_server.file(uniq(f"model.{kind}"), benign(kind), content_type="text/plain")
+    assert tree(download(url, tmp_path / "d")) == FILES
+
+
+@pytest.mark.parametrize(
+    ("kind", "ctype"),
+    [("zip", "application/zip"), ("tar", "application/x-tar"), ("tgz", "application/gzip")],
+)
+def test_archive_by_content_type(http_server, tmp_path, kind, ctype):
+    url = http_server.file(uniq("download"), benign(kind), content_type=ctype)
+    assert tree(download(url, tmp_path / "d")) == FILES
+
+
+def test_gzip_that_is_not_a_tar_stays_a_file(http_server, tmp_path):
+    body = gzip.compress(b"weights")
+    url = http_server.file(uniq("weights.gz"), body, content_type="application/gzip")
+    assert tree(download(url, tmp_path / "d")) == {"weights.gz": body}
+
+
+def test_not_an_archive(http_server, tmp_path):
+    url = http_server.file(uniq("model.zip"), b"<html>login page</html>", "text/html")
+    with pytest.raises(ArchiveError, match="not an archive"):
+        download(url, tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
+def test_status_errors(http_server, tmp_path):
+    with pytest.raises(NotFoundError, match="HTTP 404"):
+        download(http_server.url(uniq("missing.bin")), tmp_path / "a")
+    with pytest.raises(AuthError, match="HTTP 403"):
+        download(http_server.status(uniq("secret.bin"), 403), tmp_path / "b")
+
+
+def test_redirects_followed_with_a_limit(http_server, tmp_path, monkeypatch):
+    final = http_server.file(uniq("model.bin"), b"redirected")
+    a = http_server.redirect(uniq("a"), final, 301)
+    b = http_server.redirect(uniq("model.bin"), a, 307)
+    assert tree(download(b, tmp_path / "d")) == {"model.bin": b"redirected"}
+    loop = uniq("loop.bin")
+    http_server.redirect(loop, loop)
+    monkeypatch.setenv("MODELPORT_STORAGE_MAX_REDIRECTS", "3")
+    with pytest.raises(StorageError, match="more than 3 redirects"):
+        download(http_server.url(loop), tmp_path / "e")
+
+
+def test_host_headers_sent_only_to_their_host(http_server, tmp_path, monkeypatch):
+    path = uniq("model.bin")
+
+    def guarded(h):  # type: ignore[no-untyped-def]
+        ok = h.headers.get("Authorization") == "Bearer tok-123456"
+        body = b"ok" if ok else b""
+        h.send_response(200 if ok else 401)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    http_server.routes[path] = guarded
+    monkeypatch.setenv("127.0.0.1-headers", '{"Authorization": "Bearer tok-123456"}')
+    assert tree(download(http_server.url(path), tmp_path / "d")) == {"model.bin": b"ok"}
+    # Redirect to another host name (localhost): the 127.0.0.1 headers must not follow.
+    other = http_server.url(path).replace("127.0.0.1", "localhost")
+    start = len(http_server.requests)
+    with pytest.raises(AuthError):
+        download(http_server.redirect(uniq("model.bin"), other), tmp_path / "e")
+    assert http_server.requests[start][1].get("Authorization") == "Bearer tok-123456"
+    assert "Authorization" not in http_server.requests[-1][1]
+
+
+def test_closed_mid_body_leaves_no_partial_file(http_server, tmp_path):
+    url = http_server.truncated(uniq("model.bin"), b"x" * 100_000, announced=1_000_000)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "model.bin").write_bytes(b"previous good model")
+    with pytest.raises(StorageError, match=r"closed mid-body|ended after"):
+        download(url, dest)
+    assert tree(dest) == {"model.bin": b"previous good model"}
+    assert [p.name for p in dest.iterdir()] == ["model.bin"]  # no staging dir left
+
+
+def test_transient_503_is_retried(http_server, tmp_path):
+    path, calls = uniq("model.bin"), []
+
+    def flaky(h):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        body = b"finally" if len(calls) > 1 else b""
+        h.send_response(200 if body else 503)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    http_server.routes[path] = flaky
+    assert tree(download(http_server.url(path), tmp_path / "d")) == {"model.bin": b"finally"}
+    assert len(calls) == 2
+
+
+def test_read_timeout(http_server, tmp_path, monkeypatch):
+    path = uniq("slow.bin")
+
+    def slow(h):  # type: ignore[no-untyped-def]
+        h.send_response(200)
+        h.send_header("Content-Length", "10")
+        h.end_headers()
+        h.wfile.write(b"12345")
+        h.wfile.flush()
+        time.sleep(2)
+
+    http_server.routes[path] = slow
+    monkeypatch.setenv("MODELPORT_STORAGE_READ_TIMEOUT", "0.5")
+    monkeypatch.setenv("MODELPORT_STORAGE_RETRIES", "0")
+    with pytest.raises(DownloadTimeoutError, match="timeout"):
+        download(http_server.url(path), tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
+def test_overall_deadline(http_server, tmp_path, monkeypatch):
+    path = uniq("trickle.bin")
+
+    def trickle(h):  # type: ignore[no-untyped-def]
+        h.send_response(200)
+        h.send_header("Content-Length", "100")
+        h.end_headers()
+        for _ in range(100):
+            h.wfile.write(b"x")
+            h.wfile.flush()
+            time.sleep(0.03)
+
+    http_server.routes[path] = trickle
+    monkeypatch.setenv("MODELPORT_STORAGE_DEADLINE", "0.5")
+    with pytest.raises(DownloadTimeoutError, match="deadline"):
+        download(http_server.url(path), tmp_path / "d")
+
+
+def test_cli_malicious_archive_over_http_one_clear_line(http_server, tmp_path):
+    name, data, entry = malicious()["zip-dotdot"]
+    url = http_server.file(uniq(name), data)
+    dest = tmp_path / "dest"
+    res = run_cli(url + "?token=abcdef", str(dest))
+    assert res.returncode == 1
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("modelport.storage: archive: http://127.0.0.1:")
+    assert entry in last and "token=abcdef" not in res.stderr
+    assert not (tmp_path / "escaped.txt").exists() and not dest.exists()

@@ -1,0 +1,123 @@
+"""Local paths, file://, pvc://, /mnt/models, unsupported schemes, the CLI and atomicity."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from modelport.storage.download import download
+from modelport.storage.errors import NotFoundError, UnsupportedSchemeError
+
+from tests.storage.support import run_cli, tree
+
+
+@pytest.fixture
+def model_src(tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "model.joblib").write_bytes(b"m")
+    (src / "sub" / "cfg.json").write_bytes(b"{}")
+    return src
+
+
+def test_local_dir_and_file_uri_are_linked(model_src, tmp_path):
+    for uri in (str(model_src), f"file://{model_src}"):
+        out = download(uri, tmp_path / uri[:4])
+        assert (out / "model.joblib").is_symlink()  # KServe links local sources
+        assert (out / "model.joblib").read_bytes() == b"m"
+        assert (out / "sub" / "cfg.json").read_bytes() == b"{}"
+
+
+def test_local_copy_mode(model_src, tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELPORT_STORAGE_LOCAL_COPY", "true")
+    out = download(str(model_src), tmp_path / "d")
+    assert tree(out) == {"model.joblib": b"m", "sub/cfg.json": b"{}"}
+
+
+def test_pvc_uri_maps_to_mount(model_src, tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELPORT_PVC_ROOT", str(tmp_path))
+    out = download("pvc://my-claim/src/sub", tmp_path / "d")
+    assert (out / "cfg.json").read_bytes() == b"{}"
+    with pytest.raises(NotFoundError, match="for PVC"):
+        download("pvc://my-claim/nope", tmp_path / "e")
+
+
+def test_mnt_models_is_noop(tmp_path):
+    assert download("/mnt/models", tmp_path / "d") == tmp_path / "d"
+    assert not (tmp_path / "d").exists()
+
+
+def test_unsupported_scheme_lists_supported(tmp_path):
+    with pytest.raises(UnsupportedSchemeError, match=r"'ftp://'.*s3://, gs://, http://, https://"):
+        download("ftp://host/model", tmp_path / "d")
+
+
+def test_missing_local_path(tmp_path):
+    with pytest.raises(NotFoundError):
+        download(str(tmp_path / "nope"), tmp_path / "d")
+
+
+def test_cli_usage_and_pairs(model_src, tmp_path):
+    res = run_cli(str(model_src))
+    assert res.returncode == 2 and "usage:" in res.stderr
+    res = run_cli(
+        str(model_src), str(tmp_path / "a"), f"file://{model_src}/sub", str(tmp_path / "b")
+    )
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "a" / "model.joblib").exists() and (tmp_path / "b" / "cfg.json").exists()
+    res = run_cli(str(model_src), str(tmp_path / "c"), "hdfs://nn/x", str(tmp_path / "e"))
+    assert res.returncode == 1
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("modelport.storage:")]
+    assert errors == [
+        "modelport.storage: unsupported scheme: hdfs://nn/x: unsupported storage scheme "
+        "'hdfs://'; supported: s3://, gs://, http://, https://, file://, pvc://, a local path"
+    ]
+    assert (tmp_path / "c" / "model.joblib").exists()
+
+
+def test_sigterm_mid_download_leaves_no_partial_files(http_server, tmp_path):
+    path = "/sigterm/model.bin"
+
+    def trickle(h):  # type: ignore[no-untyped-def]
+        h.send_response(200)
+        h.send_header("Content-Length", str(10_000_000))
+        h.end_headers()
+        try:
+            for _ in range(200):
+                h.wfile.write(b"x" * 10_000)
+                h.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            pass
+
+    http_server.routes[path] = trickle
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelport.storage", http_server.url(path), str(dest)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    staged = []
+    while time.monotonic() < deadline and not staged:
+        staged = [p for p in dest.rglob("model.bin") if p.stat().st_size > 0]
+        time.sleep(0.05)
+    assert staged and staged[0].parent.parent.name.startswith(".modelport-download-")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode != 0
+    assert os.listdir(dest) == [], err
+
+
+def test_stale_staging_of_dead_process_is_removed(model_src, tmp_path):
+    dest = tmp_path / "d"
+    stale = dest / ".modelport-download-999999-abc" / "payload"
+    stale.mkdir(parents=True)
+    (stale / "half.bin").write_bytes(b"half")
+    download(str(model_src), dest)
+    assert sorted(os.listdir(dest)) == ["model.joblib", "sub"]

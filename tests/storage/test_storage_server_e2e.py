@@ -1,0 +1,34 @@
+"""A model server started with ``--model_dir s3://...`` downloads through modelport.storage."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from tests.servers import start_server
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("modelport.runtimes.sklearn.__main__") is None,
+    reason="the sklearn runtime's entry point is not there yet",
+)
+
+
+def test_sklearn_server_from_s3_prefix(s3_env, s3_admin, bucket, tmp_path):
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    joblib.dump(LogisticRegression(max_iter=1000, random_state=0).fit(x, y), tmp_path / "m.joblib")
+    s3_admin.upload_file(str(tmp_path / "m.joblib"), bucket, "models/iris/model.joblib")
+    s3_admin.put_object(Bucket=bucket, Key="models/iris-v2/model.joblib", Body=b"not a model")
+
+    server = start_server("sklearn", f"s3://{bucket}/models/iris", "--model_name=iris")
+    try:
+        assert server.get("/v2/health/ready").status_code == 200
+        res = server.post("/v1/models/iris:predict", json={"instances": [[6.8, 2.8, 4.8, 1.4]]})
+        assert res.status_code == 200, res.text
+        assert res.json() == {"predictions": [1]}
+    finally:
+        server.stop()
