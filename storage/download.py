@@ -22,7 +22,12 @@ from pathlib import Path
 from modelport.storage import gcs, http, local, s3
 from modelport.storage.archive import archive_suffix, extract
 from modelport.storage.config import Patterns, Transfer
-from modelport.storage.errors import NotFoundError, StorageError, UnsupportedSchemeError
+from modelport.storage.errors import (
+    ConfigError,
+    NotFoundError,
+    StorageError,
+    UnsupportedSchemeError,
+)
 from modelport.storage.job import Job
 from modelport.storage.progress import Progress
 
@@ -80,8 +85,9 @@ def _publish(payload: Path, dest: Path, stage: Path) -> None:
     old.mkdir()
     for entry in sorted(payload.iterdir()):
         target = dest / entry.name
-        if target.is_dir() and not target.is_symlink():
-            os.rename(target, old / entry.name)  # os.replace cannot replace a non-empty dir
+        if os.path.lexists(target):
+            # os.replace cannot put a dir over a non-empty dir or a file (and vice versa).
+            os.rename(target, old / entry.name)
         os.replace(entry, target)
 
 
@@ -93,6 +99,10 @@ def download(uri: str, dest: str | os.PathLike[str]) -> Path:
     message) on any failure, leaving no partial file in ``dest``.
     """
     dest_path = Path(dest)
+    if not uri.strip():
+        raise ConfigError(uri, "empty storage URI")
+    if dest_path.exists() and not dest_path.is_dir():
+        raise ConfigError(uri, f"destination {dest_path} exists and is not a directory")
     if uri.rstrip("/") == MODEL_MOUNT_DIR or uri.startswith(MODEL_MOUNT_DIR + "/"):
         log.info("%s is already mounted: nothing to download", uri)
         return dest_path  # multi-model serving: the agent fills /mnt/models itself

@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 from modelport.storage.download import download
-from modelport.storage.errors import NotFoundError, StorageError
+from modelport.storage.errors import DownloadTimeoutError, NotFoundError, StorageError
 
 from tests.storage.support import SECRET, moto_requests, run_cli, tree
 
@@ -186,3 +186,24 @@ def test_unreachable_endpoint_is_one_clean_error(s3_env, s3_admin, bucket, tmp_p
     with pytest.raises(StorageError, match="cannot connect") as err:
         download(f"s3://{bucket}/m", tmp_path / "d")
     assert SECRET not in str(err.value)
+
+
+def test_deadline_stops_s3_transfer_without_partial_files(
+    s3_env, s3_admin, bucket, tmp_path, monkeypatch
+):
+    s3_admin.put_object(Bucket=bucket, Key="m/model.bin", Body=os.urandom(12 * 1024 * 1024))
+    monkeypatch.setenv("MODELPORT_STORAGE_PART_SIZE", str(5 * 1024 * 1024))
+    monkeypatch.setenv("MODELPORT_STORAGE_DEADLINE", "0.000001")
+    dest = tmp_path / "d"
+    dest.mkdir()
+    with pytest.raises(DownloadTimeoutError, match="deadline"):
+        download(f"s3://{bucket}/m/model.bin", dest)
+    assert list(dest.iterdir()) == []
+
+
+def test_rerun_replaces_a_folder_by_a_file(s3_env, s3_admin, bucket, tmp_path):
+    dest = tmp_path / "d"
+    (dest / "model").mkdir(parents=True)
+    (dest / "model" / "old.bin").write_bytes(b"old")
+    put(s3_admin, bucket, {"p/model": b"new"})
+    assert tree(download(f"s3://{bucket}/p", dest)) == {"model": b"new"}
