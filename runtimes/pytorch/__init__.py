@@ -1,0 +1,1 @@
+"""PyTorch runtime: TorchScript and torch.export programs on CPU or CUDA."""

@@ -1,0 +1,380 @@
+"""PyTorch predictor: TorchScript (`.pt`/`.pth`) and `torch.export` programs (`.pt2`).
+
+Only formats that carry their own code are loaded, so nothing is unpickled: a file written
+with `torch.save(model)` (a pickle of arbitrary classes) or a bare state_dict is refused
+with a message saying how to export the model. Inputs bind to `forward`'s arguments by name
+(V2 tensors or V1 instance keys) or by position; outputs are `output-0` for a tensor,
+`output-0..n` for a tuple and the keys of a returned dict. Dtypes pass through exactly
+(BF16 travels as raw 16-bit words in the binary extension); V1 numbers, which JSON leaves
+untyped, take the model's declared dtype when known and torch's float32 default otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pickle
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from modelport.base.datatypes import from_numpy
+from modelport.base.errors import InferenceFailed, InvalidInput, ModelLoadError, ModelportError
+from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
+from modelport.base.model import Predictor, load_artifact
+from modelport.base.protocol import v1
+
+log = logging.getLogger("modelport.pytorch")
+
+_EXPORT_ADVICE = (
+    "save it with torch.jit.save(torch.jit.script(model), 'model.pt') or "
+    "torch.export.save(torch.export.export(model, example_inputs), 'model.pt2')"
+)
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def _device_flag(text: str) -> str:
+    if not _DEVICE.match(text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got '{text}'")
+    return text
+
+
+class PyTorchPredictor(Predictor):
+    runtime = "pytorch"
+    extensions = (".pt", ".pth", ".pt2")
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--device",
+            type=_device_flag,
+            default="auto",
+            help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)",
+        )
+        parser.add_argument(
+            "--nthread", type=int, default=None, help="intra-op CPU threads (torch default)"
+        )
+
+    # --- loading ------------------------------------------------------------------------
+
+    def load(self) -> None:
+        parameters = self.settings.parameters
+        self.device = select_device(str(parameters.get("device") or "auto"))
+        nthread = parameters.get("nthread")
+        if nthread:
+            torch.set_num_threads(int(nthread))
+        path = self.model_file()
+        self.program: Any = None
+        if path.suffix.lower() == ".pt2":
+            self.program = load_artifact(torch.export.load, path)
+            self.module: Callable[..., Any] = self.program.module().to(self.device)
+            self.input_names = list(self.program.graph_signature.user_inputs)
+            self.required = len(self.input_names)
+        else:
+            self.module = load_torchscript(path, self.device)
+            arguments = self.module.forward.schema.arguments[1:]  # type: ignore[attr-defined]
+            self.input_names = [argument.name for argument in arguments]
+            self.required = sum(not argument.has_default_value() for argument in arguments)
+        self.input_dtypes = self._declared_dtypes()
+        log.info(
+            "pytorch model loaded",
+            extra={"model": self.name, "device": str(self.device), "file": path.name},
+        )
+
+    def _declared_dtypes(self) -> dict[str, torch.dtype]:
+        """Input dtypes an exported program records (TorchScript declares none)."""
+        if self.program is None:
+            return {}
+        values = _placeholder_values(self.program)
+        return {
+            name: values[name].dtype
+            for name in self.input_names
+            if isinstance(values.get(name), torch.Tensor)
+        }
+
+    # --- metadata -----------------------------------------------------------------------
+
+    def inputs(self) -> list[TensorSpec]:
+        if self.program is not None:
+            values = _placeholder_values(self.program)
+            return [_spec(name, values.get(name)) for name in self.input_names]
+        # TorchScript declares no dtype: the parameters' floating dtype is the best hint.
+        datatype = _datatype(self._parameter_dtype())
+        return [TensorSpec(name, datatype, [-1]) for name in self.input_names]
+
+    def outputs(self) -> list[TensorSpec]:
+        if self.program is not None:
+            output = next(node for node in self.program.graph.nodes if node.op == "output")
+            leaves = [arg.meta.get("val") for arg in output.args[0]]
+            user = len(self.program.graph_signature.user_outputs)
+            leaves = leaves[len(leaves) - user :]
+            spec = self.program.call_spec.out_spec
+            if spec.type is dict and len(spec.context) == len(leaves):
+                names = [str(key) for key in spec.context]
+            else:
+                names = [f"output-{index}" for index in range(len(leaves))]
+            return [_spec(name, value) for name, value in zip(names, leaves, strict=True)]
+        returns = self.module.forward.schema.returns  # type: ignore[attr-defined]
+        datatype = _datatype(self._parameter_dtype())
+        kind = returns[0].type.kind() if len(returns) == 1 else ""
+        if kind == "TensorType":
+            return [TensorSpec("output-0", datatype, [-1])]
+        if kind == "TupleType":
+            count = len(returns[0].type.elements())
+            return [TensorSpec(f"output-{index}", datatype, [-1]) for index in range(count)]
+        return []  # a dict's keys are known only once the model has run
+
+    def _parameter_dtype(self) -> torch.dtype:
+        for parameter in self.module.parameters():  # type: ignore[attr-defined]
+            if parameter.dtype.is_floating_point:
+                return parameter.dtype
+        return torch.float32
+
+    # --- inference ----------------------------------------------------------------------
+
+    def infer(self, request: InferRequest) -> InferResponse:
+        args, kwargs = self._bind(request.inputs)
+        try:
+            with torch.inference_mode():
+                result = self.module(*args, **kwargs)
+        except torch.OutOfMemoryError as exc:
+            raise InferenceFailed(f"model '{self.name}' ran out of memory: {exc}") from exc
+        except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
+            raise InvalidInput(f"model '{self.name}' rejected the input: {_message(exc)}") from exc
+        outputs = [_to_tensor(name, value) for name, value in _named(result)]
+        wanted = request.requested_output_names
+        if wanted:
+            by_name = {tensor.name: tensor for tensor in outputs}
+            missing = [name for name in wanted if name not in by_name]
+            if missing:
+                raise InvalidInput(
+                    f"unknown output '{missing[0]}'; model '{self.name}' offers: "
+                    f"{', '.join(by_name)}"
+                )
+            outputs = [by_name[name] for name in wanted]
+        return InferResponse(outputs=outputs, id=request.id)
+
+    def _bind(self, inputs: list[Tensor]) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """Request tensors to forward's arguments: all by name, or else by position."""
+        expected = ", ".join(self.input_names) or "no inputs"
+        for tensor in inputs:
+            if tensor.datatype == "BYTES":
+                raise InvalidInput(f"input '{tensor.name}': BYTES has no torch tensor equivalent")
+        names = [tensor.name for tensor in inputs]
+        if names and set(names) <= set(self.input_names) and len(set(names)) == len(names):
+            given = dict(zip(names, inputs, strict=True))
+            missing = [name for name in self.input_names[: self.required] if name not in given]
+            if missing:
+                raise InvalidInput(f"missing input '{missing[0]}'; model takes: {expected}")
+            if self.program is not None:  # exported programs take positional arguments only
+                return [self._to_torch(given[name], name) for name in self.input_names], {}
+            return [], {name: self._to_torch(tensor, name) for name, tensor in given.items()}
+        if not self.required <= len(inputs) <= len(self.input_names):
+            raise InvalidInput(
+                f"model '{self.name}' takes {self._arity()} input(s) ({expected}), got "
+                f"{len(inputs)} ({', '.join(names)})"
+            )
+        return [
+            self._to_torch(tensor, name)
+            for tensor, name in zip(inputs, self.input_names, strict=False)
+        ], {}
+
+    def _arity(self) -> str:
+        total = len(self.input_names)
+        return str(total) if self.required == total else f"{self.required} to {total}"
+
+    def _to_torch(self, tensor: Tensor, argument: str) -> torch.Tensor:
+        """An exact-dtype torch view of a request tensor, on the model's device."""
+        data = tensor.data
+        if not data.flags.writeable or not data.flags.c_contiguous:
+            data = np.array(data, order="C")  # torch wants its own writable buffer
+        value = torch.from_numpy(data)
+        if tensor.datatype == "BF16":
+            value = value.view(torch.bfloat16)
+        declared = self.input_dtypes.get(argument)
+        if declared is not None and declared != value.dtype:
+            raise InvalidInput(
+                f"input '{tensor.name}': model '{self.name}' takes {_datatype(declared)} for "
+                f"'{argument}', got {tensor.datatype}"
+            )
+        return value.to(self.device)
+
+    # --- V1 -----------------------------------------------------------------------------
+
+    def decode_v1(self, body: Any) -> InferRequest:
+        """Instances are rows of one input, or objects whose keys name forward's arguments."""
+        instances = v1.instances_of(body)
+        if all(isinstance(instance, dict) for instance in instances):
+            names = list(dict.fromkeys(key for instance in instances for key in instance))
+            columns = [(name, [instance.get(name) for instance in instances]) for name in names]
+        else:
+            columns = [(v1.DEFAULT_INPUT, instances)]
+        tensors = []
+        for position, (name, values) in enumerate(columns):
+            dtype = self.input_dtypes.get(name)
+            if dtype is None and position < len(self.input_names):
+                dtype = self.input_dtypes.get(self.input_names[position])
+            tensors.append(Tensor(name, _stack(name, values, dtype)))
+        return InferRequest(inputs=tensors)
+
+    def encode_v1(self, response: InferResponse) -> dict[str, Any]:
+        """One output: its rows; several: one object per instance (TF Serving's shape)."""
+        if not response.outputs:
+            raise InferenceFailed("the model produced no outputs")
+        values = {tensor.name: _json_ready(tensor) for tensor in response.outputs}
+        if len(values) == 1:
+            return {"predictions": next(iter(values.values()))}
+        rows = {value.shape[0] if value.ndim else None for value in values.values()}
+        if len(rows) != 1 or None in rows:
+            return {"predictions": values}
+        count = rows.pop()
+        return {
+            "predictions": [
+                {name: value[index] for name, value in values.items()} for index in range(count)
+            ]
+        }
+
+
+# --- loading helpers ----------------------------------------------------------------------
+
+
+def select_device(choice: str) -> torch.device:
+    """`auto` is CUDA when torch sees a GPU; asking for CUDA without one fails the load."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice.startswith("cuda"):
+        if not torch.cuda.is_available():
+            built = torch.version.cuda or "no CUDA (CPU-only build)"
+            raise ModelLoadError(
+                f"--device {choice} but CUDA is not available (torch {torch.__version__} built "
+                f"with {built}); use --device cpu or auto"
+            )
+        device = torch.device(choice)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ModelLoadError(
+                f"--device {choice} but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+        return device
+    return torch.device("cpu")
+
+
+def load_torchscript(path: Path, device: torch.device) -> Any:
+    """torch.jit.load, or a refusal that says what the file is and how to export it."""
+    try:
+        return torch.jit.load(str(path), map_location=device)
+    except Exception as exc:
+        jit_error = exc
+    try:
+        # weights_only refuses any class outside tensors and containers: nothing runs.
+        content = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ModelLoadError(
+            f"'{path}' is a pickled Python object (torch.save(model)), which modelport never "
+            f"unpickles because it can run arbitrary code: {_EXPORT_ADVICE}"
+        ) from None
+    except Exception:
+        raise ModelLoadError(
+            f"cannot load model file '{path}': not a TorchScript archive "
+            f"({type(jit_error).__name__}: {_message(jit_error)})"
+        ) from None
+    raise ModelLoadError(
+        f"'{path}' holds only weights ({type(content).__name__}, e.g. a state_dict) without "
+        f"the model's code: {_EXPORT_ADVICE}"
+    )
+
+
+# --- tensor helpers -----------------------------------------------------------------------
+
+
+def _datatype(dtype: torch.dtype) -> str:
+    if dtype == torch.bfloat16:
+        return "BF16"
+    try:
+        return from_numpy(torch.empty(0, dtype=dtype).numpy().dtype)
+    except (TypeError, ModelportError):
+        return str(dtype).removeprefix("torch.").upper()
+
+
+def _placeholder_values(program: Any) -> dict[str, Any]:
+    return {
+        node.name: node.meta.get("val") for node in program.graph.nodes if node.op == "placeholder"
+    }
+
+
+def _spec(name: str, value: Any) -> TensorSpec:
+    """A TensorSpec from an exported program's fake tensor (symbolic sizes are -1)."""
+    if not isinstance(value, torch.Tensor):
+        return TensorSpec(name, "FP32", [-1])
+    shape = [int(dim) if isinstance(dim, int) else -1 for dim in value.shape]
+    return TensorSpec(name, _datatype(value.dtype), shape)
+
+
+def _named(result: Any) -> list[tuple[str, Any]]:
+    if isinstance(result, torch.Tensor):
+        return [("output-0", result)]
+    if isinstance(result, dict):
+        return [(str(key), value) for key, value in result.items()]
+    if isinstance(result, tuple) and hasattr(result, "_fields"):  # a NamedTuple names its own
+        return list(zip(result._fields, result, strict=True))
+    if isinstance(result, (tuple, list)):
+        return [(f"output-{index}", value) for index, value in enumerate(result)]
+    raise InferenceFailed(
+        f"the model returned {type(result).__name__}; expected a tensor, a tuple of tensors "
+        "or a dict of tensors"
+    )
+
+
+def _to_tensor(name: str, value: Any) -> Tensor:
+    """A torch output as an exact-dtype ndarray (BF16 as its raw 16-bit words)."""
+    if not isinstance(value, torch.Tensor):
+        raise InferenceFailed(f"output '{name}' is a {type(value).__name__}, not a tensor")
+    value = value.detach().cpu()
+    if value.dtype == torch.bfloat16:
+        return Tensor(name, value.view(torch.int16).numpy().view(np.uint16), "BF16")
+    try:
+        array = value.numpy()
+        return Tensor(name, array, from_numpy(array.dtype))
+    except (TypeError, ModelportError):
+        raise InferenceFailed(
+            f"output '{name}' has dtype {value.dtype}, which the inference protocol cannot carry"
+        ) from None
+
+
+def _stack(name: str, values: list[Any], dtype: torch.dtype | None) -> np.ndarray:
+    """V1 instances of one input stacked into rows, typed as the model declares."""
+    if any(value is None for value in values):
+        raise InvalidInput(f"input '{name}' is missing from some instances")
+    try:
+        array = np.array(values)
+    except ValueError:
+        raise InvalidInput(f"input '{name}': instances are ragged (different shapes)") from None
+    if array.dtype.kind not in "biuf":
+        raise InvalidInput(f"input '{name}': instances must hold numbers")
+    if dtype is not None and dtype != torch.bfloat16:
+        target = torch.empty(0, dtype=dtype).numpy().dtype
+        if array.dtype.kind == "f" and target.kind in "biu":
+            raise InvalidInput(f"input '{name}': the model takes {_datatype(dtype)}, got decimals")
+        return array.astype(target)
+    if array.dtype == np.float64:
+        return array.astype(np.float32)  # torch.tensor()'s default for Python floats
+    return array
+
+
+def _json_ready(tensor: Tensor) -> np.ndarray:
+    """V1 JSON has no half floats: widen FP16 and BF16 to float32."""
+    if tensor.datatype == "BF16":
+        return (tensor.data.astype(np.uint32) << 16).view(np.float32)
+    if tensor.data.dtype == np.float16:
+        return tensor.data.astype(np.float32)
+    return tensor.data
+
+
+def _message(exc: BaseException) -> str:
+    """The useful line of a framework error (TorchScript prepends its own traceback)."""
+    text = str(exc).strip()
+    if "Traceback of TorchScript" in text:
+        text = text.splitlines()[-1]
+    return text[:500]
