@@ -111,7 +111,7 @@ class ModelRepository:
             return
         found: dict[str, Model] = {}
         for sub in sorted(self.root.iterdir()):
-            if sub.is_dir() and not sub.name.startswith(".") and self._is_model_dir(sub):
+            if self._inside_root(sub) and not sub.name.startswith(".") and self._is_model_dir(sub):
                 model = self._describe(sub.name, sub)
                 found[model.name] = model
         if not found:
@@ -310,17 +310,18 @@ class ModelRepository:
         """A model not yet known: only a directory name directly under the root."""
         if not _MODEL_NAME.match(name):
             raise InvalidInput(f"invalid model name '{name}': use letters, digits, '.', '_', '-'")
-        root = self.root.resolve()
-        directory = (root / name).resolve()
-        if directory.parent != root or not directory.is_dir():
+        directory = self.root / name
+        if name.startswith(".") or not self._inside_root(directory):
             raise ModelNotFound(name)
-        if self._is_model_dir(self.root):
-            raise ModelNotFound(name)
-        if not self._is_model_dir(directory):
+        if self._is_model_dir(self.root) or not self._is_model_dir(directory):
             raise ModelNotFound(name)
         model = self._describe(name, directory)
         self.models[model.name] = model
         return model
+
+    def _inside_root(self, directory: Path) -> bool:
+        """A directory directly under the root, also after resolving symlinks."""
+        return directory.is_dir() and directory.resolve().parent == self.root.resolve()
 
     def _changed(self) -> None:
         for callback in self.on_change:

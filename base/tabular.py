@@ -8,12 +8,15 @@ to 400s, so each framework module only loads its model and names its output func
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from collections.abc import Callable
-from typing import Any
+from types import ModuleType
+from typing import Any, ClassVar
 
 import numpy as np
-from modelport.base.errors import InferenceFailed, InvalidInput, ModelportError
+from modelport.base.errors import InferenceFailed, InvalidInput, ModelportError, NotAvailable
 from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
 from modelport.base.model import Predictor
 from modelport.base.protocol.v1 import DEFAULT_INPUT
@@ -27,6 +30,28 @@ def predict_proba_by_default() -> bool:
     return os.environ.get("PREDICT_PROBA", "false").strip().lower() == "true"
 
 
+def import_without(name: str, *hidden: str) -> ModuleType:
+    """Import framework `name` while the optional modules `hidden` look uninstalled.
+
+    XGBoost and LightGBM import scikit-learn eagerly whenever it is installed, only for
+    their sklearn wrappers; serving a booster needs none of it (about a second and tens of
+    MB per process). Modules already imported are left alone, and `hidden` stays importable
+    afterwards (a pickle that needs scikit-learn still imports it when unpickled). Call it
+    at module import time, before any loading thread runs.
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    hiding = [module for module in hidden if module not in sys.modules]
+    for module in hiding:
+        sys.modules[module] = None  # type: ignore[assignment]  # `import module` -> ImportError
+    try:
+        return importlib.import_module(name)
+    finally:
+        for module in hiding:
+            if module in sys.modules and sys.modules[module] is None:
+                del sys.modules[module]
+
+
 class TabularPredictor(Predictor):
     """A predictor over a feature matrix with named output functions."""
 
@@ -34,10 +59,36 @@ class TabularPredictor(Predictor):
     feature_names: list[str] | None = None
     #: Number of features the model expects, when known.
     n_features: int | None = None
+    #: Output answered when the request names none and PREDICT_PROBA does not apply.
+    plain_output: ClassVar[str] = "predict"
+    #: Text columns of DataFrame inputs become pandas categoricals (XGBoost and LightGBM
+    #: take categorical features that way and re-code them to the model's categories).
+    text_as_category: ClassVar[bool] = False
 
     def output_functions(self) -> dict[str, OutputFunction]:
         """Output name -> function of the features. Subclasses add to `predict`."""
         raise NotImplementedError
+
+    def contributions(self, features: Any) -> tuple[np.ndarray, list[str]]:
+        """Per-row feature contributions and the feature names, for explanations.
+
+        Shape `[rows, features + 1]`, or `[rows, classes, features + 1]` for multiclass
+        models, with the bias (the expected value) last, so each row sums to the raw margin.
+        Runtimes with a native explainer override it; by default a model has none.
+        """
+        raise NotAvailable(f"model '{self.name}' has no explainer")
+
+    @property
+    def explainable(self) -> bool:
+        """Whether this runtime implements `contributions`."""
+        return type(self).contributions is not TabularPredictor.contributions
+
+    def all_outputs(self) -> dict[str, OutputFunction]:
+        """`output_functions()` plus `contributions` (V2 explanations) when explainable."""
+        functions = dict(self.output_functions())
+        if self.explainable:
+            functions.setdefault("contributions", lambda features: self.contributions(features)[0])
+        return functions
 
     def inputs(self) -> list[TensorSpec]:
         if self.feature_names:
@@ -45,13 +96,13 @@ class TabularPredictor(Predictor):
         return [TensorSpec(DEFAULT_INPUT, "FP64", [-1, self.n_features or -1])]
 
     def outputs(self) -> list[TensorSpec]:
-        return [TensorSpec(name, "FP64", [-1, -1]) for name in self.output_functions()]
+        return [TensorSpec(name, "FP64", [-1, -1]) for name in self.all_outputs()]
 
     def default_output(self) -> str:
         functions = self.output_functions()
         if predict_proba_by_default() and "predict_proba" in functions:
             return "predict_proba"
-        return "predict"
+        return self.plain_output
 
     # --- request -> features --------------------------------------------------------
 
@@ -105,12 +156,16 @@ class TabularPredictor(Predictor):
             if missing:
                 raise InvalidInput(f"missing feature column(s): {', '.join(missing)}")
             frame = frame[self.feature_names]
+        if self.text_as_category:
+            text = [name for name in frame.columns if _is_text(frame[name].dtype)]
+            if text:
+                frame = frame.astype(dict.fromkeys(text, "category"))
         return frame
 
     # --- inference -------------------------------------------------------------------
 
     def infer(self, request: InferRequest) -> InferResponse:
-        functions = self.output_functions()
+        functions = self.all_outputs()
         wanted = request.requested_output_names
         for name in wanted:
             if name not in functions:
@@ -125,10 +180,37 @@ class TabularPredictor(Predictor):
             outputs = [Tensor(DEFAULT_OUTPUT, self.call(function, features))]
         return InferResponse(outputs=outputs, id=request.id)
 
+    def explain(self, request: InferRequest) -> dict[str, Any]:
+        """The predictions plus, per row, each feature's contribution and the base value.
+
+        Shape shared with the explainer component: `{"predictions": [...], "explanations":
+        [{"feature_names", "contributions", "base_value"}, ...]}`, one per row; multiclass
+        models give `[classes][features]` contributions and one base value per class.
+        """
+        if not self.explainable:
+            return super().explain(request)
+        features = self.features(request)
+        predictions = self.call(self.all_outputs()[self.default_output()], features)
+        values, names = self.guarded(self.contributions, features)
+        explanations = [
+            {
+                "feature_names": names,
+                "contributions": row[..., :-1].tolist(),
+                "base_value": row[..., -1].tolist(),
+            }
+            for row in np.asarray(values)
+        ]
+        encoded = self.encode_v1(InferResponse([Tensor(DEFAULT_OUTPUT, predictions)]))
+        return {"predictions": encoded["predictions"], "explanations": explanations}
+
     def call(self, function: OutputFunction, features: Any) -> np.ndarray:
         """Run a framework function: its input complaints are 400s, anything else a 500."""
+        return np.asarray(self.guarded(function, features))
+
+    def guarded(self, function: Callable[[Any], Any], features: Any) -> Any:
+        """`function(features)` with input complaints as 400s and anything else as a 500."""
         try:
-            return np.asarray(function(features))
+            return function(features)
         except ModelportError:
             raise
         except (ValueError, TypeError, KeyError) as exc:
@@ -137,6 +219,13 @@ class TabularPredictor(Predictor):
             raise InferenceFailed(
                 f"model '{self.name}' failed: {type(exc).__name__}: {exc}"
             ) from exc
+
+
+def _is_text(dtype: Any) -> bool:
+    """Object or pandas string columns (pandas 3 infers `str` for text)."""
+    import pandas as pd
+
+    return pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
 
 
 def _decoded(data: np.ndarray) -> np.ndarray:

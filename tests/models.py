@@ -55,3 +55,29 @@ def adult_pipeline(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     joblib.dump(pipeline, directory / "model.joblib")
     return directory
+
+
+class SlowModel:
+    """A picklable estimator whose predict sleeps: for drain and concurrency tests."""
+
+    def __init__(self, delay: float, value: int = 7) -> None:
+        self.delay = delay
+        self.value = value
+        self.n_features_in_ = 4
+
+    def predict(self, rows):
+        import time
+
+        import numpy as np
+
+        time.sleep(self.delay)
+        return np.full(len(rows), self.value)
+
+
+def constant_model(directory: Path, value: int, delay: float = 0.0) -> Path:
+    """A model that answers `value` for every row (after `delay` seconds)."""
+    import joblib
+
+    directory.mkdir(parents=True, exist_ok=True)
+    joblib.dump(SlowModel(delay, value), directory / "model.joblib")
+    return directory

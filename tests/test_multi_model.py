@@ -1,0 +1,179 @@
+"""Multi-model hosting: layouts, repository extension, versions, LRU budget, path safety."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from tests.models import IRIS_ROWS, constant_model, iris_logistic
+
+
+def predict(server, name, rows=IRIS_ROWS):
+    return server.post(f"/v1/models/{name}:predict", json={"instances": rows})
+
+
+@pytest.fixture
+def three_models(tmp_path):
+    iris_logistic(tmp_path / "iris")
+    constant_model(tmp_path / "sevens", 7)
+    constant_model(tmp_path / "nines", 9)
+    (tmp_path / "notes").mkdir()  # a directory without a model is not a model
+    (tmp_path / "notes" / "README.txt").write_text("not a model")
+    return tmp_path
+
+
+def test_three_models_served_at_once(serve, three_models):
+    server = serve("sklearn", three_models)
+    assert sorted(server.get("/v2/models").json()["models"]) == ["iris", "nines", "sevens"]
+    assert sorted(server.get("/v1/models").json()["models"]) == ["iris", "nines", "sevens"]
+    assert predict(server, "iris").json() == {"predictions": [1, 1]}
+    assert predict(server, "sevens").json() == {"predictions": [7, 7]}
+    assert predict(server, "nines").json() == {"predictions": [9, 9]}
+    assert predict(server, "notes").status_code == 404
+
+
+def test_index_load_unload(serve, three_models):
+    server = serve("sklearn", three_models)
+    index = server.post("/v2/repository/index").json()
+    assert {(row["name"], row["state"]) for row in index} == {
+        ("iris", "READY"),
+        ("nines", "READY"),
+        ("sevens", "READY"),
+    }
+    assert server.get("/v2/repository/index").json() == index
+    assert server.post("/v2/repository/models/nines/unload").json() == {
+        "name": "nines",
+        "unload": True,
+    }
+    assert "nines" not in server.get("/v2/models").json()["models"]
+    response = predict(server, "nines")
+    assert response.status_code == 503
+    assert "nines" in response.json()["error"]
+    rows = {row["name"]: row for row in server.post("/v2/repository/index").json()}
+    assert rows["nines"]["state"] == "UNAVAILABLE" and rows["nines"]["reason"] == "unloaded"
+    # Readiness of the server is unaffected by an explicit unload.
+    assert server.get("/v2/health/ready").status_code == 200
+    assert server.post("/v2/repository/models/nines/load").json() == {"name": "nines", "load": True}
+    assert predict(server, "nines").json() == {"predictions": [9, 9]}
+
+
+def test_load_a_model_added_after_start(serve, three_models):
+    server = serve("sklearn", three_models)
+    constant_model(three_models / "late", 5)
+    assert predict(server, "late").status_code == 404
+    assert server.post("/v2/repository/models/late/load").status_code == 200
+    assert predict(server, "late").json() == {"predictions": [5, 5]}
+
+
+def test_load_refuses_paths_and_non_models(serve, three_models, tmp_path_factory):
+    constant_model(three_models / ".hidden", 1)
+    outside = constant_model(tmp_path_factory.mktemp("outside") / "escape", 1)
+    (three_models / "link").symlink_to(outside)
+    server = serve("sklearn", three_models)
+    for name in [
+        "..",
+        "%2E%2E%2Fetc",
+        "%2Fetc",
+        "..%2F..%2Fetc",
+        "notes",
+        "missing",
+        ".hidden",
+        "link",
+        str(outside).replace("/", "%2F"),
+    ]:
+        response = server.client.post(f"/v2/repository/models/{name}/load")
+        assert response.status_code in (400, 404), name
+        assert "error" in response.json()
+    names = {row["name"] for row in server.get("/v2/repository/index").json()}
+    assert names == {"iris", "nines", "sevens"}
+
+
+def test_unload_during_traffic_to_another_model(serve, three_models):
+    server = serve("sklearn", three_models)
+    failures: list[int] = []
+    done = threading.Event()
+
+    def traffic() -> None:
+        import httpx
+
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            while not done.is_set():
+                response = client.post("/v1/models/iris:predict", json={"instances": IRIS_ROWS})
+                if response.status_code != 200 or response.json() != {"predictions": [1, 1]}:
+                    failures.append(response.status_code)
+
+    workers = [threading.Thread(target=traffic) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    try:
+        for _ in range(5):
+            assert server.post("/v2/repository/models/sevens/unload").status_code == 200
+            assert server.post("/v2/repository/models/sevens/load").status_code == 200
+    finally:
+        done.set()
+        for worker in workers:
+            worker.join()
+    assert failures == []
+    assert predict(server, "sevens").json() == {"predictions": [7, 7]}
+
+
+def test_lru_eviction_with_budget_of_two(serve, three_models):
+    server = serve("sklearn", three_models, "--max_loaded_models=2")
+
+    def states():
+        return {row["name"]: row["state"] for row in server.get("/v2/repository/index").json()}
+
+    # Sorted discovery: iris and nines load, sevens waits for its first request.
+    assert states() == {"iris": "READY", "nines": "READY", "sevens": "UNAVAILABLE"}
+    assert predict(server, "iris").status_code == 200  # nines is now least recently used
+    assert predict(server, "sevens").json() == {"predictions": [7, 7]}  # loads, evicts nines
+    assert states() == {"iris": "READY", "nines": "UNAVAILABLE", "sevens": "READY"}
+    reasons = {row["name"]: row["reason"] for row in server.get("/v2/repository/index").json()}
+    assert "evicted" in reasons["nines"]
+    assert predict(server, "nines").json() == {"predictions": [9, 9]}  # evicts iris
+    assert states() == {"iris": "UNAVAILABLE", "nines": "READY", "sevens": "READY"}
+    assert server.get("/v2/health/ready").status_code == 200
+
+
+def test_versions_route_to_the_named_version(serve, tmp_path):
+    constant_model(tmp_path / "counter" / "1", 1)
+    constant_model(tmp_path / "counter" / "2", 2)
+    constant_model(tmp_path / "plain", 5)
+    server = serve("sklearn", tmp_path)
+    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+
+    def infer(path):
+        return server.post(path, json=body)
+
+    assert infer("/v2/models/counter/infer").json()["outputs"][0]["data"] == [2]
+    assert infer("/v2/models/counter/infer").json()["model_version"] == "2"
+    assert infer("/v2/models/counter/versions/1/infer").json()["outputs"][0]["data"] == [1]
+    assert infer("/v2/models/counter/versions/2/infer").json()["outputs"][0]["data"] == [2]
+    assert server.get("/v2/models/counter").json()["versions"] == ["1", "2"]
+    assert server.get("/v2/models/counter/versions/1/ready").json()["ready"] is True
+    missing = infer("/v2/models/counter/versions/3/infer")
+    assert missing.status_code == 404 and "version '3'" in missing.json()["error"]
+    unversioned = infer("/v2/models/plain/versions/1/infer")
+    assert unversioned.status_code == 404
+
+
+def test_model_settings_json_overrides_name_and_batching(serve, tmp_path):
+    constant_model(tmp_path / "dir-name", 3)
+    (tmp_path / "dir-name" / "model-settings.json").write_text(
+        json.dumps({"name": "renamed", "version": "v7", "max_batch_size": 4})
+    )
+    server = serve("sklearn", tmp_path)
+    assert server.get("/v2/models").json()["models"] == ["renamed"]
+    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    response = server.post("/v2/models/renamed/infer", json=body).json()
+    assert response["model_version"] == "v7"
+    assert response["outputs"][0]["data"] == [3]
+
+
+def test_repository_extension_can_be_turned_off(serve, three_models):
+    server = serve("sklearn", three_models, "--enable_model_repository=false")
+    assert server.post("/v2/repository/index").status_code == 404
+    assert server.post("/v2/repository/models/iris/unload").status_code == 404
+    assert "model_repository" not in server.get("/v2").json()["extensions"]
