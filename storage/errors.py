@@ -94,7 +94,8 @@ def redact(text: str) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
     # Signed URLs (X-Amz-Signature, SAS tokens) carry credentials in their query string.
-    return re.sub(r"(https?://[^\s?#'\"]+)\?[^\s'\"]*", r"\1?***", text)
+    text = re.sub(r"(https?://)[^/\s@]+@", r"\1***@", text)  # user:password@
+    return re.sub(r"(https?://[^\s?#'\"]+)\?(?!\*\*\*)[^\s'\"]*", r"\1?***", text)
 
 
 def display_uri(uri: str) -> str:

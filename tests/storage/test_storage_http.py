@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import os
 import time
 
 import pytest
@@ -14,6 +15,7 @@ from modelport.storage.errors import (
     DownloadTimeoutError,
     NotFoundError,
     StorageError,
+    TLSError,
 )
 
 from tests.storage.archives import FILES, benign, malicious
@@ -176,3 +178,71 @@ def test_cli_malicious_archive_over_http_one_clear_line(http_server, tmp_path):
     assert last.startswith("modelport.storage: archive: http://127.0.0.1:")
     assert entry in last and "token=abcdef" not in res.stderr
     assert not (tmp_path / "escaped.txt").exists() and not dest.exists()
+
+
+def test_progress_lines_are_rate_limited(http_server, tmp_path):
+    path = uniq("progress.bin")
+
+    def trickle(h):  # type: ignore[no-untyped-def]
+        h.send_response(200)
+        h.send_header("Content-Length", str(40 * 65536))
+        h.end_headers()
+        for _ in range(40):
+            h.wfile.write(b"x" * 65536)
+            h.wfile.flush()
+            time.sleep(0.03)
+
+    http_server.routes[path] = trickle
+    env = dict(os.environ, MODELPORT_STORAGE_PROGRESS_INTERVAL="0.3")
+    res = run_cli(http_server.url(path), str(tmp_path / "d"), env=env)
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if "/s" in ln and " of 2.5 MiB" in ln]
+    assert 1 <= len(lines) <= 8, res.stderr  # ~1.2 s of transfer, one line per 0.3 s at most
+    assert "%" in lines[0] and ("KiB/s" in lines[0] or "MiB/s" in lines[0])
+    assert "downloaded http://" in res.stderr
+
+
+def test_tls_failure_is_reported_as_tls(tmp_path):
+    import datetime
+    import http.server
+    import ssl
+    import threading
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "k.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"https://127.0.0.1:{srv.server_address[1]}/model.bin"
+        with pytest.raises(TLSError, match="CERTIFICATE_VERIFY_FAILED"):
+            download(url, tmp_path / "d")
+    finally:
+        srv.shutdown()
+        srv.server_close()
