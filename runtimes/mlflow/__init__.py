@@ -1,0 +1,1 @@
+"""MLflow runtime: serves an MLflow model directory (`MLmodel` + artifacts) via pyfunc."""
