@@ -26,8 +26,6 @@ from modelport.storage.errors import (
 )
 from modelport.storage.job import Job
 
-_CHUNK = 1024 * 1024
-
 
 class _Transient(Exception):
     """A failure worth another attempt; carries the final error to raise if none is left."""
@@ -80,7 +78,7 @@ def _save(response: httpx.Response, job: Job, target: Path) -> str:
     written = 0
     try:
         with target.open("wb") as f:
-            for chunk in response.iter_bytes(_CHUNK):
+            for chunk in response.iter_bytes():  # as received: progress and deadline stay live
                 f.write(chunk)
                 written += len(chunk)
                 job.progress.add(len(chunk))

@@ -164,8 +164,10 @@ def test_overall_deadline(http_server, tmp_path, monkeypatch):
 
     http_server.routes[path] = trickle
     monkeypatch.setenv("MODELPORT_STORAGE_DEADLINE", "0.5")
+    start = time.monotonic()
     with pytest.raises(DownloadTimeoutError, match="deadline"):
         download(http_server.url(path), tmp_path / "d")
+    assert time.monotonic() - start < 2.0  # stopped mid-trickle, not after the whole body
 
 
 def test_cli_malicious_archive_over_http_one_clear_line(http_server, tmp_path):
