@@ -1,0 +1,1 @@
+"""XGBoost runtime: serves a Booster (`.json`, `.ubj`, `.bst`) or a pickled XGBModel."""

@@ -1,0 +1,117 @@
+"""XGBoost predictor: a Booster saved as `.json`, `.ubj` or `.bst`, or a pickled XGBModel.
+
+The default output is KServe xgbserver's: the booster's own prediction as FP32
+(probabilities for `binary:logistic`/`multi:softprob`, labels for `multi:softmax`, values
+for regression). Requested outputs: `raw` (that), `margin` (untransformed scores),
+`predict` (class labels for classification objectives), `predict_proba` (objectives whose
+scores are probabilities) and `contributions` (SHAP values, `pred_contribs`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from modelport.base.model import load_artifact
+from modelport.base.tabular import OutputFunction, TabularPredictor, import_without
+
+# XGBoost imports scikit-learn whenever it is installed, for wrappers a booster never needs.
+xgb = import_without("xgboost", "sklearn")
+
+PICKLES = (".joblib", ".pkl", ".pickle")
+# Objectives whose scores are (or map to) class probabilities, and the labels-only ones.
+PROBABILISTIC = ("binary:logistic", "binary:logitraw", "multi:softprob", "multi:softmax")
+LABELS_ONLY = ("binary:hinge",)
+
+
+def read_booster(path: Path) -> Any:
+    """Load from bytes, as KServe does: XGBoost cannot read model files under /proc paths."""
+    if path.suffix.lower() in PICKLES:
+        import joblib
+
+        model = joblib.load(path)
+        if isinstance(model, xgb.XGBModel):
+            return model.get_booster()
+        if isinstance(model, xgb.Booster):
+            return model
+        raise TypeError(f"it holds a {type(model).__name__}, not an XGBoost model")
+    booster = xgb.Booster()
+    booster.load_model(bytearray(path.read_bytes()))
+    return booster
+
+
+class XGBoostPredictor(TabularPredictor):
+    runtime = "xgboost"
+    extensions = (".json", ".ubj", ".bst", *PICKLES)
+    plain_output = "raw"
+    text_as_category = True
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--nthread", type=int, default=1, help="threads per prediction")
+
+    def load(self) -> None:
+        self.booster = load_artifact(read_booster, self.model_file())
+        self.nthread = int(self.settings.parameters.get("nthread") or 1)
+        self.booster.set_param({"nthread": self.nthread})
+        learner = json.loads(self.booster.save_config())["learner"]
+        self.objective: str = learner["objective"]["name"]
+        # Several binary targets (multi-label) keep one probability column per label.
+        self.multilabel = int(learner["learner_model_param"].get("num_target", 1)) > 1
+        self.n_features = self.booster.num_features()
+        self.feature_names = self.booster.feature_names
+        self.functions: dict[str, OutputFunction] = {"raw": self.raw, "margin": self.margin}
+        if self.objective in PROBABILISTIC:
+            self.functions["predict"] = lambda features: self.labels(self.probabilities(features))
+            self.functions["predict_proba"] = self.probabilities
+        elif self.objective in LABELS_ONLY:
+            self.functions["predict"] = lambda features: self.raw(features).astype(np.int64)
+        else:
+            self.functions["predict"] = self.raw
+
+    def output_functions(self) -> dict[str, OutputFunction]:
+        return self.functions
+
+    def dmatrix(self, features: Any) -> Any:
+        """Arrays are positional (the model's names and types); DataFrames keep theirs."""
+        if isinstance(features, np.ndarray):
+            return xgb.DMatrix(
+                features,
+                feature_names=self.feature_names,
+                feature_types=self.booster.feature_types,
+                nthread=self.nthread,
+            )
+        return xgb.DMatrix(features, enable_categorical=True, nthread=self.nthread)
+
+    def raw(self, features: Any) -> np.ndarray:
+        return self.booster.predict(self.dmatrix(features)).astype(np.float32, copy=False)
+
+    def margin(self, features: Any) -> np.ndarray:
+        return self.booster.predict(self.dmatrix(features), output_margin=True)
+
+    def probabilities(self, features: Any) -> np.ndarray:
+        """`multi:softmax` and `binary:logitraw` only skip the link function: apply it."""
+        if self.objective == "multi:softmax":
+            margin = self.margin(features)
+            exp = np.exp(margin - margin.max(axis=1, keepdims=True))
+            return exp / exp.sum(axis=1, keepdims=True)
+        if self.objective == "binary:logitraw":
+            proba = (1.0 / (1.0 + np.exp(-self.margin(features)))).astype(np.float32)
+        else:
+            proba = self.raw(features)
+        if self.objective.startswith("binary:") and not self.multilabel:
+            return np.stack([1.0 - proba, proba], axis=1)
+        return proba
+
+    def labels(self, proba: np.ndarray) -> np.ndarray:
+        if self.multilabel:
+            return (proba > 0.5).astype(np.int64)
+        return proba.argmax(axis=1).astype(np.int64)
+
+    def contributions(self, features: Any) -> tuple[np.ndarray, list[str]]:
+        values = self.booster.predict(self.dmatrix(features), pred_contribs=True)
+        names = self.feature_names or [f"f{index}" for index in range(self.booster.num_features())]
+        return values, names
