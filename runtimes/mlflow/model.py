@@ -299,7 +299,7 @@ class MLflowPredictor(Predictor):
                 raise InvalidInput(f"model '{self.name}' takes one tensor, got {len(inputs)}")
             return _tensor(inputs[0], specs[0])
         by_name = {tensor.name: tensor for tensor in inputs}
-        missing = [spec.name for spec in specs if spec.required and spec.name not in by_name]
+        missing = [s.name for s in specs if getattr(s, "required", True) and s.name not in by_name]
         if missing:
             raise InvalidInput(f"missing input tensor(s): {', '.join(missing)}")
         return {
@@ -338,7 +338,7 @@ class MLflowPredictor(Predictor):
             frame[tensor.name] = _text(data) if data.dtype == object else data
         if self.input_schema is not None and names:
             specs = {spec.name: spec for spec in self.input_schema.inputs}
-            required = [name for name in names if specs[name].required]
+            required = [name for name in names if getattr(specs[name], "required", True)]
             missing = [name for name in required if name not in frame]
             if missing:
                 raise InvalidInput(f"missing input column(s): {', '.join(missing)}")

@@ -1,0 +1,492 @@
+"""MLflow runtime end to end: models saved with mlflow in the test, served by a real process.
+
+One server hosts every model (multi-model layout, one subdirectory each) so MLflow is
+imported once: a KServe wine-quality style ElasticNet (sklearn flavour, named columns), an
+XGBoost regressor (tensor signature), a custom pyfunc with params and a string column, a
+pyfunc over named tensors, a model with unmet pinned requirements, and models reached
+through MLflow URIs in `model-settings.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import mlflow.pyfunc
+import mlflow.sklearn
+import mlflow.xgboost
+import numpy as np
+import pandas as pd
+import pytest
+import tritonclient.http as httpclient
+import xgboost as xgb
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types.schema import Schema, TensorSpec
+from sklearn.linear_model import ElasticNet
+
+from tests.servers import ServerProcess, start_server
+
+pytestmark = pytest.mark.heavy
+
+WINE_COLUMNS = [
+    "fixed acidity",
+    "volatile acidity",
+    "citric acid",
+    "residual sugar",
+    "chlorides",
+    "free sulfur dioxide",
+    "total sulfur dioxide",
+    "density",
+    "pH",
+    "sulphates",
+    "alcohol",
+]
+# Saving with explicit requirements skips MLflow's slow requirement inference (a subprocess).
+PIP = ["mlflow", "cloudpickle", "pandas"]
+
+
+class Scaler(mlflow.pyfunc.PythonModel):
+    """Scales `x` by the `factor` param and tags `label` with the `suffix` param."""
+
+    def predict(self, context, model_input, params=None):
+        params = params or {}
+        return pd.DataFrame(
+            {
+                "scaled": model_input["x"] * params.get("factor", 1.0),
+                "tag": model_input["label"] + params.get("suffix", ""),
+            }
+        )
+
+
+class Adder(mlflow.pyfunc.PythonModel):
+    """Named tensors in, one tensor out: a + b."""
+
+    def predict(self, context, model_input, params=None):
+        return model_input["a"] + model_input["b"]
+
+
+def wine_data(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        rng.uniform(0.1, 10.0, size=(rows, len(WINE_COLUMNS))), columns=WINE_COLUMNS
+    )
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("mlflow-models")
+    train = wine_data(60, seed=0)
+    quality = train["alcohol"] * 0.3 - train["pH"] * 0.1 + 5.0
+    wine = ElasticNet(alpha=0.05, l1_ratio=0.5, random_state=42).fit(train, quality)
+    mlflow.sklearn.save_model(
+        wine,
+        root / "wine",
+        signature=infer_signature(train, wine.predict(train)),
+        serialization_format="cloudpickle",  # MLflow 3's default (skops) needs the skops package
+        pip_requirements=[*PIP, "scikit-learn"],
+    )
+
+    features = train.to_numpy(np.float32)[:, :4]
+    booster = xgb.XGBRegressor(n_estimators=8, max_depth=3, random_state=0).fit(
+        features, quality.to_numpy()
+    )
+    mlflow.xgboost.save_model(
+        booster,
+        root / "xgb",
+        signature=infer_signature(features, booster.predict(features)),
+        pip_requirements=[*PIP, "xgboost"],
+    )
+
+    scaler_input = pd.DataFrame({"x": [1.0, 2.0], "label": ["a", "b"]})
+    mlflow.pyfunc.save_model(
+        root / "scaler",
+        python_model=Scaler(),
+        signature=infer_signature(
+            scaler_input,
+            Scaler().predict(None, scaler_input),
+            params={"factor": 1.0, "suffix": ""},
+        ),
+        pip_requirements=PIP,
+    )
+
+    mlflow.pyfunc.save_model(
+        root / "adder",
+        python_model=Adder(),
+        signature=ModelSignature(
+            inputs=Schema(
+                [
+                    TensorSpec(np.dtype(np.float32), (-1, 2), "a"),
+                    TensorSpec(np.dtype(np.float32), (-1, 2), "b"),
+                ]
+            ),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 2))]),
+        ),
+        pip_requirements=PIP,
+    )
+
+    # The same wine model, pinned to versions this environment does not have.
+    shutil.copytree(root / "wine", root / "pinned")
+    (root / "pinned" / "requirements.txt").write_text(
+        "mlflow\n"  # satisfied by mlflow-skinny
+        "scikit-learn==0.20.4\n"
+        "modelport-no-such-package==1.0\n"
+        "numpy>=1.0\n"
+    )
+
+    # Models found through MLflow URIs (MLServer's `parameters.uri`): a `file://` URI and a
+    # path relative to the model's directory.
+    (root / "by-file-uri").mkdir()
+    (root / "by-file-uri" / "model-settings.json").write_text(
+        json.dumps({"parameters": {"uri": (root / "wine").as_uri()}})
+    )
+    (root / "by-relative-uri" / "artifacts").mkdir(parents=True)
+    shutil.copytree(root / "xgb", root / "by-relative-uri" / "artifacts" / "model")
+    (root / "by-relative-uri" / "model-settings.json").write_text(
+        json.dumps({"parameters": {"uri": "artifacts/model"}})
+    )
+    return {"root": root, "wine": wine, "booster": booster}
+
+
+@pytest.fixture(scope="module")
+def server(models: dict[str, object]):
+    process = start_server("mlflow", models["root"], timeout=120)
+    yield process
+    process.stop()
+
+
+def wine_rows(rows: int = 3, seed: int = 7) -> pd.DataFrame:
+    return wine_data(rows, seed).round(3)
+
+
+def ok(response) -> dict:
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def bad(response, *words: str) -> str:
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]
+    for word in words:
+        assert word in message, message
+    return message
+
+
+# --- metadata ---------------------------------------------------------------------------------
+
+
+def test_metadata_from_signature(server: ServerProcess) -> None:
+    wine = ok(server.get("/v2/models/wine"))
+    assert wine["platform"] == "mlflow"
+    assert [spec["name"] for spec in wine["inputs"]] == WINE_COLUMNS
+    assert {spec["datatype"] for spec in wine["inputs"]} == {"FP64"}
+    assert wine["outputs"] == [{"name": "output-0", "datatype": "FP64", "shape": [-1]}]
+
+    xgb_meta = ok(server.get("/v2/models/xgb"))
+    assert xgb_meta["inputs"] == [{"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}]
+
+    scaler = ok(server.get("/v2/models/scaler"))
+    assert [(s["name"], s["datatype"]) for s in scaler["inputs"]] == [
+        ("x", "FP64"),
+        ("label", "BYTES"),
+    ]
+    assert [s["name"] for s in scaler["outputs"]] == ["scaled", "tag"]
+
+    adder = ok(server.get("/v2/models/adder"))
+    assert [(s["name"], s["shape"]) for s in adder["inputs"]] == [("a", [-1, 2]), ("b", [-1, 2])]
+
+
+# --- V1: MLflow's scoring formats -----------------------------------------------------------
+
+
+def test_v1_dataframe_split_matches_the_model(server: ServerProcess, models) -> None:
+    rows = wine_rows()
+    expected = models["wine"].predict(rows)
+    body = {"dataframe_split": json.loads(rows.to_json(orient="split"))}
+    assert "index" in body["dataframe_split"]
+    got = ok(server.post("/v1/models/wine:predict", json=body))["predictions"]
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+
+def test_v1_other_mlflow_formats_agree(server: ServerProcess, models) -> None:
+    rows = wine_rows()
+    expected = models["wine"].predict(rows)
+    records = rows.to_dict(orient="records")
+    bodies = [
+        {"dataframe_records": records},
+        {"instances": records},
+        {"inputs": records},
+        {"inputs": rows.to_dict(orient="list")},
+        # Rows of numbers map to the signature's columns by position.
+        {"instances": rows.to_numpy().tolist()},
+        # Columns in another order are aligned by name.
+        {
+            "dataframe_split": {
+                "columns": WINE_COLUMNS[::-1],
+                "data": rows[WINE_COLUMNS[::-1]].to_numpy().tolist(),
+            }
+        },
+    ]
+    for body in bodies:
+        got = ok(server.post("/v1/models/wine:predict", json=body))["predictions"]
+        np.testing.assert_allclose(got, expected, rtol=1e-9, err_msg=str(list(body)))
+
+
+def test_v1_integer_json_for_double_columns(server: ServerProcess, models) -> None:
+    """JSON cannot say 7.0: whole numbers must reach a double column (MLflow alone refuses)."""
+    rows = pd.DataFrame([[7] * len(WINE_COLUMNS)], columns=WINE_COLUMNS)
+    got = ok(
+        server.post("/v1/models/wine:predict", json={"dataframe_records": rows.to_dict("records")})
+    )
+    np.testing.assert_allclose(got["predictions"], models["wine"].predict(rows.astype(float)))
+
+
+def test_v1_params_and_dataframe_output(server: ServerProcess) -> None:
+    body = {
+        "dataframe_split": {"columns": ["x", "label"], "data": [[1.5, "a"], [2, "b"]]},
+        "params": {"factor": 2.0, "suffix": "!"},
+    }
+    got = ok(server.post("/v1/models/scaler:predict", json=body))
+    assert got == {"predictions": [{"scaled": 3.0, "tag": "a!"}, {"scaled": 4.0, "tag": "b!"}]}
+    # Without params the signature's defaults apply.
+    del body["params"]
+    got = ok(server.post("/v1/models/scaler:predict", json=body))
+    assert got["predictions"][0] == {"scaled": 1.5, "tag": "a"}
+
+
+def test_v1_named_tensors(server: ServerProcess) -> None:
+    columnar = {"inputs": {"a": [[1, 2], [3, 4]], "b": [[10, 20], [30, 40]]}}
+    assert ok(server.post("/v1/models/adder:predict", json=columnar)) == {
+        "predictions": [[11.0, 22.0], [33.0, 44.0]]
+    }
+    rows = {"instances": [{"a": [1, 2], "b": [10, 20]}, {"a": [3, 4], "b": [30, 40]}]}
+    assert ok(server.post("/v1/models/adder:predict", json=rows))["predictions"] == [
+        [11.0, 22.0],
+        [33.0, 44.0],
+    ]
+
+
+def test_v1_tensor_model(server: ServerProcess, models) -> None:
+    features = wine_rows().to_numpy(np.float32)[:, :4]
+    got = ok(server.post("/v1/models/xgb:predict", json={"inputs": features.tolist()}))
+    np.testing.assert_allclose(got["predictions"], models["booster"].predict(features), rtol=1e-6)
+
+
+# --- V2 -------------------------------------------------------------------------------------
+
+
+def test_v2_named_columns(server: ServerProcess, models) -> None:
+    rows = wine_rows()
+    body = {
+        "inputs": [
+            {"name": name, "datatype": "FP64", "shape": [len(rows)], "data": rows[name].tolist()}
+            for name in reversed(WINE_COLUMNS)
+        ]
+    }
+    got = ok(server.post("/v2/models/wine/infer", json=body))
+    assert got["outputs"][0]["name"] == "output-0"
+    np.testing.assert_allclose(got["outputs"][0]["data"], models["wine"].predict(rows), rtol=1e-9)
+
+
+def test_v2_params_from_request_parameters(server: ServerProcess) -> None:
+    inputs = [
+        {"name": "x", "datatype": "FP32", "shape": [2, 1], "data": [1, 2]},
+        {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["p", "q"]},
+    ]
+    body = {"inputs": inputs, "parameters": {"factor": 10.0, "content_type": "pd"}}
+    got = ok(server.post("/v2/models/scaler/infer", json=body))
+    outputs = {out["name"]: out for out in got["outputs"]}
+    assert outputs["scaled"]["data"] == [10.0, 20.0]
+    assert outputs["tag"] == {"name": "tag", "datatype": "BYTES", "shape": [2], "data": ["p", "q"]}
+    # `params` as an object works too, and requested outputs pick columns.
+    body = {
+        "inputs": inputs,
+        "parameters": {"params": {"suffix": "?"}},
+        "outputs": [{"name": "tag"}],
+    }
+    got = ok(server.post("/v2/models/scaler/infer", json=body))
+    assert [out["name"] for out in got["outputs"]] == ["tag"]
+    assert got["outputs"][0]["data"] == ["p?", "q?"]
+
+
+def test_tritonclient_round_trip(server: ServerProcess, models) -> None:
+    client = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+    rows = wine_rows(4)
+    inputs = []
+    for name in WINE_COLUMNS:
+        tensor = httpclient.InferInput(name, [len(rows)], "FP64")
+        tensor.set_data_from_numpy(rows[name].to_numpy(), binary_data=True)
+        inputs.append(tensor)
+    result = client.infer(
+        "wine", inputs, outputs=[httpclient.InferRequestedOutput("output-0", binary_data=True)]
+    )
+    np.testing.assert_allclose(result.as_numpy("output-0"), models["wine"].predict(rows))
+
+    features = rows.to_numpy(np.float32)[:, :4]
+    tensor = httpclient.InferInput("input-0", list(features.shape), "FP32")
+    tensor.set_data_from_numpy(features, binary_data=True)
+    result = client.infer("xgb", [tensor])
+    got = result.as_numpy("output-0")
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, models["booster"].predict(features), rtol=1e-6)
+
+    label = httpclient.InferInput("label", [2], "BYTES")
+    label.set_data_from_numpy(np.array([b"u", b"v"], dtype=object), binary_data=True)
+    x = httpclient.InferInput("x", [2], "FP64")
+    x.set_data_from_numpy(np.array([1.0, 3.0]), binary_data=False)
+    result = client.infer(
+        "scaler",
+        [x, label],
+        outputs=[httpclient.InferRequestedOutput("tag", binary_data=True)],
+        parameters={"suffix": "-ok"},
+    )
+    assert result.as_numpy("tag").tolist() == [b"u-ok", b"v-ok"]
+    client.close()
+
+
+# --- signature violations: 400 naming the problem, then a good request works -----------------
+
+
+def test_missing_column_is_400(server: ServerProcess) -> None:
+    records = wine_rows(2).drop(columns=["alcohol"]).to_dict("records")
+    bad(server.post("/v1/models/wine:predict", json={"dataframe_records": records}), "alcohol")
+    body = {
+        "inputs": [
+            {"name": name, "datatype": "FP64", "shape": [1], "data": [1.0]}
+            for name in WINE_COLUMNS
+            if name != "pH"
+        ]
+    }
+    bad(server.post("/v2/models/wine/infer", json=body), "missing", "pH")
+    bad(server.post("/v1/models/scaler:predict", json={"inputs": {"x": [1.0]}}), "label")
+    ok(
+        server.post(
+            "/v1/models/wine:predict", json={"dataframe_records": wine_rows(1).to_dict("records")}
+        )
+    )
+
+
+def test_wrong_type_is_400(server: ServerProcess) -> None:
+    body = {
+        "inputs": [
+            {"name": name, "datatype": "FP64", "shape": [1], "data": [1.0]}
+            for name in WINE_COLUMNS
+            if name != "density"
+        ]
+        + [{"name": "density", "datatype": "BYTES", "shape": [1], "data": ["heavy"]}]
+    }
+    bad(server.post("/v2/models/wine/infer", json=body), "density")
+    records = [{"x": "one", "label": "a"}]
+    bad(server.post("/v1/models/scaler:predict", json={"dataframe_records": records}), "x")
+    fine = [{"x": 1.0, "label": "a"}]
+    assert ok(server.post("/v1/models/scaler:predict", json={"dataframe_records": fine}))
+
+
+def test_tensor_violations_are_400(server: ServerProcess) -> None:
+    bad(server.post("/v1/models/xgb:predict", json={"inputs": [[1, 2, 3]]}), "shape", "[-1, 4]")
+    bad(server.post("/v1/models/adder:predict", json={"inputs": {"a": [[1, 2]]}}), "b")
+    bad(
+        server.post("/v1/models/adder:predict", json={"inputs": {"a": [[1, 2]], "b": [[1, 2, 3]]}}),
+        "'b'",
+    )
+    assert ok(server.post("/v1/models/xgb:predict", json={"inputs": [[1, 2, 3, 4]]}))
+
+
+def test_bad_params_are_400(server: ServerProcess) -> None:
+    split = {"columns": ["x", "label"], "data": [[1.0, "a"]]}
+    bad(
+        server.post(
+            "/v1/models/scaler:predict",
+            json={"dataframe_split": split, "params": {"factor": "big"}},
+        ),
+        "factor",
+    )
+    bad(
+        server.post(
+            "/v1/models/scaler:predict", json={"dataframe_split": split, "params": {"factr": 2}}
+        ),
+        "factr",
+        "factor",
+    )
+    bad(
+        server.post(
+            "/v1/models/wine:predict", json={"instances": [[1.0] * 11], "params": {"k": 1}}
+        ),
+        "k",
+        "none",
+    )
+    assert ok(
+        server.post(
+            "/v1/models/scaler:predict", json={"dataframe_split": split, "params": {"factor": 3}}
+        )
+    )
+
+
+def test_malformed_v1_bodies_are_400(server: ServerProcess) -> None:
+    bad(server.post("/v1/models/wine:predict", json={"rows": [[1]]}), "dataframe_split")
+    both = {"instances": [[1.0] * 11], "inputs": [[1.0] * 11]}
+    bad(server.post("/v1/models/wine:predict", json=both), "exactly one")
+    ragged = {"dataframe_split": {"columns": ["x", "label"], "data": [[1.0, "a"], [2.0]]}}
+    bad(server.post("/v1/models/scaler:predict", json=ragged), "2 values")
+    bad(server.post("/v1/models/wine:predict", json={"instances": [[1.0] * 10]}), "11 columns")
+    assert ok(server.post("/v1/models/wine:predict", json={"instances": [[1.0] * 11]}))
+
+
+# --- dependencies and model URIs --------------------------------------------------------------
+
+
+def test_requirement_mismatch_logged_once(server: ServerProcess) -> None:
+    warnings = [
+        json.loads(line)
+        for line in server.log().splitlines()
+        if line.startswith("{") and "requirements differ" in line
+    ]
+    assert len(warnings) == 1, warnings
+    warning = warnings[0]
+    assert warning["level"] == "warning" and warning["model"] == "pinned"
+    assert "scikit-learn==0.20.4 (installed " in warning["msg"]
+    assert "modelport-no-such-package==1.0 (not installed)" in warning["msg"]
+    assert len(warning["packages"]) == 2  # mlflow (skinny) and numpy are satisfied
+    # It is a warning, not a failure: the model serves.
+    assert ok(server.post("/v1/models/pinned:predict", json={"instances": [[1.0] * 11]}))
+
+
+def test_models_by_mlflow_uri(server: ServerProcess, models) -> None:
+    rows = wine_rows(2)
+    got = ok(
+        server.post(
+            "/v1/models/by-file-uri:predict", json={"dataframe_records": rows.to_dict("records")}
+        )
+    )
+    np.testing.assert_allclose(got["predictions"], models["wine"].predict(rows))
+    features = rows.to_numpy(np.float32)[:, :4]
+    got = ok(server.post("/v1/models/by-relative-uri:predict", json={"inputs": features.tolist()}))
+    np.testing.assert_allclose(got["predictions"], models["booster"].predict(features), rtol=1e-6)
+
+
+def test_model_logged_to_a_local_file_store(serve, tmp_path: Path, monkeypatch) -> None:
+    """`mlflow.log_model` into a local file store, served by `models:/<id>` and by path."""
+    env = {"MLFLOW_TRACKING_URI": (tmp_path / "mlruns").as_uri(), "MLFLOW_ALLOW_FILE_STORE": "true"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    example = pd.DataFrame({"x": [1.0], "label": ["a"]})
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="scaler",
+            python_model=Scaler(),
+            signature=infer_signature(example, Scaler().predict(None, example)),
+            pip_requirements=PIP,
+        )
+    logged = Path(mlflow.artifacts.download_artifacts(info.model_uri))
+    assert (logged / "MLmodel").is_file() and str(logged).startswith(str(tmp_path))
+    # One server: the run's model by `models:/<id>` and by its path inside the file store.
+    served = tmp_path / "served"
+    for name, uri in (("by-id", info.model_uri), ("by-path", str(logged))):
+        (served / name).mkdir(parents=True)
+        (served / name / "model-settings.json").write_text(json.dumps({"parameters": {"uri": uri}}))
+    server = serve("mlflow", served, env=env, timeout=120)
+    body = {"dataframe_split": {"columns": ["x", "label"], "data": [[2.0, "z"]]}}
+    for name in ("by-id", "by-path"):
+        got = ok(server.post(f"/v1/models/{name}:predict", json=body))
+        assert got == {"predictions": [{"scaled": 2.0, "tag": "z"}]}
