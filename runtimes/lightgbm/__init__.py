@@ -1,0 +1,1 @@
+"""LightGBM runtime: serves a Booster (`.txt`, `.bst`) or a pickled LGBMModel."""

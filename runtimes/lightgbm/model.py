@@ -1,0 +1,92 @@
+"""LightGBM predictor: a Booster saved as text (`.txt`, `.bst`) or a pickled LGBMModel.
+
+The default output is KServe lgbserver's: `Booster.predict` as is (probabilities for
+`binary`/`multiclass`, values for regression), FP64 as LightGBM computes it. Requested
+outputs: `raw` (that), `margin` (`raw_score`), `predict` (class labels for classification
+objectives), `predict_proba` and `contributions` (SHAP values, `pred_contrib`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from modelport.base.errors import ModelLoadError
+from modelport.base.model import load_artifact
+from modelport.base.tabular import OutputFunction, TabularPredictor, import_without
+
+# LightGBM imports scikit-learn whenever it is installed, for wrappers a booster never needs.
+lgb = import_without("lightgbm", "sklearn")
+
+PICKLES = (".joblib", ".pkl", ".pickle")
+CLASSIFIERS = ("binary", "multiclass", "multiclassova")
+
+
+def read_booster(path: Path) -> tuple[Any, np.ndarray | None]:
+    """The booster (read as text, as KServe reads bytes) and a wrapper's class labels."""
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        raise ModelLoadError(
+            f"'{path.name}' is a JSON dump (Booster.dump_model), which LightGBM cannot load: "
+            "save the model with Booster.save_model (text, .txt or .bst)"
+        )
+    if suffix in PICKLES:
+        import joblib
+
+        model = joblib.load(path)
+        if isinstance(model, lgb.LGBMModel):
+            return model.booster_, getattr(model, "classes_", None)
+        if isinstance(model, lgb.Booster):
+            return model, None
+        raise TypeError(f"it holds a {type(model).__name__}, not a LightGBM model")
+    return lgb.Booster(model_str=path.read_text()), None
+
+
+class LightGBMPredictor(TabularPredictor):
+    runtime = "lightgbm"
+    extensions = (".txt", ".bst", ".json", *PICKLES)
+    plain_output = "raw"
+    text_as_category = True
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--nthread", type=int, default=1, help="threads per prediction")
+
+    def load(self) -> None:
+        self.booster, self.classes = load_artifact(read_booster, self.model_file())
+        self.nthread = int(self.settings.parameters.get("nthread") or 1)
+        self.objective = str(self.booster.params.get("objective") or "").split(" ")[0]
+        self.n_features = self.booster.num_feature()
+        self.feature_names = self.booster.feature_name()
+        self.functions: dict[str, OutputFunction] = {"raw": self.raw, "margin": self.margin}
+        if self.objective in CLASSIFIERS:
+            self.functions["predict"] = self.labels
+            self.functions["predict_proba"] = self.probabilities
+        else:
+            self.functions["predict"] = self.raw
+
+    def output_functions(self) -> dict[str, OutputFunction]:
+        return self.functions
+
+    def raw(self, features: Any, **options: Any) -> np.ndarray:
+        return self.booster.predict(features, num_threads=self.nthread, **options)
+
+    def margin(self, features: Any) -> np.ndarray:
+        return self.raw(features, raw_score=True)
+
+    def probabilities(self, features: Any) -> np.ndarray:
+        proba = self.raw(features)
+        return np.stack([1.0 - proba, proba], axis=1) if proba.ndim == 1 else proba
+
+    def labels(self, features: Any) -> np.ndarray:
+        index = self.probabilities(features).argmax(axis=1)
+        return index if self.classes is None else np.asarray(self.classes)[index]
+
+    def contributions(self, features: Any) -> tuple[np.ndarray, list[str]]:
+        values = self.raw(features, pred_contrib=True)
+        classes = self.booster.num_model_per_iteration()
+        if classes > 1:  # LightGBM puts the classes side by side: [rows, classes * (f + 1)]
+            values = values.reshape(len(values), classes, -1)
+        return values, self.feature_names
