@@ -1,0 +1,1 @@
+"""TensorFlow runtime: SavedModel signatures (TF Serving layout and REST formats) and Keras files."""

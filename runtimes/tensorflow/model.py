@@ -1,0 +1,474 @@
+"""TensorFlow predictor: SavedModel signatures (TF Serving's layout and REST formats) and Keras.
+
+A model directory holds `saved_model.pb` (TF Serving's numbered version subdirectories are
+versions, handled by the repository) or one `.keras` file. Requests run one signature,
+`serving_default` unless `--signature_name` (or a request's `signature_name`) picks another;
+inputs are matched by the signature's names and converted to its dtypes. V1 speaks TF
+Serving's REST dialect: row format `{"instances": [...]}` answered per instance, columnar
+`{"inputs": ...}` answered as `{"outputs": ...}`, and `{"b64": ...}` for binary strings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ info banners are not JSON logs
+from modelport.base.datatypes import from_numpy
+from modelport.base.errors import (
+    InferenceFailed,
+    InvalidInput,
+    ModelLoadError,
+    ModelportError,
+)
+from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
+from modelport.base.model import Predictor, load_artifact
+
+import tensorflow as tf
+
+DEFAULT_SIGNATURE = "serving_default"
+SAVED_MODEL = "saved_model.pb"
+# Carried from decode_v1 to encode_v1 through the request/response parameters.
+_FORMAT = "tf_serving_format"
+_SIGNATURE = "signature_name"
+Feed = dict[str, tf.Tensor]
+
+
+@dataclass(slots=True)
+class Signature:
+    """One callable entry point: named input and output specs and how to run it."""
+
+    name: str
+    inputs: dict[str, tf.TensorSpec]
+    outputs: dict[str, tf.TensorSpec]
+    run: Callable[[Feed], dict[str, tf.Tensor]]
+    owner: Any = None  # keeps the loaded object (and its variables) alive
+
+
+class TensorFlowPredictor(Predictor):
+    runtime = "tensorflow"
+    extensions = (".keras",)
+
+    @classmethod
+    def holds_model(cls, directory: Path) -> bool:
+        return (directory / SAVED_MODEL).is_file() or super().holds_model(directory)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--signature_name",
+            default=DEFAULT_SIGNATURE,
+            help=f"SavedModel signature to serve (default: {DEFAULT_SIGNATURE})",
+        )
+
+    # --- loading ------------------------------------------------------------------------
+
+    def load(self) -> None:
+        self.default = str(self.settings.parameters.get(_SIGNATURE) or DEFAULT_SIGNATURE)
+        directory = self.settings.model_dir
+        named = self.settings.model_file
+        if named and Path(named).name == SAVED_MODEL:
+            directory, named = (directory / named).parent, None
+        if not named and (directory / SAVED_MODEL).is_file():
+            self.signatures = load_artifact(saved_model_signatures, directory)
+        else:
+            path = self.model_file()
+            self.signatures = {self.default: load_artifact(keras_signature, path)}
+            self.signatures[self.default].name = self.default
+        if self.default not in self.signatures:
+            raise ModelLoadError(
+                f"SavedModel '{directory}' has no signature '{self.default}'; it has: "
+                f"{', '.join(self.signatures) or 'none'} (choose one with --signature_name)"
+            )
+
+    def signature(self, name: str | None) -> Signature:
+        found = self.signatures.get(name or self.default)
+        if found is None:
+            raise InvalidInput(
+                f"model '{self.name}' has no signature '{name}'; it has: "
+                f"{', '.join(self.signatures)}"
+            )
+        return found
+
+    # --- metadata -----------------------------------------------------------------------
+
+    def inputs(self) -> list[TensorSpec]:
+        return [_spec(name, spec) for name, spec in self.signature(None).inputs.items()]
+
+    def outputs(self) -> list[TensorSpec]:
+        return [_spec(name, spec) for name, spec in self.signature(None).outputs.items()]
+
+    # --- inference ----------------------------------------------------------------------
+
+    def infer(self, request: InferRequest) -> InferResponse:
+        signature = self.signature(request.parameters.get(_SIGNATURE))
+        feed = _feed(signature, request.inputs)
+        wanted = request.requested_output_names
+        for name in wanted:
+            if name not in signature.outputs:
+                raise InvalidInput(
+                    f"unknown output '{name}'; signature '{signature.name}' offers: "
+                    f"{', '.join(signature.outputs)}"
+                )
+        try:
+            result = signature.run(feed)
+        except tf.errors.InvalidArgumentError as exc:
+            raise InvalidInput(f"model '{self.name}' rejected the input: {exc.message}") from exc
+        except (tf.errors.OpError, ValueError, TypeError) as exc:
+            raise InferenceFailed(
+                f"model '{self.name}' failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        names = wanted or [name for name in signature.outputs if name in result]
+        outputs = [_from_tf(name, result[name]) for name in names]
+        parameters = {_FORMAT: request.parameters[_FORMAT]} if _FORMAT in request.parameters else {}
+        return InferResponse(outputs=outputs, id=request.id, parameters=parameters)
+
+    # --- V1: TF Serving's REST formats ----------------------------------------------------
+
+    def decode_v1(self, body: Any) -> InferRequest:
+        if not isinstance(body, dict):
+            raise InvalidInput("request body must be a JSON object with 'instances' or 'inputs'")
+        parameters: dict[str, Any] = {}
+        name = body.get(_SIGNATURE)
+        if name is not None:
+            if not isinstance(name, str):
+                raise InvalidInput("'signature_name' must be a string")
+            parameters[_SIGNATURE] = name
+        signature = self.signature(name)
+        if ("instances" in body) == ("inputs" in body):
+            raise InvalidInput(
+                "request body needs exactly one of 'instances' (row format) or 'inputs' "
+                "(columnar format)"
+            )
+        if "instances" in body:
+            parameters[_FORMAT] = "row"
+            columns = _rows_to_columns(body["instances"], signature)
+        else:
+            parameters[_FORMAT] = "columnar"
+            inputs = body["inputs"]
+            columns = dict(inputs) if _is_named(inputs) else {_sole_input(signature): inputs}
+        tensors = [Tensor(key, _to_array(key, value)) for key, value in columns.items()]
+        return InferRequest(inputs=tensors, parameters=parameters)
+
+    def encode_v1(self, response: InferResponse) -> dict[str, Any]:
+        if not response.outputs:
+            raise InferenceFailed("the model produced no outputs")
+        values = {tensor.name: _json_ready(tensor) for tensor in response.outputs}
+        if response.parameters.get(_FORMAT) == "columnar":
+            if len(values) == 1:
+                return {"outputs": _plain(next(iter(values.values())))}
+            return {"outputs": {name: _plain(value) for name, value in values.items()}}
+        if len(values) == 1:
+            return {"predictions": _plain(next(iter(values.values())))}
+        rows = {value.shape[0] if value.ndim else None for value in values.values()}
+        if len(rows) != 1 or None in rows:
+            sizes = ", ".join(f"{n}: {list(v.shape)}" for n, v in values.items())
+            raise InvalidInput(
+                f"outputs do not share a batch size ({sizes}), so they cannot be returned per "
+                "instance: send the columnar format ({'inputs': ...}) instead"
+            )
+        count = rows.pop()
+        return {
+            "predictions": [
+                {name: _plain(value[index]) for name, value in values.items()}
+                for index in range(count)
+            ]
+        }
+
+
+# --- loading helpers ----------------------------------------------------------------------
+
+
+def saved_model_signatures(directory: Path) -> dict[str, Signature]:
+    """Every signature of a SavedModel, keyed by name."""
+    loaded = tf.saved_model.load(str(directory))
+    signatures: dict[str, Signature] = {}
+    for name, function in loaded.signatures.items():
+        _, specs = function.structured_input_signature
+
+        def run(feed: Feed, function: Any = function) -> dict[str, tf.Tensor]:
+            return function(**feed)
+
+        # A SavedModel keeps signature inputs and outputs in proto maps: name order is the
+        # only stable one.
+        inputs = dict(sorted(specs.items()))
+        outputs = dict(sorted(function.structured_outputs.items()))
+        signatures[name] = Signature(name, inputs, outputs, run, loaded)
+    return signatures
+
+
+def keras_signature(path: Path) -> Signature:
+    """A Keras model as one signature: inputs by their Input names, outputs by structure."""
+    import keras
+
+    model = keras.saving.load_model(path)  # safe_mode: no arbitrary code from the file
+    if not getattr(model, "inputs", None):
+        raise ModelLoadError(
+            f"Keras model '{path}' has no defined inputs: build it with keras.Input"
+        )
+    inputs = {tensor.name: tf.TensorSpec(tensor.shape, tensor.dtype) for tensor in model.inputs}
+    structure = model.input
+
+    def names(value: Any) -> list[str]:
+        if isinstance(value, dict):
+            return [str(key) for key in value]
+        if isinstance(value, (list, tuple)):
+            return [f"output-{index}" for index in range(len(value))]
+        return ["output-0"]
+
+    def flat(value: Any) -> list[Any]:
+        if isinstance(value, dict):
+            return list(value.values())
+        return list(value) if isinstance(value, (list, tuple)) else [value]
+
+    output_names = names(model.output)
+    outputs = {
+        name: tf.TensorSpec(tensor.shape, tensor.dtype)
+        for name, tensor in zip(output_names, flat(model.output), strict=True)
+    }
+
+    def run(feed: Feed) -> dict[str, tf.Tensor]:
+        arguments = tf.nest.map_structure(lambda tensor: feed[tensor.name], structure)
+        result = model(arguments, training=False)
+        return dict(zip(output_names, flat(result), strict=True))
+
+    return Signature(DEFAULT_SIGNATURE, inputs, outputs, run)
+
+
+# --- request -> tensors -------------------------------------------------------------------
+
+
+def _feed(signature: Signature, inputs: list[Tensor]) -> Feed:
+    """Request tensors by the signature's names (a sole input also by position)."""
+    specs = signature.inputs
+    expected = ", ".join(specs)
+    if len(specs) == 1 and len(inputs) == 1 and inputs[0].name not in specs:
+        (name,) = specs
+        return {name: _to_tf(inputs[0], specs[name], signature.name)}
+    given = {tensor.name: tensor for tensor in inputs}
+    for name in given:
+        if name not in specs:
+            raise InvalidInput(
+                f"unknown input '{name}'; signature '{signature.name}' takes: {expected}"
+            )
+    for name in specs:
+        if name not in given:
+            raise InvalidInput(
+                f"missing input '{name}'; signature '{signature.name}' takes: {expected}"
+            )
+    return {name: _to_tf(given[name], spec, signature.name) for name, spec in specs.items()}
+
+
+def _to_tf(tensor: Tensor, spec: tf.TensorSpec, signature: str) -> tf.Tensor:
+    """Convert to the signature's dtype when that loses no kind (no float -> int, no text)."""
+    data, name = tensor.data, tensor.name
+    wanted = _datatype(spec.dtype)
+    refusal = InvalidInput(
+        f"input '{name}': signature '{signature}' takes {wanted}, got {tensor.datatype}"
+    )
+    if spec.dtype == tf.string:
+        if data.dtype != object:
+            raise refusal
+        try:
+            value = tf.constant(data, dtype=tf.string)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"input '{name}': string input holds non-string values") from None
+    elif tensor.datatype == "BF16":
+        if spec.dtype != tf.bfloat16:
+            raise refusal
+        value = tf.bitcast(tf.constant(data), tf.bfloat16)
+    elif spec.dtype == tf.bfloat16:
+        if data.dtype.kind not in "iuf":
+            raise refusal
+        value = tf.cast(tf.constant(data), tf.bfloat16)
+    else:
+        target = np.dtype(spec.dtype.as_numpy_dtype)
+        if data.dtype != target:
+            data = _cast(data, target, refusal)
+        value = tf.constant(data)
+    if not spec.shape.is_compatible_with(value.shape):
+        raise InvalidInput(
+            f"input '{name}': shape {list(value.shape)} does not fit signature '{signature}' "
+            f"shape {_shape(spec.shape)}"
+        )
+    return value
+
+
+def _cast(data: np.ndarray, target: np.dtype, refusal: InvalidInput) -> np.ndarray:
+    """Same-kind conversions only: bool->bool, int->int (in range), int or float->float."""
+    kind, goal = data.dtype.kind, target.kind
+    allowed = (
+        (goal == "b" and kind == "b")
+        or (goal in "iu" and kind in "iu")
+        or (goal in "fc" and kind in "iuf")
+    )
+    if not allowed:
+        raise refusal
+    if goal in "iu" and data.size:
+        info = np.iinfo(target)
+        if data.min() < info.min or data.max() > info.max:
+            raise InvalidInput(f"{refusal.message}: values out of range")
+    return data.astype(target)
+
+
+def _is_named(value: Any) -> bool:
+    """A JSON object of named inputs (as opposed to a `{"b64": ...}` value)."""
+    return isinstance(value, dict) and not _is_b64(value)
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and "b64" in value
+
+
+def _sole_input(signature: Signature) -> str:
+    if len(signature.inputs) != 1:
+        raise InvalidInput(
+            f"signature '{signature.name}' takes several inputs ({', '.join(signature.inputs)}): "
+            "send each instance as an object keyed by input name"
+        )
+    return next(iter(signature.inputs))
+
+
+def _rows_to_columns(instances: Any, signature: Signature) -> dict[str, list[Any]]:
+    """Row format: one value (sole input) or one object of named inputs per instance."""
+    if not isinstance(instances, list) or not instances:
+        raise InvalidInput("'instances' must be a non-empty list")
+    named = [_is_named(instance) for instance in instances]
+    if not any(named):
+        return {_sole_input(signature): instances}
+    if not all(named):
+        raise InvalidInput("'instances' mixes objects of named inputs with bare values")
+    names = list(dict.fromkeys(key for instance in instances for key in instance))
+    columns: dict[str, list[Any]] = {}
+    for name in names:
+        for index, instance in enumerate(instances):
+            if name not in instance:
+                raise InvalidInput(f"instance {index} lacks input '{name}'")
+        columns[name] = [instance[name] for instance in instances]
+    return columns
+
+
+def _to_array(name: str, value: Any) -> np.ndarray:
+    """JSON values (numbers, strings, `{"b64": ...}`, nested lists) to one array."""
+    value = _decode_b64(name, value)
+    try:
+        probe = np.array(value)
+    except ValueError:
+        raise InvalidInput(
+            f"input '{name}': values are ragged (rows of different lengths)"
+        ) from None
+    if probe.dtype.kind in "biuf":
+        return probe
+    if probe.dtype.kind not in "US":
+        raise InvalidInput(f"input '{name}': values must be numbers, strings or {{'b64': ...}}")
+    # Strings and bytes stay whole in an object array ('S' would drop trailing NUL bytes).
+    array = np.empty(probe.shape, dtype=object)
+    array.flat[:] = list(_leaves(value, probe.ndim))
+    return array
+
+
+def _leaves(value: Any, ndim: int) -> Iterator[Any]:
+    """The scalars of a nested list `ndim` deep, row-major."""
+    if ndim == 0:
+        yield value
+        return
+    for item in value:
+        yield from _leaves(item, ndim - 1)
+
+
+def _decode_b64(name: str, value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode_b64(name, item) for item in value]
+    if isinstance(value, dict):
+        if not _is_b64(value) or not isinstance(value["b64"], str):
+            raise InvalidInput(f"input '{name}': an object value must be {{'b64': '<base64>'}}")
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except binascii.Error as exc:
+            raise InvalidInput(f"input '{name}': invalid base64 ({exc})") from None
+    return value
+
+
+# --- tensors -> responses -----------------------------------------------------------------
+
+
+def _from_tf(name: str, value: tf.Tensor) -> Tensor:
+    if value.dtype == tf.bfloat16:
+        return Tensor(name, tf.bitcast(value, tf.uint16).numpy(), "BF16")
+    if value.dtype == tf.string:
+        return Tensor(name, np.asarray(value.numpy(), dtype=object), "BYTES")
+    array = np.asarray(value.numpy())
+    try:
+        return Tensor(name, array, from_numpy(array.dtype))
+    except ModelportError:
+        raise InferenceFailed(
+            f"output '{name}' has dtype {value.dtype.name}, which the inference protocol "
+            "cannot carry"
+        ) from None
+
+
+def _json_ready(tensor: Tensor) -> np.ndarray:
+    """V1 JSON: widen half floats; strings as text, or `{"b64": ...}` as TF Serving does."""
+    data = tensor.data
+    if tensor.datatype == "BF16":
+        return (data.astype(np.uint32) << 16).view(np.float32)
+    if data.dtype == np.float16:
+        return data.astype(np.float32)
+    if tensor.datatype == "BYTES":
+        encode_all = tensor.name.endswith("_bytes")
+        out = np.empty(data.shape, dtype=object)
+        out.flat[:] = [_text(item, encode_all) for item in data.flat]
+        return out
+    return data
+
+
+def _text(item: Any, as_b64: bool) -> Any:
+    if isinstance(item, str):
+        item = item.encode()
+    if not as_b64:
+        try:
+            return item.decode()
+        except UnicodeDecodeError:
+            pass
+    return {"b64": base64.b64encode(item).decode()}
+
+
+def _plain(value: Any) -> Any:
+    """orjson writes numeric arrays itself; object arrays become lists."""
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        return value.tolist()
+    return value
+
+
+# --- metadata helpers ---------------------------------------------------------------------
+
+
+def _datatype(dtype: tf.DType) -> str:
+    if dtype == tf.string:
+        return "BYTES"
+    if dtype == tf.bfloat16:
+        return "BF16"
+    try:
+        return from_numpy(np.dtype(dtype.as_numpy_dtype))
+    except (TypeError, ModelportError):
+        return dtype.name.upper()
+
+
+def _shape(shape: tf.TensorShape) -> list[int]:
+    if shape.rank is None:
+        return [-1]
+    return [-1 if dim is None else int(dim) for dim in shape.as_list()]
+
+
+def _spec(name: str, spec: Any) -> TensorSpec:
+    if not isinstance(spec, tf.TensorSpec):  # nested or composite outputs: no flat spec
+        return TensorSpec(name, "BYTES", [-1])
+    return TensorSpec(name, _datatype(spec.dtype), _shape(spec.shape))

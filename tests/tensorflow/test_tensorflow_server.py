@@ -1,0 +1,323 @@
+"""TensorFlow runtime against real servers: SavedModels and a Keras file built here.
+
+The `flowers` model reproduces KServe's documented TensorFlow example (a signature taking a
+base64 JPEG `image_bytes` and a `key`) with a tiny dense layer instead of a download.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from tests.servers import ServerProcess, start_server
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+pytestmark = [
+    pytest.mark.heavy,
+    # Keras 3 saving trips a numpy 2 copy-keyword deprecation inside keras itself.
+    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+]
+
+SIDE, CLASSES = 8, 5
+
+
+class Flowers(tf.Module):
+    """decode_jpeg -> resize -> dense -> softmax, answering scores, prediction and key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        rng = np.random.default_rng(3)
+        self.weights = tf.Variable(
+            rng.standard_normal((SIDE * SIDE * 3, CLASSES)), dtype=tf.float32
+        )
+        self.bias = tf.Variable(rng.standard_normal(CLASSES), dtype=tf.float32)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="image_bytes"),
+            tf.TensorSpec([None], tf.string, name="key"),
+        ]
+    )
+    def serve(self, image_bytes, key):
+        def pixels(jpeg):
+            image = tf.image.resize(tf.io.decode_jpeg(jpeg, channels=3), [SIDE, SIDE]) / 255.0
+            return tf.reshape(image, [-1])
+
+        features = tf.map_fn(pixels, image_bytes, fn_output_signature=tf.float32)
+        scores = tf.nn.softmax(features @ self.weights + self.bias)
+        return {"scores": scores, "prediction": tf.argmax(scores, axis=1), "key": key}
+
+
+class Calculator(tf.Module):
+    """Two signatures; the version number scales the results so versions are told apart."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__()
+        self.factor = tf.constant(float(version))
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, 3], tf.float32, name="x"),
+            tf.TensorSpec([None, 3], tf.float32, name="y"),
+        ]
+    )
+    def combine(self, x, y):
+        return {"sum": (x + y) * self.factor, "prod": x * y * self.factor}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+    def scale(self, x):
+        return x * 10.0 * self.factor
+
+
+def jpeg(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    return tf.io.encode_jpeg(pixels).numpy()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tf-models")
+    flowers = Flowers()
+    tf.saved_model.save(
+        flowers, str(root / "flowers"), signatures={"serving_default": flowers.serve}
+    )
+    for version in (1, 2):
+        calc = Calculator(version)
+        tf.saved_model.save(
+            calc,
+            str(root / "calc" / str(version)),
+            signatures={"serving_default": calc.combine, "scale": calc.scale},
+        )
+    keras.utils.set_random_seed(5)
+    features = keras.Input((4,), name="features")
+    classifier = keras.Model(features, keras.layers.Dense(3, activation="softmax")(features))
+    (root / "keras").mkdir()
+    classifier.save(root / "keras" / "model.keras")
+    return {"root": root, "flowers": flowers, "keras": classifier}
+
+
+@pytest.fixture(scope="module")
+def server(models):
+    process = start_server("tensorflow", models["root"])
+    yield process
+    process.stop()
+
+
+def test_kserve_image_example_v1(server: ServerProcess, models):
+    images = [jpeg(1), jpeg(2)]
+    instances = [
+        {"image_bytes": {"b64": base64.b64encode(image).decode()}, "key": f"   {index + 1}"}
+        for index, image in enumerate(images)
+    ]
+    response = server.post("/v1/models/flowers:predict", json={"instances": instances})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    expected = models["flowers"].serve(tf.constant(images), tf.constant(["   1", "   2"]))
+    assert [set(p) for p in predictions] == [{"scores", "prediction", "key"}] * 2
+    assert [p["key"] for p in predictions] == ["   1", "   2"]
+    assert [p["prediction"] for p in predictions] == expected["prediction"].numpy().tolist()
+    np.testing.assert_allclose(
+        [p["scores"] for p in predictions], expected["scores"].numpy(), rtol=1e-5
+    )
+
+
+def test_image_bytes_errors_are_400(server: ServerProcess):
+    bad_base64 = {"instances": [{"image_bytes": {"b64": "not base64!"}, "key": "1"}]}
+    response = server.post("/v1/models/flowers:predict", json=bad_base64)
+    assert response.status_code == 400
+    assert "image_bytes" in response.json()["error"]
+    assert "base64" in response.json()["error"]
+    not_jpeg = {
+        "instances": [{"image_bytes": {"b64": base64.b64encode(b"GIF").decode()}, "key": "1"}]
+    }
+    response = server.post("/v1/models/flowers:predict", json=not_jpeg)
+    assert response.status_code == 400
+    assert "rejected the input" in response.json()["error"]
+    missing_key = {"instances": [{"image_bytes": {"b64": base64.b64encode(jpeg(1)).decode()}}]}
+    response = server.post("/v1/models/flowers:predict", json=missing_key)
+    assert response.status_code == 400
+    assert "missing input 'key'" in response.json()["error"]
+    good = {"instances": [{"image_bytes": {"b64": base64.b64encode(jpeg(1)).decode()}, "key": "1"}]}
+    assert server.post("/v1/models/flowers:predict", json=good).status_code == 200
+
+
+def test_image_bytes_over_v2_binary(server: ServerProcess, models):
+    images = np.array([jpeg(4), jpeg(5), jpeg(6)], dtype=object)
+    keys = np.array([b"a", b"b", b"c"], dtype=object)
+    client = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+    image_input = httpclient.InferInput("image_bytes", [3], "BYTES")
+    image_input.set_data_from_numpy(images, binary_data=True)
+    key_input = httpclient.InferInput("key", [3], "BYTES")
+    key_input.set_data_from_numpy(keys, binary_data=False)
+    result = client.infer("flowers", [image_input, key_input])
+    expected = models["flowers"].serve(tf.constant(list(images)), tf.constant(list(keys)))
+    np.testing.assert_allclose(result.as_numpy("scores"), expected["scores"].numpy(), rtol=1e-5)
+    assert result.get_output("prediction")["datatype"] == "INT64"
+    assert result.as_numpy("key").tolist() == [b"a", b"b", b"c"]
+    client.close()
+
+
+def test_metadata_lists_the_signature(server: ServerProcess):
+    meta = server.get("/v2/models/flowers").json()
+    assert meta["platform"] == "tensorflow"
+    assert meta["inputs"] == [
+        {"name": "image_bytes", "datatype": "BYTES", "shape": [-1]},
+        {"name": "key", "datatype": "BYTES", "shape": [-1]},
+    ]
+    outputs = {spec["name"]: spec for spec in meta["outputs"]}
+    assert outputs["scores"] == {"name": "scores", "datatype": "FP32", "shape": [-1, CLASSES]}
+    assert outputs["prediction"]["datatype"] == "INT64"
+    assert outputs["key"]["datatype"] == "BYTES"
+
+
+def calc_body(x, y) -> dict:
+    return {
+        "inputs": [
+            {"name": name, "datatype": "FP32", "shape": list(np.shape(a)), "data": a}
+            for name, a in (("x", x), ("y", y))
+        ]
+    }
+
+
+def test_version_directories(server: ServerProcess):
+    meta = server.get("/v2/models/calc").json()
+    assert sorted(meta["versions"]) == ["1", "2"]
+    assert server.get("/v2/models/calc/versions/1").status_code == 200
+    x, y = [[1.0, 2.0, 3.0]], [[1.0, 1.0, 1.0]]
+    sums = {}
+    for path in ("/v2/models/calc/versions/1/infer", "/v2/models/calc/versions/2/infer"):
+        response = server.post(path, json=calc_body(x, y))
+        assert response.status_code == 200, response.text
+        sums[path] = {o["name"]: o["data"] for o in response.json()["outputs"]}["sum"]
+    assert sums["/v2/models/calc/versions/1/infer"] == [2.0, 3.0, 4.0]
+    assert sums["/v2/models/calc/versions/2/infer"] == [4.0, 6.0, 8.0]
+    default = server.post("/v2/models/calc/infer", json=calc_body(x, y)).json()
+    assert default["model_version"] == "2"
+    v1 = server.post("/v1/models/calc:predict", json={"instances": [{"x": x[0], "y": y[0]}]})
+    assert v1.json() == {"predictions": [{"sum": [4.0, 6.0, 8.0], "prod": [2.0, 4.0, 6.0]}]}
+
+
+def test_v1_columnar_format_and_signature_name(server: ServerProcess):
+    columnar = {"inputs": {"x": [[1, 2, 3], [0, 0, 1]], "y": [[1, 1, 1], [2, 2, 2]]}}
+    response = server.post("/v1/models/calc:predict", json=columnar)
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "outputs": {
+            "sum": [[4.0, 6.0, 8.0], [4.0, 4.0, 6.0]],
+            "prod": [[2.0, 4.0, 6.0], [0, 0, 4.0]],
+        }
+    }
+    single = {"signature_name": "scale", "inputs": [[1, 2, 3]]}
+    assert server.post("/v1/models/calc:predict", json=single).json() == {
+        "outputs": [[20.0, 40.0, 60.0]]
+    }
+    rows = {"signature_name": "scale", "instances": [[1, 2, 3], [0, 0, 0.5]]}
+    assert server.post("/v1/models/calc:predict", json=rows).json() == {
+        "predictions": [[20.0, 40.0, 60.0], [0.0, 0.0, 10.0]]
+    }
+
+
+def test_v2_binary_multi_input_with_tritonclient(server: ServerProcess):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    y = rng.standard_normal((4, 3)).astype(np.float32)
+    client = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+    inputs = [
+        httpclient.InferInput("y", [4, 3], "FP32"),
+        httpclient.InferInput("x", [4, 3], "FP32"),
+    ]
+    inputs[0].set_data_from_numpy(y, binary_data=True)
+    inputs[1].set_data_from_numpy(x, binary_data=True)
+    wanted = [httpclient.InferRequestedOutput("prod", binary_data=True)]
+    result = client.infer("calc", inputs, outputs=wanted, model_version="1")
+    np.testing.assert_allclose(result.as_numpy("prod"), x * y, rtol=1e-6)
+    assert result.as_numpy("sum") is None
+    client.close()
+
+
+def test_keras_file(server: ServerProcess, models):
+    rows = np.random.default_rng(2).standard_normal((3, 4)).astype(np.float32)
+    expected = models["keras"](rows).numpy()
+    body = {
+        "inputs": [
+            {"name": "features", "datatype": "FP32", "shape": [3, 4], "data": rows.ravel().tolist()}
+        ]
+    }
+    response = server.post("/v2/models/keras/infer", json=body)
+    assert response.status_code == 200, response.text
+    (output,) = response.json()["outputs"]
+    assert output["name"] == "output-0"
+    np.testing.assert_allclose(np.reshape(output["data"], (3, 3)), expected, rtol=1e-5)
+    v1 = server.post("/v1/models/keras:predict", json={"instances": rows.tolist()})
+    np.testing.assert_allclose(v1.json()["predictions"], expected, rtol=1e-5)
+    meta = server.get("/v2/models/keras").json()
+    assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}]
+
+
+def test_bad_inputs_are_400_naming_the_problem(server: ServerProcess):
+    x, y = [[1.0, 2.0, 3.0]], [[1.0, 1.0, 1.0]]
+    wrong_dtype = calc_body(x, y)
+    wrong_dtype["inputs"][1] = {"name": "y", "datatype": "BYTES", "shape": [1], "data": ["a"]}
+    wrong_shape = calc_body([[1.0, 2.0]], [[1.0, 2.0]])
+    unknown = calc_body(x, y)
+    unknown["inputs"][0]["name"] = "z"
+    cases = [
+        (
+            "/v2/models/calc/infer",
+            wrong_dtype,
+            "input 'y': signature 'serving_default' takes FP32, got BYTES",
+        ),
+        (
+            "/v2/models/calc/infer",
+            wrong_shape,
+            "does not fit signature 'serving_default' shape [-1, 3]",
+        ),
+        (
+            "/v2/models/calc/infer",
+            unknown,
+            "unknown input 'z'; signature 'serving_default' takes: x, y",
+        ),
+        (
+            "/v2/models/calc/infer",
+            {**calc_body(x, y), "parameters": {"signature_name": "nope"}},
+            "no signature 'nope'",
+        ),
+        ("/v1/models/calc:predict", {"instances": [[1, 2, 3]]}, "takes several inputs (x, y)"),
+        (
+            "/v1/models/calc:predict",
+            {"instances": [{"x": x[0], "y": y[0]}], "inputs": {}},
+            "exactly one of",
+        ),
+        (
+            "/v1/models/calc:predict",
+            {"instances": [{"x": x[0], "y": y[0]}, {"x": x[0]}]},
+            "instance 1 lacks input 'y'",
+        ),
+        ("/v1/models/calc:predict", {"instances": [{"x": [1.5, 2, "a"], "y": y[0]}]}, "input 'x'"),
+    ]
+    for path, body, message in cases:
+        response = server.post(path, json=body)
+        assert response.status_code == 400, (message, response.text)
+        assert message in response.json()["error"]
+    assert server.post("/v2/models/calc/infer", json=calc_body(x, y)).status_code == 200
+
+
+def test_signature_flag_on_a_plain_saved_model_dir(models):
+    process = start_server(
+        "tensorflow", models["root"] / "calc" / "1", "--model_name=scaler", "--signature_name=scale"
+    )
+    try:
+        meta = process.get("/v2/models/scaler").json()
+        assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}]
+        assert [spec["name"] for spec in meta["outputs"]] == ["output_0"]
+        response = process.post("/v1/models/scaler:predict", json={"instances": [[1, 1, 1]]})
+        assert response.json() == {"predictions": [[10.0, 10.0, 10.0]]}
+    finally:
+        process.stop()
