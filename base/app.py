@@ -8,112 +8,127 @@ Handlers decode with `modelport.base.protocol`, call the predictor in a bounded 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
 from modelport.base import metrics as metrics_module
-from modelport.base.batching import Batcher
 from modelport.base.config import ServerConfig
-from modelport.base.errors import InvalidInput, ModelportError, NotAvailable, PayloadTooLarge
-from modelport.base.messages import InferRequest, InferResponse
+from modelport.base.errors import ModelportError, NotAvailable, PayloadTooLarge
 from modelport.base.middleware import ObservabilityMiddleware
-from modelport.base.protocol import v2
-from modelport.base.repository import ModelRepository, ModelVersion
+from modelport.base.repository import ModelRepository, State
+from modelport.base.service import Reply, ServerState, json_reply
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger("modelport.server")
 
 SERVER_NAME = "modelport"
 SERVER_VERSION = "0.1.0"
-_JSON = "application/json"
-_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+# POST inference paths answered by the fast path (path parameters are already %-decoded).
+_V2_INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+_V1_VERB = re.compile(r"^/v1/models/([^/:]+):(predict|explain)$")
 
 
-def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(doc, option=_OPTIONS), status, headers, media_type=_JSON)
+def to_response(reply: Reply) -> Response:
+    headers = {key.decode(): value.decode() for key, value in reply.headers}
+    return Response(reply.body, reply.status, headers, media_type=reply.content_type.decode())
 
 
-def error_response(status: int, message: str) -> Response:
-    return json_response({"error": message}, status)
+def error_reply(status: int, message: str) -> Reply:
+    return json_reply({"error": message}, status)
 
 
-class ServerState:
-    """What the handlers share: config, models, the predict pool, batchers, drain flag."""
-
-    def __init__(self, config: ServerConfig, repository: ModelRepository) -> None:
-        self.config = config
-        self.repository = repository
-        self.limits = v2.Limits(config.max_inputs, config.max_tensor_elements)
-        self.executor = ThreadPoolExecutor(config.predict_threads, thread_name_prefix="predict")
-        self.batchers: dict[int, Batcher] = {}
-        self.metrics = metrics_module.process_metrics()
-        self.draining = False
-        self.in_flight = 0
-
-    async def infer(self, entry: ModelVersion, request: InferRequest) -> InferResponse:
-        """Run a blocking predict off the event loop, batched when the model asks for it."""
-        predictor = entry.predictor
-        assert predictor is not None
-        settings = entry.settings
-        started = time.perf_counter()
-        if settings.max_batch_size > 1:
-            batcher = self.batchers.get(id(predictor))
-            if batcher is None:
-                batcher = Batcher(predictor, self.executor, settings)
-                self.batchers[id(predictor)] = batcher
-            response = await batcher.submit(request)
-        else:
-            loop = asyncio.get_running_loop()
-            response = await loop.run_in_executor(self.executor, predictor.infer, request)
-        self.metrics.predict.labels(settings.name).observe(time.perf_counter() - started)
-        return response
-
-    def forget_batchers(self, repository: ModelRepository) -> None:
-        """Drop batchers of predictors that are no longer loaded."""
-        live = {
-            id(entry.predictor)
-            for model in repository.models.values()
-            for entry in model.versions.values()
-            if entry.predictor is not None
-        }
-        for key in list(self.batchers):
-            if key not in live:
-                del self.batchers[key]
-
-
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(receive: Receive, headers: list[tuple[bytes, bytes]], limit: int) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed `limit`."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the {limit} byte limit")
+    for key, value in headers:
+        if key == b"content-length" and value.isdigit() and int(value) > limit:
+            raise PayloadTooLarge(
+                f"request body of {value.decode()} bytes exceeds the {limit} byte limit"
+            )
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body exceeds the {limit} byte limit")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _header_length(request: Request) -> int | None:
-    value = request.headers.get(v2.HEADER_LENGTH)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidInput(f"Inference-Header-Content-Length '{value}' is not an integer") from None
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+class InferenceFastPath:
+    """POST inference answered straight from ASGI messages, skipping Starlette's routing,
+    Request and Response objects: the hot path of a model server. Everything else, and
+    every other method on these paths, goes on to the Starlette app."""
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            v2_match = _V2_INFER.match(path) if path.startswith("/v2/") else None
+            v1_match = _V1_VERB.match(path) if v2_match is None else None
+            if v2_match or v1_match:
+                try:
+                    reply = await self._answer(scope, receive, v2_match, v1_match)
+                except ClientDisconnect:
+                    return  # nobody is left to answer
+                headers = [(b"content-type", reply.content_type), *reply.headers]
+                await send(
+                    {"type": "http.response.start", "status": reply.status, "headers": headers}
+                )
+                await send({"type": "http.response.body", "body": reply.body})
+                return
+        await self.app(scope, receive, send)
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        v2_match: re.Match[str] | None,
+        v1_match: re.Match[str] | None,
+    ) -> Reply:
+        state = self.state
+        headers = scope["headers"]
+        try:
+            body = await read_body(receive, headers, state.config.max_request_size)
+            if v2_match is not None:
+                length = _header(headers, b"inference-header-content-length")
+                return await state.v2_infer(v2_match[1], v2_match[2], body, length)
+            assert v1_match is not None
+            if v1_match[2] == "predict":
+                return await state.v1_predict(v1_match[1], body)
+            return await state.v1_explain(v1_match[1], body)
+        except ModelportError as exc:
+            log_model_error(scope["path"], exc)
+            return error_reply(exc.status, exc.message)
+
+
+def log_model_error(path: str, exc: ModelportError) -> None:
+    """Server-side faults are logged once, without a traceback; client errors are not."""
+    if exc.status >= 500 and not isinstance(exc, NotAvailable):
+        log.warning("request failed", extra={"path": path, "error": exc.message})
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -122,13 +137,12 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 def create_app(config: ServerConfig, repository: ModelRepository) -> Starlette:
     """Build the ASGI app. Models load at startup (lifespan) unless already loaded."""
     state = ServerState(config, repository)
-    repository.on_change.append(state.forget_batchers)
-    repository.on_change.append(
-        lambda repo: state.metrics.loaded_models.set(len(repo.ready_models()))
-    )
 
-    def model_args(request: Request) -> tuple[str, str | None]:
-        return request.path_params["name"], request.path_params.get("version")
+    def json_response(doc: Any, status: int = 200) -> Response:
+        return to_response(json_reply(doc, status))
+
+    async def body_of(request: Request) -> bytes:
+        return await read_body(request.receive, request.scope["headers"], config.max_request_size)
 
     # --- health and metadata ----------------------------------------------------------
 
@@ -150,7 +164,7 @@ def create_app(config: ServerConfig, repository: ModelRepository) -> Starlette:
             {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": extensions}
         )
 
-    async def v1_models(request: Request) -> Response:
+    async def list_models(request: Request) -> Response:
         return json_response({"models": repository.ready_models()})
 
     async def v1_model(request: Request) -> Response:
@@ -158,16 +172,11 @@ def create_app(config: ServerConfig, repository: ModelRepository) -> Starlette:
         await repository.predictor(name)
         return json_response({"name": name, "ready": True})
 
-    async def v2_models(request: Request) -> Response:
-        return json_response({"models": repository.ready_models()})
-
     async def model_metadata(request: Request) -> Response:
-        name, version = model_args(request)
-        entry = await repository.predictor(name, version)
-        model = repository.models[name]
-        predictor = entry.predictor
+        name, version = request.path_params["name"], request.path_params.get("version")
+        predictor = (await repository.predictor(name, version)).predictor
         assert predictor is not None
-        versions = [key for key in model.versions if key is not None]
+        versions = [key for key in repository.models[name].versions if key is not None]
         return json_response(
             {
                 "name": name,
@@ -179,62 +188,26 @@ def create_app(config: ServerConfig, repository: ModelRepository) -> Starlette:
         )
 
     async def model_ready(request: Request) -> Response:
-        name, version = model_args(request)
-        entry = repository.version(name, version)
-        is_ready = entry.state.value == "READY"
+        name, version = request.path_params["name"], request.path_params.get("version")
+        is_ready = repository.version(name, version).state is State.READY
         return json_response({"name": name, "ready": is_ready}, 200 if is_ready else 503)
 
-    # --- inference ----------------------------------------------------------------------
+    # --- inference (normally answered by the fast path; kept for completeness) ----------
 
     async def v2_infer(request: Request) -> Response:
-        name, version = model_args(request)
-        entry = await repository.predictor(name, version)
-        started = time.perf_counter()
-        body = await read_body(request, config.max_request_size)
-        infer_request = v2.decode_request(body, _header_length(request), state.limits)
-        decoded = time.perf_counter()
-        state.metrics.preprocess.labels(name).observe(decoded - started)
-        response = await state.infer(entry, infer_request)
-        encoded_at = time.perf_counter()
-        payload, json_length = v2.encode_response(
-            response, infer_request, name, entry.settings.version
-        )
-        state.metrics.postprocess.labels(name).observe(time.perf_counter() - encoded_at)
-        if json_length is None:
-            return Response(payload, media_type=_JSON)
-        return Response(
-            payload,
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(json_length)},
-        )
+        name, version = request.path_params["name"], request.path_params.get("version")
+        length = request.headers.get("inference-header-content-length")
+        return to_response(await state.v2_infer(name, version, await body_of(request), length))
 
     async def v1_predict(request: Request) -> Response:
-        name = request.path_params["name"]
-        entry = await repository.predictor(name)
-        predictor = entry.predictor
-        assert predictor is not None
-        started = time.perf_counter()
-        body = v2.parse_json(await read_body(request, config.max_request_size))
-        infer_request = predictor.decode_v1(body)
-        state.metrics.preprocess.labels(name).observe(time.perf_counter() - started)
-        response = await state.infer(entry, infer_request)
-        encoded_at = time.perf_counter()
-        result = predictor.encode_v1(response)
-        state.metrics.postprocess.labels(name).observe(time.perf_counter() - encoded_at)
-        return json_response(result)
+        return to_response(
+            await state.v1_predict(request.path_params["name"], await body_of(request))
+        )
 
     async def v1_explain(request: Request) -> Response:
-        name = request.path_params["name"]
-        entry = await repository.predictor(name)
-        predictor = entry.predictor
-        assert predictor is not None
-        body = v2.parse_json(await read_body(request, config.max_request_size))
-        infer_request = predictor.decode_v1(body)
-        started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(state.executor, predictor.explain, infer_request)
-        state.metrics.explain.labels(name).observe(time.perf_counter() - started)
-        return json_response(result)
+        return to_response(
+            await state.v1_explain(request.path_params["name"], await body_of(request))
+        )
 
     # --- model repository extension -----------------------------------------------------
 
@@ -245,7 +218,7 @@ def create_app(config: ServerConfig, repository: ModelRepository) -> Starlette:
         name = request.path_params["name"]
         await repository.load(name)
         entry = repository.version(name)
-        if entry.state.value != "READY":
+        if entry.state is not State.READY:
             raise ModelportError(entry.reason or f"model '{name}' failed to load")
         return json_response({"name": name, "load": True})
 
@@ -261,14 +234,14 @@ def create_app(config: ServerConfig, repository: ModelRepository) -> Starlette:
     routes = [
         Route("/", root),
         Route("/metrics", metrics_endpoint),
-        Route("/v1/models", v1_models),
+        Route("/v1/models", list_models),
         Route("/v1/models/{name}:predict", v1_predict, methods=["POST"]),
         Route("/v1/models/{name}:explain", v1_explain, methods=["POST"]),
         Route("/v1/models/{name}", v1_model),
         Route("/v2", server_metadata),
         Route("/v2/health/live", live),
         Route("/v2/health/ready", ready),
-        Route("/v2/models", v2_models),
+        Route("/v2/models", list_models),
         Route("/v2/models/{name}", model_metadata),
         Route("/v2/models/{name}/ready", model_ready),
         Route("/v2/models/{name}/infer", v2_infer, methods=["POST"]),
@@ -284,7 +257,7 @@ def create_app(config: ServerConfig, repository: ModelRepository) -> Starlette:
         ]
 
     @asynccontextmanager
-    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if not repository.models:
             repository.discover()
         if not repository.ready_models():
@@ -299,15 +272,16 @@ def create_app(config: ServerConfig, repository: ModelRepository) -> Starlette:
         exception_handlers={ModelportError: _modelport_error, HTTPException: _http_error},
     )
     app.state.server = state
+    # Outermost first: observability sees every request, the fast path the POST inference.
+    app.add_middleware(InferenceFastPath, state=state)
     app.add_middleware(ObservabilityMiddleware, state=state)
     return app
 
 
 async def _modelport_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ModelportError)
-    if exc.status >= 500 and not isinstance(exc, NotAvailable):
-        log.warning("request failed", extra={"path": request.url.path, "error": exc.message})
-    return error_response(exc.status, exc.message)
+    log_model_error(request.url.path, exc)
+    return to_response(error_reply(exc.status, exc.message))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -318,4 +292,4 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = f"method {request.method} not allowed for {request.url.path}"
     else:
         message = str(exc.detail)
-    return error_response(exc.status_code, message)
+    return to_response(error_reply(exc.status_code, message))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -65,12 +66,19 @@ class Metrics:
         )
     )
 
+    series: dict[tuple[str, str, str, int], tuple[Any, Any]] = field(default_factory=dict)
+
     def observe_request(
         self, model: str, protocol: str, endpoint: str, status: int, seconds: float
     ) -> None:
-        labels = (model, protocol, endpoint, str(status))
-        self.requests.labels(*labels).inc()
-        self.latency.labels(*labels).observe(seconds)
+        key = (model, protocol, endpoint, status)
+        children = self.series.get(key)
+        if children is None:  # labelling costs microseconds: do it once per series
+            labels = (model, protocol, endpoint, str(status))
+            children = (self.requests.labels(*labels), self.latency.labels(*labels))
+            self.series[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 _metrics: Metrics | None = None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 import orjson
@@ -17,7 +16,7 @@ from modelport.base.logs import ACCESS_LOGGER
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from modelport.base.app import ServerState
+    from modelport.base.service import ServerState
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 error_log = logging.getLogger("modelport.server")
@@ -55,7 +54,7 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _header(scope, _REQUEST_ID) or uuid.uuid4().hex
+        request_id = _header(scope, _REQUEST_ID) or self.state.new_request_id()
         id_header = (_REQUEST_ID, request_id.encode("latin-1"))
         status = 500
         response_started = False

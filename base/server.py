@@ -25,11 +25,12 @@ from types import FrameType
 
 import uvicorn
 from modelport.base import logs
-from modelport.base.app import ServerState, create_app
+from modelport.base.app import create_app
 from modelport.base.config import ServerConfig, parse_config
 from modelport.base.errors import ModelportError
 from modelport.base.model import Predictor
 from modelport.base.repository import ModelRepository
+from modelport.base.service import ServerState
 
 log = logging.getLogger("modelport.server")
 _URI_SCHEMES = ("s3://", "gs://", "http://", "https://", "pvc://", "file://")
