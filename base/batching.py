@@ -1,17 +1,19 @@
 """Adaptive batching: concurrent requests to one model merged into one predict call.
 
-Requests queue up; the collector takes the first and keeps taking until `max_batch_size`
-requests or `max_batch_time` seconds (MLServer's names). Requests that agree on everything
-but their row count (input names, datatypes, trailing dims, parameters, requested outputs)
-are concatenated along the first axis, predicted once and split back; any other request
-runs alone. Batches run in the predict thread pool, so the next batch is collected while
-the current one computes.
+One batch per model runs at a time. A request that finds its model idle runs at once (no
+queueing cost at low load); requests that arrive while a batch computes wait and form the
+next batch, up to `max_batch_size` requests. With `max_batch_time` > 0 (MLServer's names) a
+batch also waits up to that long after its first request for more to arrive. Requests that
+agree on everything but their row count (input names, datatypes, trailing dims, parameters,
+requested outputs) are concatenated along the first axis, predicted once and split back;
+any other request runs alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Hashable
 from concurrent.futures import Executor
 from typing import Any
@@ -85,87 +87,104 @@ class Batcher:
         self.executor = executor
         self.max_size = settings.max_batch_size
         self.max_time = settings.max_batch_time
-        self.queue: asyncio.Queue[Pending] = asyncio.Queue()
-        self.collector: asyncio.Task[None] | None = None
+        self.pending: deque[Pending] = deque()
+        self.first_arrival = 0.0
+        self.busy = False
+        self.timer: asyncio.TimerHandle | None = None
         self.running: set[asyncio.Task[None]] = set()
 
     async def submit(self, request: InferRequest) -> InferResponse:
         loop = asyncio.get_running_loop()
         if batch_key(request) is None:
             return await loop.run_in_executor(self.executor, self.predictor.infer, request)
-        if self.collector is None or self.collector.done():
-            self.collector = loop.create_task(self._collect())
+        if not self.busy and not self.pending and self.max_time <= 0:
+            # Idle model: this request is its own batch, with no queueing cost.
+            self.busy = True
+            try:
+                return await loop.run_in_executor(self.executor, self.predictor.infer, request)
+            finally:
+                self.busy = False
+                self._schedule()
         future: asyncio.Future[InferResponse] = loop.create_future()
-        self.queue.put_nowait((request, future))
+        if not self.pending:
+            self.first_arrival = loop.time()
+        self.pending.append((request, future))
+        self._schedule()
         return await future
 
-    async def _collect(self) -> None:
+    def _schedule(self) -> None:
+        """Start the next batch if the model is idle and the batch is full or due."""
+        if self.busy or not self.pending:
+            return
         loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self.queue.get()]
-            deadline = loop.time() + self.max_time
-            while len(batch) < self.max_size:
-                if not self.queue.empty():
-                    batch.append(self.queue.get_nowait())
-                    continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), remaining))
-                except TimeoutError:
-                    break
+        wait = self.first_arrival + self.max_time - loop.time()
+        if len(self.pending) < self.max_size and wait > 0:
+            if self.timer is None:
+                self.timer = loop.call_later(wait, self._on_timer)
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        batch = [self.pending.popleft() for _ in range(min(self.max_size, len(self.pending)))]
+        if self.pending:
+            self.first_arrival = loop.time()
+        self.busy = True
+        task = loop.create_task(self._run(batch))
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        self._schedule()
+
+    async def _run(self, batch: list[Pending]) -> None:
+        try:
             groups: dict[Hashable, list[Pending]] = {}
             for pending in batch:
                 groups.setdefault(batch_key(pending[0]), []).append(pending)
             for group in groups.values():
-                task = loop.create_task(self._run(group))
-                self.running.add(task)
-                task.add_done_callback(self.running.discard)
+                await self._run_group(group)
+        finally:
+            self.busy = False
+            self._schedule()
 
-    async def _run(self, group: list[Pending]) -> None:
-        loop = asyncio.get_running_loop()
+    async def _run_group(self, group: list[Pending]) -> None:
         requests = [request for request, _ in group]
         try:
             if len(group) == 1:
-                results = [
-                    await loop.run_in_executor(self.executor, self.predictor.infer, requests[0])
-                ]
+                results = [await self._call(requests[0])]
             else:
-                merged = await loop.run_in_executor(
-                    self.executor, self.predictor.infer, merge(requests)
-                )
-                rows = [request.inputs[0].data.shape[0] for request in requests]
-                parts = split(merged, rows)
-                if parts is None:  # outputs not per-row: fall back to one call each
-                    parts = [
-                        await loop.run_in_executor(self.executor, self.predictor.infer, request)
-                        for request in requests
-                    ]
-                results = parts
+                merged = await self._call(merge(requests))
+                parts = split(merged, [request.inputs[0].data.shape[0] for request in requests])
+                # Outputs that are not per-row cannot be split: one call each instead.
+                results = parts or [await self._call(request) for request in requests]
         except Exception as exc:
-            if len(group) > 1:
-                # One bad request must not fail its neighbours: retry each on its own.
-                for request, future in group:
-                    await self._run_alone(request, future)
+            if len(group) == 1:
+                _settle(group[0][1], exception=exc)
                 return
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(exc)
+            # One bad request must not fail its neighbours: retry each on its own.
+            for request, future in group:
+                try:
+                    _settle(future, await self._call(request))
+                except Exception as single:
+                    _settle(future, exception=single)
             return
         for (_, future), result in zip(group, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+            _settle(future, result)
 
-    async def _run_alone(
-        self, request: InferRequest, future: asyncio.Future[InferResponse]
-    ) -> None:
+    async def _call(self, request: InferRequest) -> InferResponse:
         loop = asyncio.get_running_loop()
-        try:
-            result = await loop.run_in_executor(self.executor, self.predictor.infer, request)
-        except Exception as exc:
-            if not future.done():
-                future.set_exception(exc)
-            return
-        if not future.done():
-            future.set_result(result)
+        return await loop.run_in_executor(self.executor, self.predictor.infer, request)
+
+
+def _settle(
+    future: asyncio.Future[InferResponse],
+    result: InferResponse | None = None,
+    exception: BaseException | None = None,
+) -> None:
+    if future.done():  # the client went away
+        return
+    if exception is not None:
+        future.set_exception(exception)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]

@@ -81,3 +81,26 @@ def constant_model(directory: Path, value: int, delay: float = 0.0) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     joblib.dump(SlowModel(delay, value), directory / "model.joblib")
     return directory
+
+
+class BatchSizeModel:
+    """Answers, for every row, how many rows its predict call saw: shows batching at work."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def predict(self, rows):
+        import time
+
+        import numpy as np
+
+        time.sleep(self.delay)
+        return np.full(len(rows), len(rows))
+
+
+def batch_size_model(directory: Path, delay: float = 0.2) -> Path:
+    import joblib
+
+    directory.mkdir(parents=True, exist_ok=True)
+    joblib.dump(BatchSizeModel(delay), directory / "model.joblib")
+    return directory
