@@ -14,18 +14,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from modelport.base import metrics as metrics_module
-from modelport.base.config import ServerConfig
-from modelport.base.errors import ModelportError, NotAvailable, PayloadTooLarge
-from modelport.base.middleware import ObservabilityMiddleware
-from modelport.base.repository import ModelRepository, State
-from modelport.base.service import Reply, ServerState, json_reply
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from modelport.base import metrics as metrics_module
+from modelport.base.config import ServerConfig
+from modelport.base.errors import ModelportError, NotAvailable, PayloadTooLarge
+from modelport.base.middleware import ObservabilityMiddleware
+from modelport.base.repository import ModelRepository, State
+from modelport.base.service import Reply, ServerState, json_reply
 
 log = logging.getLogger("modelport.server")
 

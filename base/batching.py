@@ -19,6 +19,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
+
 from modelport.base.messages import InferRequest, InferResponse, Tensor
 from modelport.base.model import ModelSettings, Predictor
 

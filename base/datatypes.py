@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from modelport.base.errors import InvalidInput
 
 # BF16 has no numpy dtype; it travels only as raw binary and is exposed as uint16 words.

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from modelport.base.datatypes import from_numpy
 
 Parameters = dict[str, Any]

@@ -12,8 +12,9 @@ import time
 from typing import TYPE_CHECKING
 
 import orjson
-from modelport.base.logs import ACCESS_LOGGER
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from modelport.base.logs import ACCESS_LOGGER
 
 if TYPE_CHECKING:
     from modelport.base.service import ServerState

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from modelport.base.config import ServerConfig
 from modelport.base.errors import (
     InvalidInput,

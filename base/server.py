@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 import uvicorn
+
 from modelport.base import logs
 from modelport.base.app import create_app
 from modelport.base.config import ServerConfig, parse_config

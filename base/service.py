@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import orjson
+from prometheus_client.metrics import Histogram
+
 from modelport.base import metrics as metrics_module
 from modelport.base.batching import Batcher
 from modelport.base.config import ServerConfig
@@ -22,7 +24,6 @@ from modelport.base.errors import InvalidInput
 from modelport.base.messages import InferRequest, InferResponse
 from modelport.base.protocol import v2
 from modelport.base.repository import ModelRepository, ModelVersion
-from prometheus_client.metrics import Histogram
 
 JSON = b"application/json"
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY

@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
+
 from modelport.base.errors import InferenceFailed, InvalidInput, ModelportError, NotAvailable
 from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
 from modelport.base.model import Predictor

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import httpx
+
 from modelport.storage.archive import GZIP_TYPES, archive_suffix, content_type_says_archive
 from modelport.storage.config import http_headers
 from modelport.storage.errors import (

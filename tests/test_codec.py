@@ -6,6 +6,7 @@ import numpy as np
 import orjson
 import pytest
 import tritonclient.http as triton
+
 from modelport.base.errors import InvalidInput
 from modelport.base.messages import InferRequest, InferResponse, RequestedOutput, Tensor
 from modelport.base.protocol import v2

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from modelport.base.errors import InvalidInput
 from modelport.base.messages import InferRequest, InferResponse, Tensor
 

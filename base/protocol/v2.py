@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+
 from modelport.base.datatypes import TO_NUMPY, to_numpy
 from modelport.base.errors import InvalidInput
 from modelport.base.messages import InferRequest, InferResponse, RequestedOutput, Tensor

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import joblib
+
 from modelport.base.model import load_artifact
 from modelport.base.tabular import OutputFunction, TabularPredictor
 

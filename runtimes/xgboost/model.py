@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from modelport.base.model import load_artifact
 from modelport.base.tabular import OutputFunction, TabularPredictor, import_without
 

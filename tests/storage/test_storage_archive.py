@@ -7,9 +7,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from modelport.storage.download import download
 from modelport.storage.errors import ArchiveError
-
 from tests.storage.archives import FILES, benign, malicious, tar_bytes, zip_bytes
 from tests.storage.support import tree
 

@@ -6,9 +6,9 @@ import hashlib
 import os
 
 import pytest
+
 from modelport.storage.download import download
 from modelport.storage.errors import NotFoundError
-
 from tests.storage.support import tree
 
 

@@ -8,6 +8,7 @@ import os
 import time
 
 import pytest
+
 from modelport.storage.download import download
 from modelport.storage.errors import (
     ArchiveError,
@@ -17,7 +18,6 @@ from modelport.storage.errors import (
     StorageError,
     TLSError,
 )
-
 from tests.storage.archives import FILES, benign, malicious
 from tests.storage.support import run_cli, tree
 

@@ -9,9 +9,9 @@ import sys
 import time
 
 import pytest
+
 from modelport.storage.download import download
 from modelport.storage.errors import NotFoundError, UnsupportedSchemeError
-
 from tests.storage.support import run_cli, tree
 
 

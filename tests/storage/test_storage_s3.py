@@ -9,9 +9,9 @@ import os
 import tarfile
 
 import pytest
+
 from modelport.storage.download import download
 from modelport.storage.errors import DownloadTimeoutError, NotFoundError, StorageError
-
 from tests.storage.support import SECRET, moto_requests, run_cli, tree
 
 
