@@ -14,23 +14,24 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import importlib.metadata
 import logging
-import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from modelport.base.errors import InferenceFailed, InvalidInput, ModelLoadError, ModelportError
 from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
 from modelport.base.model import Predictor, load_artifact
 from modelport.base.protocol import v1
+from modelport.runtimes.mlflow.requirements import (
+    MLMODEL,
+    requirement_for,
+    warn_requirement_mismatches,
+)
 
-log = logging.getLogger("modelport.mlflow")
-
-MLMODEL = "MLmodel"
 DEFAULT_OUTPUT = "output-0"
 V1_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 # MLflow column types -> OIP datatypes (complex types travel as BYTES, like MLServer's).
@@ -532,7 +533,7 @@ def _loader(load_model: Any) -> Any:
         try:
             return load_model(str(path), suppress_warnings=True)
         except ModuleNotFoundError as exc:
-            wanted = _requirement_for(path, exc.name or "")
+            wanted = requirement_for(path, exc.name or "")
             hint = f" (the model's requirements list {wanted})" if wanted else ""
             raise ModelLoadError(
                 f"cannot load MLflow model '{path}': it needs module '{exc.name}', which is not "
@@ -555,102 +556,3 @@ def _route_mlflow_logs() -> None:
     logger = logging.getLogger("mlflow")
     logger.handlers[:] = []
     logger.propagate = True
-
-
-def read_requirements(model_dir: Path) -> list[str]:
-    """The model's pip requirements: requirements.txt, else conda.yaml's pip section."""
-    path = model_dir / "requirements.txt"
-    if path.is_file():
-        lines = path.read_text().splitlines()
-    elif (model_dir / "conda.yaml").is_file():
-        import yaml
-
-        doc = yaml.safe_load((model_dir / "conda.yaml").read_text()) or {}
-        lines = []
-        for item in doc.get("dependencies") or []:
-            if isinstance(item, dict):
-                lines += [str(line) for line in item.get("pip") or []]
-    else:
-        return []
-    stripped = (line.split("#", 1)[0].strip() for line in lines)
-    return [line for line in stripped if line and not line.startswith("-")]
-
-
-def requirement_mismatches(requirements: list[str]) -> list[str]:
-    """`name==x (installed y)` or `name==x (not installed)` for each unmet requirement.
-
-    A package missing under its own name counts as installed when another distribution
-    provides its module (`mlflow` by `mlflow-skinny`, `xgboost` by `xgboost-cpu`).
-    """
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    provided = importlib.metadata.packages_distributions()
-    found = []
-    for line in requirements:
-        try:
-            requirement = Requirement(line)
-        except InvalidRequirement:
-            continue  # URLs and local paths: nothing to compare
-        if requirement.marker is not None and not requirement.marker.evaluate():
-            continue
-        version = _installed_version(requirement.name, provided)
-        if version is None:
-            found.append(f"{line} (not installed)")
-        elif requirement.specifier and not requirement.specifier.contains(
-            version, prereleases=True
-        ):
-            found.append(f"{line} (installed {version})")
-    return found
-
-
-def _installed_version(name: str, provided: dict[str, list[str]]) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    for module in (name.replace("-", "_"), name.replace("-", "_").lower()):
-        for distribution in provided.get(module, []):
-            try:
-                return importlib.metadata.version(distribution)
-            except importlib.metadata.PackageNotFoundError:
-                continue
-    return None
-
-
-def warn_requirement_mismatches(model: str, model_dir: Path) -> None:
-    """One warning line naming every requirement (and the Python) this process does not meet."""
-    differing = requirement_mismatches(read_requirements(model_dir))
-    wanted_python = _model_python(model_dir)
-    running = f"{sys.version_info.major}.{sys.version_info.minor}"
-    if wanted_python and ".".join(wanted_python.split(".")[:2]) != running:
-        differing.append(f"python=={wanted_python} (running {sys.version.split()[0]})")
-    if differing:
-        log.warning(
-            f"model '{model}': its requirements differ from the installed packages, which are "
-            f"used as they are (nothing is installed at serve time): {'; '.join(differing)}. "
-            "Build an image with the model's requirements.txt (see runtimes/mlflow/README.md)",
-            extra={"model": model, "packages": differing},
-        )
-
-
-def _model_python(model_dir: Path) -> str | None:
-    import yaml
-
-    try:
-        doc = yaml.safe_load((model_dir / MLMODEL).read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return None
-    flavor = (doc.get("flavors") or {}).get("python_function") or {}
-    version = flavor.get("python_version")
-    return str(version) if version else None
-
-
-def _requirement_for(model_dir: Path, module: str) -> str | None:
-    top = module.split(".")[0].replace("_", "-").lower()
-    for line in read_requirements(model_dir):
-        name = line.split(";")[0].split("[")[0]
-        for separator in "=<>!~ ":
-            name = name.split(separator)[0]
-        if name.strip().replace("_", "-").lower() == top:
-            return line
-    return None
