@@ -63,7 +63,6 @@ class ModelVersion:
     state: State = State.UNAVAILABLE
     reason: str = ""
     predictor: Predictor | None = None
-    memory: int = 0
 
 
 @dataclass(slots=True)
@@ -99,6 +98,7 @@ class ModelRepository:
         self.models: dict[str, Model] = {}
         self._load_lock = asyncio.Lock()
         self.on_change: list[Any] = []
+        self.started = False
 
     # --- discovery ----------------------------------------------------------------
 
@@ -189,7 +189,7 @@ class ModelRepository:
         entry = self.version(name, version)
         model = self.models[name]
         if entry.state is not State.READY and model.evicted:
-            await self.load(name)
+            await self.load(name, reload=False)
             entry = self.version(name, version)
         if entry.state is not State.READY or entry.predictor is None:
             raise ModelNotReady(name, entry.reason or entry.state.value.lower())
@@ -200,20 +200,10 @@ class ModelRepository:
         return [name for name, model in self.models.items() if model.state is State.READY]
 
     def all_ready(self) -> bool:
-        """Server readiness: every model that is meant to be loaded is READY."""
-        return bool(self.models) and all(
-            model.state is State.READY or model.evicted or self._unloaded(model)
-            for model in self.models.values()
-        )
-
-    @staticmethod
-    def _unloaded(model: Model) -> bool:
-        return model.state is State.UNAVAILABLE and model.versions[
-            model.default_version
-        ].reason in (
-            "unloaded",
-            "not loaded (budget)",
-        )
+        """Server readiness: the start-up load finished. Later loads, unloads and
+        evictions change per-model readiness only, so one bad model loaded through the
+        repository API never takes the whole server out of service."""
+        return self.started
 
     def index(self) -> list[dict[str, Any]]:
         """The repository index: every known model version with its state and reason."""
@@ -242,19 +232,25 @@ class ModelRepository:
             failed = [e for e in self.models[name].versions.values() if e.state is not State.READY]
             if failed:
                 raise ModelLoadError(failed[0].reason)
+        self.started = True
 
-    async def load(self, name: str) -> None:
-        """Load (or reload) a model by name; the name must be a directory under the root."""
+    async def load(self, name: str, *, reload: bool = True) -> None:
+        """Load (or reload) a model by name; the name must be a directory under the root.
+
+        `reload=False` (on-demand loads of evicted models) skips the work when a concurrent
+        request already brought the model back.
+        """
         model = self.models.get(name)
         if model is None:
             model = self._find_new(name)
         async with model.lock, self._load_lock:
+            if not reload and not model.evicted:
+                return
             await self._evict_for(model)
             loop = asyncio.get_running_loop()
             for entry in model.versions.values():
                 entry.state, entry.reason = State.LOADING, ""
                 predictor = entry.runtime(entry.settings)
-                before = _rss()
                 try:
                     await loop.run_in_executor(None, predictor.load)
                 except Exception as exc:
@@ -262,7 +258,6 @@ class ModelRepository:
                     log.error("model load failed", extra={"model": name, "reason": entry.reason})
                     continue
                 entry.predictor, entry.state, entry.reason = predictor, State.READY, ""
-                entry.memory = max(_rss() - before, 0)
             model.evicted = False
             model.last_used = time.monotonic()
             log.info("model loaded", extra={"model": name, "state": model.state.value})
@@ -285,7 +280,7 @@ class ModelRepository:
             if predictor is not None:
                 await loop.run_in_executor(None, predictor.unload)
             predictor = None
-            entry.state, entry.reason, entry.memory = State.UNAVAILABLE, reason, 0
+            entry.state, entry.reason = State.UNAVAILABLE, reason
         model.evicted = reason.startswith("evicted")
         await loop.run_in_executor(None, _return_memory)
         log.info("model unloaded", extra={"model": model.name, "reason": reason})
@@ -298,8 +293,7 @@ class ModelRepository:
                 m for m in self.models.values() if m is not incoming and m.state is State.READY
             ]
             over_count = limit is not None and len(loaded) + 1 > limit
-            used = sum(e.memory for m in loaded for e in m.versions.values())
-            over_memory = budget is not None and used > 0 and _rss() > budget
+            over_memory = budget is not None and _rss() > budget
             if not loaded or not (over_count or over_memory):
                 return
             victim = min(loaded, key=lambda m: m.last_used)

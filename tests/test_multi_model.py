@@ -177,3 +177,19 @@ def test_repository_extension_can_be_turned_off(serve, three_models):
     assert server.post("/v2/repository/index").status_code == 404
     assert server.post("/v2/repository/models/iris/unload").status_code == 404
     assert "model_repository" not in server.get("/v2").json()["extensions"]
+
+
+def test_memory_budget_evicts_least_recently_used(serve, three_models):
+    # A budget below any real process size: each load evicts every other model.
+    server = serve("sklearn", three_models, "--memory_budget=1M")
+
+    def ready():
+        return sorted(server.get("/v2/models").json()["models"])
+
+    assert len(ready()) == 1
+    assert predict(server, "sevens").json() == {"predictions": [7, 7]}
+    assert ready() == ["sevens"]
+    assert predict(server, "iris").json() == {"predictions": [1, 1]}
+    assert ready() == ["iris"]
+    reasons = {row["name"]: row["reason"] for row in server.get("/v2/repository/index").json()}
+    assert "evicted" in reasons["sevens"]
