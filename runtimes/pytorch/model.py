@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import pickle
 import re
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
 from modelport.base.datatypes import from_numpy
 from modelport.base.errors import InferenceFailed, InvalidInput, ModelLoadError, ModelportError
 from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
@@ -28,6 +31,12 @@ from modelport.base.model import Predictor, load_artifact
 from modelport.base.protocol import v1
 
 log = logging.getLogger("modelport.pytorch")
+
+# torch.export.load falls back to full unpickling for some payloads (sample inputs, tensor
+# subclasses, legacy weights): forcing every torch.load in this server process to
+# weights_only means no model file can run code while loading.
+os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
 
 _EXPORT_ADVICE = (
     "save it with torch.jit.save(torch.jit.script(model), 'model.pt') or "
@@ -69,7 +78,7 @@ class PyTorchPredictor(Predictor):
         path = self.model_file()
         self.program: Any = None
         if path.suffix.lower() == ".pt2":
-            self.program = load_artifact(torch.export.load, path)
+            self.program = load_artifact(load_exported, path)
             self.module: Callable[..., Any] = self.program.module().to(self.device)
             self.input_names = list(self.program.graph_signature.user_inputs)
             self.required = len(self.input_names)
@@ -259,6 +268,24 @@ def select_device(choice: str) -> torch.device:
             )
         return device
     return torch.device("cpu")
+
+
+def load_exported(path: Path) -> Any:
+    """torch.export.load, refusing archives with plainly pickled constants first."""
+    with zipfile.ZipFile(path) as archive:
+        opaque = [name for name in archive.namelist() if "data/constants/opaque_obj_" in name]
+    if opaque:
+        raise ModelLoadError(
+            f"'{path}' holds pickled Python objects ({opaque[0]}), which modelport never "
+            "unpickles: export the model without opaque constants"
+        )
+    try:
+        return torch.export.load(path)
+    except pickle.UnpicklingError:
+        raise ModelLoadError(
+            f"'{path}' holds pickled Python objects beyond tensors, which modelport never "
+            f"unpickles because they can run arbitrary code: {_EXPORT_ADVICE}"
+        ) from None
 
 
 def load_torchscript(path: Path, device: torch.device) -> Any:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ info banners are not JSON logs
+import tensorflow as tf
 from modelport.base.datatypes import from_numpy
 from modelport.base.errors import (
     InferenceFailed,
@@ -31,8 +32,6 @@ from modelport.base.errors import (
 )
 from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
 from modelport.base.model import Predictor, load_artifact
-
-import tensorflow as tf
 
 DEFAULT_SIGNATURE = "serving_default"
 SAVED_MODEL = "saved_model.pb"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
+import zipfile
 
 import ml_dtypes
 import numpy as np
@@ -289,6 +291,38 @@ def test_state_dict_is_refused_as_weights_only(tmp_path):
     log = refused(tmp_path)
     assert "holds only weights" in log
     assert "torch.export" in log
+
+
+class Trap:
+    """Unpickling this creates a file: proof that a loader ran code from the model file."""
+
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_exported_program_never_unpickles_objects(tmp_path, models):
+    """torch.export.load would fall back to full unpickling for sample inputs: not here."""
+    marker = tmp_path / "unpickled"
+    poisoned = io.BytesIO()
+    torch.save((Trap(marker),), poisoned)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    source = models["root"] / "exported" / "model.pt2"
+    with (
+        zipfile.ZipFile(source) as original,
+        zipfile.ZipFile(model_dir / "model.pt2", "w") as copy,
+    ):
+        for item in original.infolist():
+            data = original.read(item.filename)
+            if "/data/sample_inputs/" in item.filename:
+                data = poisoned.getvalue()
+            copy.writestr(item, data)
+    log = refused(model_dir)
+    assert "holds pickled Python objects beyond tensors" in log
+    assert not marker.exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU failure")
