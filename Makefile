@@ -5,8 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # Extras the test suite exercises (every runtime runs in CI).
 TEST_EXTRAS ?= sklearn,xgboost,lightgbm,pytorch,tensorflow,mlflow,storage,test
-STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(TEST_EXTRAS))
-comma  := ,
+STAMP  := $(VENV)/.installed-test
 
 HOST ?= 127.0.0.1
 PORT ?= 8080
