@@ -9,10 +9,11 @@ import zipfile
 import ml_dtypes
 import numpy as np
 import pytest
-import torch
 import tritonclient.http as httpclient
 
 from tests.servers import ServerProcess, start_server
+
+torch = pytest.importorskip("torch")  # the `pytorch` extra; `make test` installs it
 
 pytestmark = [
     pytest.mark.heavy,
