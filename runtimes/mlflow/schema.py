@@ -1,0 +1,260 @@
+"""The model's MLflow signature, applied to requests: V2 metadata, model input, params, errors.
+
+JSON cannot say everything a signature wants (7 for a double column, base64 for binary), so
+values are coerced to the signature where no value changes; what still does not fit is left
+for MLflow's own enforcement, whose complaints become 400s naming the column. A model without
+a signature gets its input as sent: one ndarray, or a DataFrame for columns.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+from typing import Any
+
+import numpy as np
+
+from modelport.base.datatypes import from_numpy
+from modelport.base.errors import InferenceFailed, InvalidInput, ModelportError
+from modelport.base.messages import InferRequest, Tensor, TensorSpec
+
+# MLflow reports signature violations with these codes; anything else is the model's fault.
+_CLIENT_ERROR_CODES = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST"}
+
+
+class Signature:
+    """An MLflow model's input/output schema and declared params (each may be absent)."""
+
+    def __init__(self, metadata: Any, model: str) -> None:
+        self.model = model
+        self.input_schema = metadata.get_input_schema()
+        self.output_schema = metadata.get_output_schema()
+        params_schema = metadata.get_params_schema()
+        self.param_names = [spec.name for spec in params_schema.params] if params_schema else []
+        schema = self.input_schema
+        self.tensor_based: bool = schema is not None and schema.is_tensor_spec()
+        named_columns = schema is not None and not self.tensor_based and schema.has_input_names()
+        self.column_names: list[str] = list(schema.input_names()) if named_columns else []
+
+    # --- V2 metadata ----------------------------------------------------------------------
+
+    def inputs(self) -> list[TensorSpec]:
+        return _specs(self.input_schema, "input-")
+
+    def outputs(self) -> list[TensorSpec]:
+        return _specs(self.output_schema, "output-")
+
+    # --- request -> model input -----------------------------------------------------------
+
+    def model_input(self, request: InferRequest) -> Any:
+        """DataFrame (column-based or `pd`), one ndarray, or a dict of named ndarrays."""
+        inputs = request.inputs
+        schema = self.input_schema
+        if schema is None:
+            if len(inputs) == 1 and request.content_type != "pd":
+                return inputs[0].data
+            return self.dataframe(inputs)
+        if not self.tensor_based:
+            return self.dataframe(inputs)
+        specs = schema.inputs
+        if not schema.has_input_names():
+            if len(inputs) != 1:
+                raise InvalidInput(f"model '{self.model}' takes one tensor, got {len(inputs)}")
+            return _tensor(inputs[0], specs[0])
+        by_name = {tensor.name: tensor for tensor in inputs}
+        missing = [s.name for s in specs if getattr(s, "required", True) and s.name not in by_name]
+        if missing:
+            raise InvalidInput(f"missing input tensor(s): {', '.join(missing)}")
+        return {
+            spec.name: _tensor(by_name[spec.name], spec) for spec in specs if spec.name in by_name
+        }
+
+    def dataframe(self, inputs: list[Tensor]) -> Any:
+        """One column per input (or one 2-D tensor by position), checked against the signature."""
+        import pandas as pd
+
+        names = self.column_names
+        if len(inputs) == 1 and inputs[0].data.ndim == 2 and inputs[0].name not in names:
+            data = inputs[0].data
+            if names and data.shape[1] != len(names):
+                raise InvalidInput(
+                    f"input '{inputs[0].name}': model expects {len(names)} columns "
+                    f"({', '.join(names)}), got {data.shape[1]}"
+                )
+            columns = names or [str(i) for i in range(data.shape[1])]
+            inputs = [Tensor(name, data[:, i]) for i, name in enumerate(columns)]
+        frame: dict[str, np.ndarray] = {}
+        rows: int | None = None
+        for tensor in inputs:
+            data = tensor.data
+            if data.ndim == 2 and data.shape[1] == 1:
+                data = data[:, 0]
+            if data.ndim != 1:
+                raise InvalidInput(
+                    f"input '{tensor.name}': a column must be 1-D, got shape {tensor.shape}"
+                )
+            if rows is not None and len(data) != rows:
+                raise InvalidInput(
+                    f"input '{tensor.name}': has {len(data)} rows, other columns have {rows}"
+                )
+            rows = len(data)
+            frame[tensor.name] = _text(data) if data.dtype == object else data
+        if names:
+            specs = {spec.name: spec for spec in self.input_schema.inputs}
+            required = [name for name in names if getattr(specs[name], "required", True)]
+            missing = [name for name in required if name not in frame]
+            if missing:
+                raise InvalidInput(f"missing input column(s): {', '.join(missing)}")
+            # Columns outside the signature are dropped, as MLflow itself ignores them.
+            frame = {name: _column_for(frame[name], specs[name]) for name in names if name in frame}
+        return pd.DataFrame(frame)
+
+    def params(self, request: InferRequest) -> dict[str, Any]:
+        """Params declared by the signature, from `params` (V1, V2) or V2 request parameters.
+
+        V2 request parameters also carry protocol keys (content_type, binary_data_output,
+        ...), so only declared names are taken from them; an explicit `params` object naming
+        an undeclared param is a 400 (a typo would otherwise silently use the default).
+        """
+        parameters = request.parameters
+        picked = {name: parameters[name] for name in self.param_names if name in parameters}
+        explicit = parameters.get("params")
+        if explicit is None:
+            return picked
+        if not isinstance(explicit, dict):
+            raise InvalidInput("'params' must be an object of parameter names to values")
+        unknown = [name for name in explicit if name not in self.param_names]
+        if unknown:
+            declared = ", ".join(self.param_names) or "none"
+            raise InvalidInput(
+                f"unknown param(s) {', '.join(map(str, unknown))}; model '{self.model}' "
+                f"declares: {declared}"
+            )
+        return {**picked, **explicit}
+
+    # --- errors ---------------------------------------------------------------------------
+
+    def failure(self, exc: Exception) -> ModelportError:
+        """MLflow's signature/params enforcement is the client's mistake (400); else 500.
+
+        Without an input signature nothing was checked before the framework ran, so its
+        input complaints (ValueError, TypeError, KeyError) are the client's mistake too.
+        """
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(exc, MlflowException) and exc.error_code in _CLIENT_ERROR_CODES:
+            return InvalidInput(f"model '{self.model}' rejected the input: {_reason(exc)}")
+        if self.input_schema is None and isinstance(exc, ValueError | TypeError | KeyError):
+            return InvalidInput(f"model '{self.model}' rejected the input: {exc}")
+        return InferenceFailed(f"model '{self.model}' failed: {type(exc).__name__}: {exc}")
+
+
+def _specs(schema: Any, prefix: str) -> list[TensorSpec]:
+    """An MLflow Schema as V2 metadata: columns are [-1] tensors, tensors keep their shape.
+
+    Complex column types (arrays, objects, maps) travel as BYTES, like MLServer's.
+    """
+    if schema is None:
+        return []
+    from mlflow.types.schema import TensorSpec as MlflowTensorSpec
+
+    specs = []
+    for index, spec in enumerate(schema.inputs):
+        name = spec.name or f"{prefix}{index}"
+        if isinstance(spec, MlflowTensorSpec):
+            specs.append(TensorSpec(name, _datatype(spec.type), list(spec.shape)))
+        elif isinstance(spec.type, enum.Enum):  # a DataType: `double`, `string`...
+            specs.append(TensorSpec(name, _datatype(spec.type.to_numpy()), [-1]))
+        else:
+            specs.append(TensorSpec(name, "BYTES", [-1]))
+    return specs
+
+
+def _datatype(dtype: Any) -> str:
+    """The OIP datatype of a numpy dtype; those without one (datetimes) travel as BYTES."""
+    try:
+        return from_numpy(np.dtype(dtype))
+    except InvalidInput:
+        return "BYTES"
+
+
+def _column_for(values: np.ndarray, spec: Any) -> np.ndarray:
+    """Cast a column to its signature type where JSON cannot say it (ints for a double)."""
+    if not isinstance(spec.type, enum.Enum):
+        return values  # complex types: MLflow checks them itself
+    dtype = np.dtype(spec.type.to_numpy())
+    if dtype.kind == "S":
+        return _binary(values, spec.name)
+    return _coerced(values, dtype, f"column '{spec.name}'")
+
+
+def _tensor(tensor: Tensor, spec: Any) -> np.ndarray:
+    """Check a tensor's shape against its spec and cast it to the spec's dtype."""
+    data = tensor.data
+    expected = list(spec.shape)
+    if len(expected) != data.ndim or any(
+        want != -1 and want != got for want, got in zip(expected, data.shape, strict=True)
+    ):
+        raise InvalidInput(
+            f"input '{tensor.name}': model expects shape {expected}, got {list(data.shape)}"
+        )
+    return _coerced(data, np.dtype(spec.type), f"input '{tensor.name}'")
+
+
+def _coerced(values: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
+    """Text for string dtypes, else numbers cast as `_numeric` allows."""
+    if dtype.kind in "OUS":
+        return _text(values)
+    return _numeric(values, dtype, what)
+
+
+def _numeric(values: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
+    """Numbers to the signature's numeric dtype when no value changes; else left as sent.
+
+    Anything left as sent is rejected by MLflow's own enforcement with a message that
+    names the column.
+    """
+    if values.dtype == dtype or values.dtype.kind not in "biuf" or dtype.kind not in "iuf":
+        return values
+    if dtype.kind == "f":
+        return values.astype(dtype)
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values) & (values == np.round(values))):
+        return values
+    info = np.iinfo(dtype)
+    if values.size and (values.min() < info.min or values.max() > info.max):
+        raise InvalidInput(f"{what}: values out of range for {dtype.name}")
+    return values.astype(dtype)
+
+
+def _text(values: np.ndarray) -> np.ndarray:
+    """Bytes (V2 binary BYTES) to str, as string columns want text."""
+    if values.dtype.kind == "S" or (
+        values.dtype == object and any(isinstance(v, bytes) for v in values.flat)
+    ):
+        decoded = [v.decode() if isinstance(v, bytes) else v for v in values.flat]
+        out = np.empty(len(decoded), dtype=object)
+        out[:] = decoded
+        return out.reshape(values.shape)
+    return values
+
+
+def _binary(values: np.ndarray, name: str) -> np.ndarray:
+    """Binary columns: bytes as sent in binary, base64 text in JSON (MLflow's convention)."""
+    out = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        if isinstance(value, str):
+            try:
+                value = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidInput(f"column '{name}': binary values must be base64 text") from None
+        out[i] = value
+    return out
+
+
+def _reason(exc: Exception) -> str:
+    """MLflow's message without the dump of the whole input it prepends."""
+    message = getattr(exc, "message", None) or str(exc)
+    if message.startswith("Failed to enforce schema") and "Error: " in message:
+        return message.rsplit("Error: ", 1)[1].strip()
+    return message
