@@ -192,6 +192,19 @@ def pgroup_pids(pgid):
     return pids
 
 
+def pgroup_cpu_s(pgid):
+    """User + system CPU seconds used so far by the process group (children reaped included)."""
+    ticks = 0
+    for pid in pgroup_pids(pgid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        except (OSError, ValueError):
+            pass
+    return round(ticks / os.sysconf("SC_CLK_TCK"), 2)
+
+
 def pgroup_rss_mb(pgid):
     total = 0
     for pid in pgroup_pids(pgid):
@@ -225,6 +238,7 @@ class Server:
         self.run_dir = os.path.join(args.work, "run", f"{self.name}-{model}")
         self.proc = None
         self.startups = []
+        self.startup_cpu = []  # CPU seconds to ready: robust when other jobs share the CPU
         self.failed_checks = set()  # payloads answered wrongly: never timed
 
     def path(self, key):
@@ -265,6 +279,7 @@ class Server:
                 if status == 200:
                     secs = round(time.monotonic() - t0, 3)
                     self.startups.append(secs)
+                    self.startup_cpu.append(pgroup_cpu_s(self.proc.pid))
                     return secs
             except OSError:
                 pass
@@ -444,6 +459,7 @@ def session(servers, model, args, results):
             results["startup"][key] = {
                 "ready_s": round(statistics.median(s.startups), 3),
                 "ready_s_all": s.startups,
+                "ready_cpu_s": round(statistics.median(s.startup_cpu), 2),
                 "rss_ready_mb": s.rss_mb(),
             }
             live.append(s)
@@ -465,6 +481,7 @@ def session(servers, model, args, results):
                     if not s.alive():
                         continue
                     la, psi0, t0 = loadavg(), cpu_pressure_us(), time.time()
+                    cpu0 = pgroup_cpu_s(s.proc.pid)
                     try:
                         r = wrk(args, s, scen, conc, args.duration)
                     except (RuntimeError, subprocess.TimeoutExpired) as e:
@@ -472,6 +489,11 @@ def session(servers, model, args, results):
                         results["failed"].append(f"{s.name}/{model} {scen} c={conc}: {e}"[:500])
                         continue
                     psi = cpu_pressure_us()
+                    cpu = pgroup_cpu_s(s.proc.pid) - cpu0
+                    # CPU time the server spent per answer: barely moved by other jobs
+                    r["cpu_us_per_req"] = (
+                        round(cpu / r["requests"] * 1e6, 1) if r["requests"] else None
+                    )
                     r["cpu_wait_pct"] = (
                         round((psi - psi0) / (time.time() - t0) / 1e4, 1)
                         if psi is not None
@@ -535,21 +557,20 @@ def summarize(results, args):
                 "conc": conc,
                 "rounds": len(rs),
             }
-            for k in ("rps", "p50_ms", "p90_ms", "p99_ms"):
-                row[k] = round(statistics.median(r[k] for r in rs), 3)
+            for k in ("rps", "p50_ms", "p90_ms", "p99_ms", "cpu_us_per_req"):
+                vals = [r[k] for r in rs if r.get(k) is not None]
+                row[k] = round(statistics.median(vals), 3) if vals else None
             row["rps_min"], row["rps_max"] = min(r["rps"] for r in rs), max(r["rps"] for r in rs)
             row["errors"] = sum(r["errors"] for r in rs)
             row["cpu_wait_pct"] = max((r["cpu_wait_pct"] or 0) for r in rs)
             fl = [floor.get((model, scen, conc, r["round"])) for r in rs]
-            for k in ("rps", "p50_ms", "p99_ms"):  # per-round ratio to the floor, then median
-                row[f"{k}_x_floor"] = (
-                    round(
-                        statistics.median(r[k] / f[k] for r, f in zip(rs, fl, strict=True) if f[k]),
-                        3,
-                    )
-                    if all(fl)
-                    else None
-                )
+            for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req"):  # per-round ratio, median
+                ratios = [
+                    r[k] / f[k]
+                    for r, f in zip(rs, fl, strict=True)
+                    if f and f.get(k) and r.get(k) is not None
+                ]
+                row[f"{k}_x_floor"] = round(statistics.median(ratios), 3) if ratios else None
             table.append(row)
     return table
 
@@ -620,6 +641,8 @@ def targets(results):
     st = results["startup"].get("modelport/iris")
     if st:
         add("start-up to ready, sklearn runtime, iris (s)", st["ready_s"], "<=", 1.5)
+        if st.get("ready_cpu_s") is not None:
+            add("start-up to ready, CPU time, iris (s)", st["ready_cpu_s"], "<=", 1.5)
     imp = results.get("import_check") or {}
     if "ml_modules" in imp:
         mods = imp["ml_modules"]
@@ -676,15 +699,21 @@ def markdown(results, args):
         "#### All cells (median over rounds; ratios per round vs the floor in the same cell, "
         "then median)",
         "",
+        "CPU µs/req: user + system CPU time of the server's process group during the cell divided "
+        "by the answers; unlike req/s it barely moves when other jobs take CPU time. CPU wait: "
+        "highest share of a cell's time in which some task on the machine waited for a CPU "
+        "(Linux PSI); high values mean the cell was disturbed.",
+        "",
         "| server | model | payload | conc | req/s | ÷ floor | p50 ms | ÷ floor | p99 ms | ÷ floor "
-        "| req/s range | CPU wait % | errors |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| CPU µs/req | ÷ floor | req/s range | CPU wait % | errors |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in t:
         out.append(
             f"| {r['server']} | {r['model']} | {r['scenario']} | {r['conc']} | {r['rps']:.0f} | "
             f"{fmt(r['rps_x_floor'])} | {r['p50_ms']:.2f} | {fmt(r['p50_ms_x_floor'])} | "
             f"{r['p99_ms']:.2f} | {fmt(r['p99_ms_x_floor'])} | "
+            f"{fmt(r.get('cpu_us_per_req'), '.0f')} | {fmt(r.get('cpu_us_per_req_x_floor'))} | "
             f"{r['rps_min']:.0f}{DASH}{r['rps_max']:.0f} | {r['cpu_wait_pct']:.0f} | "
             f"{r['errors']} |"
         )
@@ -695,15 +724,18 @@ def markdown(results, args):
         "",
         "Start-up: process start (fork of `taskset`) to the first HTTP 200 on the ready path, "
         f"median of {args.startup_repeats}, servers started one at a time. RSS: VmRSS summed over "
-        "the server's process group, right after ready and after the last cell.",
+        "the server's process group, right after ready and after the last cell. Start-up CPU s: "
+        "user + system CPU time the process group used until ready (less sensitive to other jobs "
+        "on the machine than the wall time).",
         "",
-        "| server | model | start-up s | RSS ready MB | RSS after load MB |",
-        "|---|---|---:|---:|---:|",
+        "| server | model | start-up s | start-up CPU s | RSS ready MB | RSS after load MB |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for key, v in results["startup"].items():
         server, model = key.split("/")
         out.append(
-            f"| {server} | {model} | {v['ready_s']:.2f} | {fmt(v.get('rss_ready_mb'), '.0f')} | "
+            f"| {server} | {model} | {v['ready_s']:.2f} | {fmt(v.get('ready_cpu_s'))} | "
+            f"{fmt(v.get('rss_ready_mb'), '.0f')} | "
             f"{fmt(v.get('rss_after_load_mb'), '.0f')} |"
         )
     imp = results.get("import_check") or {}
@@ -923,7 +955,12 @@ def main(argv=None):
     if "modelport" in args.servers:
         results["import_check"] = import_check(args.modelport_python)
     for model in args.models:
-        servers = [Server(c, model, args.port_base + 10 * i, args) for i, c in enumerate(cfgs)]
+        servers = [
+            Server(c, model, args.port_base + 10 * i, args)
+            for i, c in enumerate(cfgs)
+            # batch-only servers start only for models that have batching cells
+            if not c.get("batch_only") or any(b.startswith(f"{model}/") for b in args.batch_cells)
+        ]
         for s in servers:
             os.makedirs(s.run_dir, exist_ok=True)
         session(servers, model, args, results)
