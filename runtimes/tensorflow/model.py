@@ -3,18 +3,15 @@
 A model directory holds `saved_model.pb` (TF Serving's numbered version subdirectories are
 versions, handled by the repository) or one `.keras` file. Requests run one signature,
 `serving_default` unless `--signature_name` (or a request's `signature_name`) picks another;
-inputs are matched by the signature's names and converted to its dtypes. V1 speaks TF
-Serving's REST dialect: row format `{"instances": [...]}` answered per instance, columnar
-`{"inputs": ...}` answered as `{"outputs": ...}`, and `{"b64": ...}` for binary strings.
+inputs are matched by the signature's names and converted to its dtypes, never losing
+their kind. V1 speaks TF Serving's REST dialect, which lives in `tfserving`.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,20 +21,14 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ info banners are not JSON logs
 import tensorflow as tf
 from modelport.base.datatypes import from_numpy
-from modelport.base.errors import (
-    InferenceFailed,
-    InvalidInput,
-    ModelLoadError,
-    ModelportError,
-)
+from modelport.base.errors import InferenceFailed, InvalidInput, ModelLoadError, ModelportError
 from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
 from modelport.base.model import Predictor, load_artifact
+from modelport.runtimes.tensorflow import tfserving
+from modelport.runtimes.tensorflow.tfserving import SIGNATURE
 
 DEFAULT_SIGNATURE = "serving_default"
 SAVED_MODEL = "saved_model.pb"
-# Carried from decode_v1 to encode_v1 through the request/response parameters.
-_FORMAT = "tf_serving_format"
-_SIGNATURE = "signature_name"
 Feed = dict[str, tf.Tensor]
 
 
@@ -53,6 +44,8 @@ class Signature:
 
 
 class TensorFlowPredictor(Predictor):
+    """Serves the signatures of one SavedModel (or a Keras file as one signature)."""
+
     runtime = "tensorflow"
     extensions = (".keras",)
 
@@ -71,7 +64,7 @@ class TensorFlowPredictor(Predictor):
     # --- loading ------------------------------------------------------------------------
 
     def load(self) -> None:
-        self.default = str(self.settings.parameters.get(_SIGNATURE) or DEFAULT_SIGNATURE)
+        self.default = str(self.settings.parameters.get(SIGNATURE) or DEFAULT_SIGNATURE)
         directory = self.settings.model_dir
         named = self.settings.model_file
         if named and Path(named).name == SAVED_MODEL:
@@ -89,6 +82,7 @@ class TensorFlowPredictor(Predictor):
             )
 
     def signature(self, name: str | None) -> Signature:
+        """The named signature, or the served default; an unknown name is the client's error."""
         found = self.signatures.get(name or self.default)
         if found is None:
             raise InvalidInput(
@@ -100,15 +94,15 @@ class TensorFlowPredictor(Predictor):
     # --- metadata -----------------------------------------------------------------------
 
     def inputs(self) -> list[TensorSpec]:
-        return [_spec(name, spec) for name, spec in self.signature(None).inputs.items()]
+        return _specs(self.signature(None).inputs)
 
     def outputs(self) -> list[TensorSpec]:
-        return [_spec(name, spec) for name, spec in self.signature(None).outputs.items()]
+        return _specs(self.signature(None).outputs)
 
     # --- inference ----------------------------------------------------------------------
 
     def infer(self, request: InferRequest) -> InferResponse:
-        signature = self.signature(request.parameters.get(_SIGNATURE))
+        signature = self.signature(request.parameters.get(SIGNATURE))
         feed = _feed(signature, request.inputs)
         wanted = request.requested_output_names
         for name in wanted:
@@ -127,60 +121,18 @@ class TensorFlowPredictor(Predictor):
             ) from exc
         names = wanted or [name for name in signature.outputs if name in result]
         outputs = [_from_tf(name, result[name]) for name in names]
-        parameters = {_FORMAT: request.parameters[_FORMAT]} if _FORMAT in request.parameters else {}
+        parameters = tfserving.response_parameters(request)
         return InferResponse(outputs=outputs, id=request.id, parameters=parameters)
 
-    # --- V1: TF Serving's REST formats ----------------------------------------------------
+    # --- V1: TF Serving's REST formats (see tfserving) -------------------------------------
 
     def decode_v1(self, body: Any) -> InferRequest:
-        if not isinstance(body, dict):
-            raise InvalidInput("request body must be a JSON object with 'instances' or 'inputs'")
-        parameters: dict[str, Any] = {}
-        name = body.get(_SIGNATURE)
-        if name is not None:
-            if not isinstance(name, str):
-                raise InvalidInput("'signature_name' must be a string")
-            parameters[_SIGNATURE] = name
-        signature = self.signature(name)
-        if ("instances" in body) == ("inputs" in body):
-            raise InvalidInput(
-                "request body needs exactly one of 'instances' (row format) or 'inputs' "
-                "(columnar format)"
-            )
-        if "instances" in body:
-            parameters[_FORMAT] = "row"
-            columns = _rows_to_columns(body["instances"], signature)
-        else:
-            parameters[_FORMAT] = "columnar"
-            inputs = body["inputs"]
-            columns = dict(inputs) if _is_named(inputs) else {_sole_input(signature): inputs}
-        tensors = [Tensor(key, _to_array(key, value)) for key, value in columns.items()]
-        return InferRequest(inputs=tensors, parameters=parameters)
+        """The signature named in the body decides where bare (unnamed) values go."""
+        signature = self.signature(tfserving.signature_name(body))
+        return tfserving.decode_request(body, signature.name, list(signature.inputs))
 
     def encode_v1(self, response: InferResponse) -> dict[str, Any]:
-        if not response.outputs:
-            raise InferenceFailed("the model produced no outputs")
-        values = {tensor.name: _json_ready(tensor) for tensor in response.outputs}
-        if response.parameters.get(_FORMAT) == "columnar":
-            if len(values) == 1:
-                return {"outputs": _plain(next(iter(values.values())))}
-            return {"outputs": {name: _plain(value) for name, value in values.items()}}
-        if len(values) == 1:
-            return {"predictions": _plain(next(iter(values.values())))}
-        rows = {value.shape[0] if value.ndim else None for value in values.values()}
-        if len(rows) != 1 or None in rows:
-            sizes = ", ".join(f"{n}: {list(v.shape)}" for n, v in values.items())
-            raise InvalidInput(
-                f"outputs do not share a batch size ({sizes}), so they cannot be returned per "
-                "instance: send the columnar format ({'inputs': ...}) instead"
-            )
-        count = rows.pop()
-        return {
-            "predictions": [
-                {name: _plain(value[index]) for name, value in values.items()}
-                for index in range(count)
-            ]
-        }
+        return tfserving.encode_response(response)
 
 
 # --- loading helpers ----------------------------------------------------------------------
@@ -318,88 +270,11 @@ def _cast(data: np.ndarray, target: np.dtype, refusal: InvalidInput) -> np.ndarr
     return data.astype(target)
 
 
-def _is_named(value: Any) -> bool:
-    """A JSON object of named inputs (as opposed to a `{"b64": ...}` value)."""
-    return isinstance(value, dict) and not _is_b64(value)
-
-
-def _is_b64(value: Any) -> bool:
-    return isinstance(value, dict) and len(value) == 1 and "b64" in value
-
-
-def _sole_input(signature: Signature) -> str:
-    if len(signature.inputs) != 1:
-        raise InvalidInput(
-            f"signature '{signature.name}' takes several inputs ({', '.join(signature.inputs)}): "
-            "send each instance as an object keyed by input name"
-        )
-    return next(iter(signature.inputs))
-
-
-def _rows_to_columns(instances: Any, signature: Signature) -> dict[str, list[Any]]:
-    """Row format: one value (sole input) or one object of named inputs per instance."""
-    if not isinstance(instances, list) or not instances:
-        raise InvalidInput("'instances' must be a non-empty list")
-    named = [_is_named(instance) for instance in instances]
-    if not any(named):
-        return {_sole_input(signature): instances}
-    if not all(named):
-        raise InvalidInput("'instances' mixes objects of named inputs with bare values")
-    names = list(dict.fromkeys(key for instance in instances for key in instance))
-    columns: dict[str, list[Any]] = {}
-    for name in names:
-        for index, instance in enumerate(instances):
-            if name not in instance:
-                raise InvalidInput(f"instance {index} lacks input '{name}'")
-        columns[name] = [instance[name] for instance in instances]
-    return columns
-
-
-def _to_array(name: str, value: Any) -> np.ndarray:
-    """JSON values (numbers, strings, `{"b64": ...}`, nested lists) to one array."""
-    value = _decode_b64(name, value)
-    try:
-        probe = np.array(value)
-    except ValueError:
-        raise InvalidInput(
-            f"input '{name}': values are ragged (rows of different lengths)"
-        ) from None
-    if probe.dtype.kind in "biuf":
-        return probe
-    if probe.dtype.kind not in "US":
-        raise InvalidInput(f"input '{name}': values must be numbers, strings or {{'b64': ...}}")
-    # Strings and bytes stay whole in an object array ('S' would drop trailing NUL bytes).
-    array = np.empty(probe.shape, dtype=object)
-    array.flat[:] = list(_leaves(value, probe.ndim))
-    return array
-
-
-def _leaves(value: Any, ndim: int) -> Iterator[Any]:
-    """The scalars of a nested list `ndim` deep, row-major."""
-    if ndim == 0:
-        yield value
-        return
-    for item in value:
-        yield from _leaves(item, ndim - 1)
-
-
-def _decode_b64(name: str, value: Any) -> Any:
-    if isinstance(value, list):
-        return [_decode_b64(name, item) for item in value]
-    if isinstance(value, dict):
-        if not _is_b64(value) or not isinstance(value["b64"], str):
-            raise InvalidInput(f"input '{name}': an object value must be {{'b64': '<base64>'}}")
-        try:
-            return base64.b64decode(value["b64"], validate=True)
-        except binascii.Error as exc:
-            raise InvalidInput(f"input '{name}': invalid base64 ({exc})") from None
-    return value
-
-
 # --- tensors -> responses -----------------------------------------------------------------
 
 
 def _from_tf(name: str, value: tf.Tensor) -> Tensor:
+    """An output as a protocol tensor (BF16 as raw 16-bit words, strings as objects)."""
     if value.dtype == tf.bfloat16:
         return Tensor(name, tf.bitcast(value, tf.uint16).numpy(), "BF16")
     if value.dtype == tf.string:
@@ -414,43 +289,11 @@ def _from_tf(name: str, value: tf.Tensor) -> Tensor:
         ) from None
 
 
-def _json_ready(tensor: Tensor) -> np.ndarray:
-    """V1 JSON: widen half floats; strings as text, or `{"b64": ...}` as TF Serving does."""
-    data = tensor.data
-    if tensor.datatype == "BF16":
-        return (data.astype(np.uint32) << 16).view(np.float32)
-    if data.dtype == np.float16:
-        return data.astype(np.float32)
-    if tensor.datatype == "BYTES":
-        encode_all = tensor.name.endswith("_bytes")
-        out = np.empty(data.shape, dtype=object)
-        out.flat[:] = [_text(item, encode_all) for item in data.flat]
-        return out
-    return data
-
-
-def _text(item: Any, as_b64: bool) -> Any:
-    if isinstance(item, str):
-        item = item.encode()
-    if not as_b64:
-        try:
-            return item.decode()
-        except UnicodeDecodeError:
-            pass
-    return {"b64": base64.b64encode(item).decode()}
-
-
-def _plain(value: Any) -> Any:
-    """orjson writes numeric arrays itself; object arrays become lists."""
-    if isinstance(value, np.ndarray) and value.dtype == object:
-        return value.tolist()
-    return value
-
-
 # --- metadata helpers ---------------------------------------------------------------------
 
 
 def _datatype(dtype: tf.DType) -> str:
+    """The OIP datatype name; TF-only dtypes keep TF's name so metadata still says something."""
     if dtype == tf.string:
         return "BYTES"
     if dtype == tf.bfloat16:
@@ -462,12 +305,17 @@ def _datatype(dtype: tf.DType) -> str:
 
 
 def _shape(shape: tf.TensorShape) -> list[int]:
+    """-1 for every unknown dimension (and for an unknown rank)."""
     if shape.rank is None:
         return [-1]
     return [-1 if dim is None else int(dim) for dim in shape.as_list()]
 
 
-def _spec(name: str, spec: Any) -> TensorSpec:
-    if not isinstance(spec, tf.TensorSpec):  # nested or composite outputs: no flat spec
-        return TensorSpec(name, "BYTES", [-1])
-    return TensorSpec(name, _datatype(spec.dtype), _shape(spec.shape))
+def _specs(specs: dict[str, Any]) -> list[TensorSpec]:
+    """Metadata for a signature's inputs or outputs."""
+    return [
+        TensorSpec(name, _datatype(spec.dtype), _shape(spec.shape))
+        if isinstance(spec, tf.TensorSpec)
+        else TensorSpec(name, "BYTES", [-1])  # nested or composite outputs: no flat spec
+        for name, spec in specs.items()
+    ]
