@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from modelport.base.messages import InferRequest, InferResponse, Tensor
-from modelport.base.model import ModelSettings, Predictor
+from modelport.base.model import Predictor
 
 log = logging.getLogger("modelport.batching")
 Pending = tuple[InferRequest, "asyncio.Future[InferResponse]"]
@@ -83,11 +83,13 @@ def split(response: InferResponse, rows: list[int]) -> list[InferResponse] | Non
 class Batcher:
     """The batching queue of one loaded predictor."""
 
-    def __init__(self, predictor: Predictor, executor: Executor, settings: ModelSettings) -> None:
+    def __init__(
+        self, predictor: Predictor, executor: Executor, max_size: int, max_time: float
+    ) -> None:
         self.predictor = predictor
         self.executor = executor
-        self.max_size = settings.max_batch_size
-        self.max_time = settings.max_batch_time
+        self.max_size = max_size
+        self.max_time = max_time
         self.pending: deque[Pending] = deque()
         self.first_arrival = 0.0
         self.busy = False

@@ -56,7 +56,7 @@ class ServerConfig:
     max_loaded_models: int | None = None
     memory_budget: int | None = None
     graceful_shutdown_timeout: float = 30.0
-    max_batch_size: int = 1
+    max_batch_size: int | None = None
     max_batch_time: float = 0.0
     runtime_options: dict[str, Any] = field(default_factory=dict)
 
@@ -80,7 +80,11 @@ _FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("max_loaded_models", int, "most models kept loaded; least recently used is evicted"),
     ("memory_budget", _size, "evict least recently used models above this RSS (e.g. 2G)"),
     ("graceful_shutdown_timeout", float, "seconds in-flight requests get after SIGTERM"),
-    ("max_batch_size", int, "adaptive batching: most requests merged into one predict"),
+    (
+        "max_batch_size",
+        int,
+        "adaptive batching: most requests merged into one predict (1: off; default: the runtime's)",
+    ),
     ("max_batch_time", float, "adaptive batching: seconds to wait for a batch to fill"),
 ]
 
@@ -129,7 +133,7 @@ def _check(parser: argparse.ArgumentParser, config: ServerConfig) -> None:
         parser.error("--workers must be at least 1")
     if config.predict_threads < 1:
         parser.error("--predict_threads must be at least 1")
-    if config.max_batch_size < 1:
+    if config.max_batch_size is not None and config.max_batch_size < 1:
         parser.error("--max_batch_size must be at least 1")
     if config.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
         parser.error(f"--log_level: unknown level '{config.log_level}'")

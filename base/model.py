@@ -47,7 +47,7 @@ class ModelSettings:
     runtime: str | None = None
     model_file: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
-    max_batch_size: int = 1
+    max_batch_size: int | None = None
     max_batch_time: float = 0.0
 
 
@@ -55,6 +55,9 @@ class Predictor(ABC):
     """One loaded model. `load` and `infer` are blocking: the server runs them in threads."""
 
     runtime: ClassVar[str] = ""
+    # Adaptive batching when neither the flag nor model-settings.json sets it: only
+    # runtimes whose models are row-independent by nature batch by default.
+    default_max_batch_size: ClassVar[int] = 1
     # Model file suffixes this runtime loads (lower case, with the dot).
     extensions: ClassVar[tuple[str, ...]] = ()
 

@@ -89,10 +89,13 @@ class ServerState:
         """Run a blocking predict off the event loop, batched when the model asks for it."""
         predictor = entry.predictor
         assert predictor is not None
-        if entry.settings.max_batch_size > 1:
+        batch_size = entry.settings.max_batch_size or predictor.default_max_batch_size
+        if batch_size > 1:
             batcher = self.batchers.get(id(predictor))
             if batcher is None:
-                batcher = Batcher(predictor, self.executor, entry.settings)
+                batcher = Batcher(
+                    predictor, self.executor, batch_size, entry.settings.max_batch_time
+                )
                 self.batchers[id(predictor)] = batcher
             return await batcher.submit(request)
         loop = asyncio.get_running_loop()

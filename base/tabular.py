@@ -60,6 +60,9 @@ class TabularPredictor(Predictor):
     feature_names: list[str] | None = None
     #: Number of features the model expects, when known.
     n_features: int | None = None
+    #: Rows of a feature matrix are predicted independently, so concurrent requests are
+    #: merged by default (never waiting for a batch to fill: `max_batch_time` is 0).
+    default_max_batch_size: ClassVar[int] = 32
     #: Output answered when the request names none and PREDICT_PROBA does not apply.
     plain_output: ClassVar[str] = "predict"
     #: Text columns of DataFrame inputs become pandas categoricals (XGBoost and LightGBM
