@@ -145,3 +145,20 @@ def test_unclaimed_binary_bytes_are_an_error():
     header = b'{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}}]}'
     with pytest.raises(InvalidInput, match="not claimed"):
         v2.decode_request(header + b"\x00" * 8, len(header), LIMITS)
+
+
+def test_v1_json_ready_handles_scalars_half_floats_and_bytes():
+    from modelport.base.protocol import v1
+
+    assert v1.json_ready(Tensor("s", np.array(3.5, dtype=np.float32))) == 3.5
+    widened = v1.json_ready(Tensor("h", np.array([0.5, 1.5], dtype=np.float16)))
+    assert widened.dtype == np.float32 and widened.tolist() == [0.5, 1.5]
+    bf16 = np.array([0x3F80, 0x4000], dtype=np.uint16)  # 1.0 and 2.0 as bfloat16 words
+    assert v1.json_ready(Tensor("b", bf16, "BF16")).tolist() == [1.0, 2.0]
+    text = v1.json_ready(Tensor("t", np.array([[b"a", "b"]], dtype=object)))
+    assert text == [["a", "b"]]
+    body = orjson.dumps(
+        v1.encode_response(InferResponse([Tensor("s", np.array(7))])),
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+    assert orjson.loads(body) == {"predictions": 7}

@@ -65,5 +65,34 @@ def encode_response(response: InferResponse) -> dict[str, Any]:
     """The first output as `predictions` (V1 has one prediction per instance)."""
     if not response.outputs:
         raise InvalidInput("the model produced no outputs")
-    data = response.outputs[0].data
-    return {"predictions": data.tolist() if data.dtype == object else np.ascontiguousarray(data)}
+    return {"predictions": json_ready(response.outputs[0])}
+
+
+def json_ready(tensor: Tensor) -> Any:
+    """A tensor's data in a form orjson writes as V1 JSON.
+
+    JSON has no half floats (FP16 and BF16 are widened to float32); numeric arrays go to
+    orjson as they are (fast, shortest float repr); scalars, and strings or bytes (as
+    UTF-8 text), become Python values.
+    """
+    data = tensor.data
+    if tensor.datatype == "BF16":
+        data = (data.astype(np.uint32) << 16).view(np.float32)
+    elif data.dtype == np.float16:
+        data = data.astype(np.float32)
+    if data.dtype == object:
+        text = np.empty(data.shape, dtype=object)
+        text.flat[:] = [_text(item) for item in data.flat]
+        return text.tolist()
+    if data.ndim == 0:
+        return data.item()
+    return np.ascontiguousarray(data)
+
+
+def _text(item: Any) -> Any:
+    if isinstance(item, bytes):
+        try:
+            return item.decode()
+        except UnicodeDecodeError:
+            raise InvalidInput("an output holds bytes that are not UTF-8 text") from None
+    return item

@@ -233,10 +233,10 @@ class PyTorchPredictor(Predictor):
         """One output: its rows; several: one object per instance (TF Serving's shape)."""
         if not response.outputs:
             raise InferenceFailed("the model produced no outputs")
-        values = {tensor.name: _json_ready(tensor) for tensor in response.outputs}
+        values = {tensor.name: v1.json_ready(tensor) for tensor in response.outputs}
         if len(values) == 1:
             return {"predictions": next(iter(values.values()))}
-        rows = {value.shape[0] if value.ndim else None for value in values.values()}
+        rows = {np.shape(value)[0] if np.ndim(value) else None for value in values.values()}
         if len(rows) != 1 or None in rows:
             return {"predictions": values}
         count = rows.pop()
@@ -388,15 +388,6 @@ def _stack(name: str, values: list[Any], dtype: torch.dtype | None) -> np.ndarra
     if array.dtype == np.float64:
         return array.astype(np.float32)  # torch.tensor()'s default for Python floats
     return array
-
-
-def _json_ready(tensor: Tensor) -> np.ndarray:
-    """V1 JSON has no half floats: widen FP16 and BF16 to float32."""
-    if tensor.datatype == "BF16":
-        return (tensor.data.astype(np.uint32) << 16).view(np.float32)
-    if tensor.data.dtype == np.float16:
-        return tensor.data.astype(np.float32)
-    return tensor.data
 
 
 def _message(exc: BaseException) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 
 from modelport.base.errors import InferenceFailed, InvalidInput
 from modelport.base.messages import InferRequest, InferResponse, Parameters, Tensor
+from modelport.base.protocol import v1
 
 # TF Serving's body field; also the V2 request parameter and the `--signature_name` setting.
 SIGNATURE = "signature_name"
@@ -75,7 +76,7 @@ def encode_response(response: InferResponse) -> dict[str, Any]:
         return {key: _plain(next(iter(values.values())))}
     if columnar:
         return {key: {name: _plain(value) for name, value in values.items()}}
-    rows = {value.shape[0] if value.ndim else None for value in values.values()}
+    rows = {np.shape(value)[0] if np.ndim(value) else None for value in values.values()}
     if len(rows) != 1 or None in rows:
         sizes = ", ".join(f"{n}: {list(v.shape)}" for n, v in values.items())
         raise InvalidInput(
@@ -175,20 +176,15 @@ def _decode_b64(name: str, value: Any) -> Any:
 # --- tensors -> JSON ----------------------------------------------------------------------
 
 
-def _json_ready(tensor: Tensor) -> np.ndarray:
-    """V1 JSON: widen half floats; strings as text, or `{"b64": ...}` as TF Serving does."""
-    data = tensor.data
-    if tensor.datatype == "BF16":
-        return (data.astype(np.uint32) << 16).view(np.float32)
-    if data.dtype == np.float16:
-        return data.astype(np.float32)
-    if tensor.datatype == "BYTES":
-        # TF Serving's convention: outputs named `*_bytes` are always base64.
-        encode_all = tensor.name.endswith("_bytes")
-        out = np.empty(data.shape, dtype=object)
-        out.flat[:] = [_text(item, encode_all) for item in data.flat]
-        return out
-    return data
+def _json_ready(tensor: Tensor) -> Any:
+    """V1 JSON: numbers as the base writes them; strings as text, or `{"b64": ...}` as TF
+    Serving does (always for outputs named `*_bytes`, else for bytes that are not UTF-8)."""
+    if tensor.datatype != "BYTES":
+        return v1.json_ready(tensor)
+    encode_all = tensor.name.endswith("_bytes")
+    out = np.empty(tensor.data.shape, dtype=object)
+    out.flat[:] = [_text(item, encode_all) for item in tensor.data.flat]
+    return out
 
 
 def _text(item: Any, as_b64: bool) -> Any:
