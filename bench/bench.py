@@ -126,6 +126,21 @@ def server_table(args):
             pkgs="modelport starlette " + pkgs,
         ),
         dict(
+            name="modelport-quiet",
+            cmd=modelport(["--access_log=false"]),
+            protocols=all_payloads,
+            venv=None,
+            pkgs="modelport",
+        ),
+        dict(
+            name="modelport-nobatch",
+            cmd=modelport(["--max_batch_size=1"]),
+            protocols=all_payloads,
+            batch_only=True,
+            venv=None,
+            pkgs="modelport",
+        ),
+        dict(
             name="modelport-batch",
             cmd=modelport(batch_flags),
             protocols=all_payloads,
@@ -635,7 +650,8 @@ def targets(results):
     for model, scen, conc in results["args"]["extra_cells"]:
         if model not in models:
             continue
-        on, off = cell("modelport-batch", model, scen, conc), cell("modelport", model, scen, conc)
+        on = cell("modelport-batch", model, scen, conc)
+        off = cell("modelport-nobatch", model, scen, conc)
         add(f"{model} {scen} c{conc}: batching on ÷ off, req/s", ratio(on, off), ">=", 3)
         add(f"{model} {scen} c{conc}: batching on ÷ off, p99", ratio(on, off, "p99_ms"), "<=", 1)
     st = results["startup"].get("modelport/iris")
@@ -677,7 +693,8 @@ def markdown(results, args):
         f"during cells {min(las)}{DASH}{max(las)}, end {m['loadavg_end'][0]}; "
         f"CPU wait (PSI) per cell max {max(waits):.0f}%",
         f"- batching: `modelport-batch` = modelport `--max_batch_size={args.max_batch_size} "
-        f"--max_batch_time={args.max_batch_time}`",
+        f"--max_batch_time={args.max_batch_time}`, `modelport-nobatch` = `--max_batch_size=1`, "
+        "`modelport` = its defaults",
         "- versions:",
     ]
     out += [f"  - {k}: {v}" for k, v in m["versions"].items()]
@@ -859,9 +876,9 @@ def parse_args(argv=None):
     )
     ap.add_argument(
         "--servers",
-        default="floor,modelport,modelport-batch,kserve,mlserver,mlserver-pw0",
+        default="floor,modelport,modelport-nobatch,modelport-batch,kserve,mlserver,mlserver-pw0",
         help="comma list; 'floor' is always added (ratios need it). Known: floor, modelport, "
-        "modelport-batch, kserve, kserve-quiet, mlserver, mlserver-pw0, mlserver-batch",
+        "modelport-quiet, modelport-nobatch, modelport-batch, kserve, kserve-quiet, mlserver, mlserver-pw0, mlserver-batch",
     )
     ap.add_argument("--models", default="iris,rf20")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="payload cells")
