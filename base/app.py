@@ -265,7 +265,7 @@ def create_app(config: ServerConfig, repository: ModelRepository) -> Starlette:
             await repository.load_all()
         state.metrics.loaded_models.set(len(repository.ready_models()))
         yield
-        state.executor.shutdown(wait=False, cancel_futures=True)
+        state.pool.shutdown()
 
     app = Starlette(
         routes=routes,

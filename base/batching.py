@@ -15,13 +15,13 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Hashable
-from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
 
 from modelport.base.messages import InferRequest, InferResponse, Tensor
 from modelport.base.model import Predictor
+from modelport.base.pool import PredictPool
 
 log = logging.getLogger("modelport.batching")
 Pending = tuple[InferRequest, "asyncio.Future[InferResponse]"]
@@ -84,10 +84,10 @@ class Batcher:
     """The batching queue of one loaded predictor."""
 
     def __init__(
-        self, predictor: Predictor, executor: Executor, max_size: int, max_time: float
+        self, predictor: Predictor, pool: PredictPool, max_size: int, max_time: float
     ) -> None:
         self.predictor = predictor
-        self.executor = executor
+        self.pool = pool
         self.max_size = max_size
         self.max_time = max_time
         self.pending: deque[Pending] = deque()
@@ -99,12 +99,12 @@ class Batcher:
     async def submit(self, request: InferRequest) -> InferResponse:
         loop = asyncio.get_running_loop()
         if batch_key(request) is None:
-            return await loop.run_in_executor(self.executor, self.predictor.infer, request)
+            return await self.pool.run(self.predictor.infer, request)
         if not self.busy and not self.pending and self.max_time <= 0:
             # Idle model: this request is its own batch, with no queueing cost.
             self.busy = True
             try:
-                return await loop.run_in_executor(self.executor, self.predictor.infer, request)
+                return await self.pool.run(self.predictor.infer, request)
             finally:
                 self.busy = False
                 self._schedule()
@@ -176,8 +176,7 @@ class Batcher:
             _settle(future, result)
 
     async def _call(self, request: InferRequest) -> InferResponse:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self.predictor.infer, request)
+        return await self.pool.run(self.predictor.infer, request)
 
 
 def _settle(

@@ -7,11 +7,9 @@ raised as `ModelportError`s and mapped to status codes by the caller.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import orjson
@@ -22,6 +20,7 @@ from modelport.base.batching import Batcher
 from modelport.base.config import ServerConfig
 from modelport.base.errors import InvalidInput
 from modelport.base.messages import InferRequest, InferResponse
+from modelport.base.pool import PredictPool
 from modelport.base.protocol import v2
 from modelport.base.repository import ModelRepository, ModelVersion
 
@@ -58,7 +57,7 @@ class ServerState:
         self.config = config
         self.repository = repository
         self.limits = v2.Limits(config.max_inputs, config.max_tensor_elements)
-        self.executor = ThreadPoolExecutor(config.predict_threads, thread_name_prefix="predict")
+        self.pool = PredictPool(config.predict_threads)
         self.batchers: dict[int, Batcher] = {}
         self.metrics = metrics_module.process_metrics()
         self.timers: dict[str, ModelTimers] = {}
@@ -93,13 +92,10 @@ class ServerState:
         if batch_size > 1:
             batcher = self.batchers.get(id(predictor))
             if batcher is None:
-                batcher = Batcher(
-                    predictor, self.executor, batch_size, entry.settings.max_batch_time
-                )
+                batcher = Batcher(predictor, self.pool, batch_size, entry.settings.max_batch_time)
                 self.batchers[id(predictor)] = batcher
             return await batcher.submit(request)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, predictor.infer, request)
+        return await self.pool.run(predictor.infer, request)
 
     # --- handlers: bytes in, Reply out ----------------------------------------------
 
@@ -148,8 +144,7 @@ class ServerState:
         assert predictor is not None
         request = predictor.decode_v1(v2.parse_json(body))
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self.executor, predictor.explain, request)
+        result = await self.pool.run(predictor.explain, request)
         self.timers_for(name).explain.observe(time.perf_counter() - started)
         return json_reply(result)
 
