@@ -695,6 +695,7 @@ def markdown(results, args):
         f"- batching: `modelport-batch` = modelport `--max_batch_size={args.max_batch_size} "
         f"--max_batch_time={args.max_batch_time}`, `modelport-nobatch` = `--max_batch_size=1`, "
         "`modelport` = its defaults",
+        f"- modelport: git {m.get('git', '?')}",
         "- versions:",
     ]
     out += [f"  - {k}: {v}" for k, v in m["versions"].items()]
@@ -810,6 +811,22 @@ def pkg_versions(python, pkgs):
     return (p.stdout.strip() or p.stderr.strip())[-300:]
 
 
+def git_describe():
+    """The commit modelport ran from, '+dirty' when base/ or runtimes/ had local changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", REPO, "status", "--porcelain", "--", "base", "runtimes"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "?"
+    return (head or "?") + ("+dirty" if dirty else "")
+
+
 def machine_info(args, cfgs):
     def first(path, key, sep=":"):
         with open(path) as f:
@@ -826,6 +843,7 @@ def machine_info(args, cfgs):
         "python_driver": platform.python_version(),
         "wrk": (wrk_v.stdout + wrk_v.stderr).splitlines()[0].split(" [")[0],
         "versions": {},
+        "git": git_describe(),
     }
     for c in cfgs:
         py = (
