@@ -34,10 +34,18 @@ run: $(VENV)/.installed-run
 test: $(STAMP)
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
-## lint: ruff (lint + format check)
+TYPED := build/typecheck
+PACKAGES := base storage runtimes
+
+## lint: ruff (lint + format check) and mypy over every modelport package
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	@# mypy cannot follow setuptools' package-dir mapping: give it the installed layout.
+	@rm -rf $(TYPED) && mkdir -p $(TYPED)/modelport
+	@for p in $(PACKAGES); do ln -s $(CURDIR)/$$p $(TYPED)/modelport/$$p; done
+	cd $(TYPED) && $(CURDIR)/$(VENV)/bin/mypy --explicit-package-bases --ignore-missing-imports \
+	  -p modelport.base -p modelport.storage $(foreach fw,sklearn xgboost lightgbm pytorch tensorflow mlflow,-p modelport.runtimes.$(fw))
 
 ## bench: side-by-side benchmark against the floor, KServe and MLServer (see bench/README.md)
 bench: $(VENV)/.installed-run

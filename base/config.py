@@ -120,7 +120,8 @@ def parse_config(
     for action in parser._actions:
         value = env.get(f"MODELPORT_{action.dest.upper()}")
         if value is not None and action.dest != "help":
-            action.default = action.type(value) if action.type else value
+            convert = action.type if callable(action.type) else str
+            action.default = convert(value)
     namespace = vars(parser.parse_args(argv))
     core = {name: namespace.pop(name) for name, _, _ in _FLAGS}
     config = ServerConfig(**core, runtime_options=namespace)

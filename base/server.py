@@ -12,6 +12,7 @@ SIGTERM: readiness turns false at once, liveness stays true, requests in flight 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -162,11 +163,7 @@ def main(runtime: type[Predictor], argv: Sequence[str] | None = None) -> None:
         print(f"error: {exc.message}", file=sys.stderr)
         sys.exit(1)
     if model_dir != config.model_dir:
-        config = ServerConfig(**{**_as_dict(config), "model_dir": model_dir})
+        config = dataclasses.replace(config, model_dir=model_dir)
     if config.workers > 1:
         sys.exit(supervise(config, runtime))
     sys.exit(serve(config, runtime))
-
-
-def _as_dict(config: ServerConfig) -> dict[str, object]:
-    return {name: getattr(config, name) for name in config.__dataclass_fields__}

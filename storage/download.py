@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from modelport.storage import gcs, http, local, s3
@@ -42,7 +43,7 @@ _active_lock = threading.Lock()
 _BACKENDS = {"s3": s3.fetch, "gs": gcs.fetch, "http": http.fetch, "https": http.fetch}
 
 
-def _backend(uri: str):  # type: ignore[no-untyped-def]
+def _backend(uri: str) -> Callable[[Job], list[str]]:
     scheme, sep, _ = uri.partition("://")
     if not sep:
         return local.fetch

@@ -175,10 +175,11 @@ def fetch(job: Job) -> list[str]:
         futures = {pool.submit(fn, *args): args[0] for fn, *args in tasks}
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         for fut in done:
-            if (exc := fut.exception()) is not None:
+            failure = fut.exception()
+            if failure is not None:
                 progress.cancel()
                 pool.shutdown(wait=True, cancel_futures=True)
-                raise map_error(job.uri, exc, f"gs://{bucket_name}/{futures[fut].name}")
+                raise map_error(job.uri, failure, f"gs://{bucket_name}/{futures[fut].name}")
     for blob, rel in blobs:
         got, size = paths[rel].stat().st_size, int(blob.size or 0)
         if got != size:

@@ -187,7 +187,7 @@ def fetch(job: Job) -> list[str]:
     progress = job.progress
     progress.expect(sum(o.size for o in objs), len(objs))
 
-    class _Sub(BaseSubscriber):  # type: ignore[misc]
+    class _Sub(BaseSubscriber):
         def __init__(self, obj: _Obj) -> None:
             self.obj = obj
 

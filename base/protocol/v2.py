@@ -157,7 +157,8 @@ def serialize_bytes(array: np.ndarray) -> bytes:
 def decode_request(body: bytes, header_length: int | None, limits: Limits) -> InferRequest:
     """Decode a V2 infer body (JSON, or JSON header + binary tail) into an InferRequest."""
     if header_length is None:
-        header, tail = body, memoryview(b"")
+        header: bytes | memoryview = body
+        tail = memoryview(b"")
     else:
         if not 0 <= header_length <= len(body):
             raise InvalidInput(

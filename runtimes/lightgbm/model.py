@@ -90,4 +90,4 @@ class LightGBMPredictor(TabularPredictor):
         classes = self.booster.num_model_per_iteration()
         if classes > 1:  # LightGBM puts the classes side by side: [rows, classes * (f + 1)]
             values = values.reshape(len(values), classes, -1)
-        return values, self.feature_names
+        return values, list(self.feature_names or [])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 log = logging.getLogger("modelport.mlflow")
@@ -62,7 +63,7 @@ def requirement_mismatches(requirements: list[str]) -> list[str]:
     return found
 
 
-def _installed_version(name: str, provided: dict[str, list[str]]) -> str | None:
+def _installed_version(name: str, provided: Mapping[str, list[str]]) -> str | None:
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:

@@ -165,7 +165,7 @@ def _specs(schema: Any, prefix: str) -> list[TensorSpec]:
         if isinstance(spec, MlflowTensorSpec):
             specs.append(TensorSpec(name, _datatype(spec.type), list(spec.shape)))
         elif isinstance(spec.type, enum.Enum):  # a DataType: `double`, `string`...
-            specs.append(TensorSpec(name, _datatype(spec.type.to_numpy()), [-1]))
+            specs.append(TensorSpec(name, _datatype(spec.type.to_numpy()), [-1]))  # type: ignore[attr-defined]
         else:
             specs.append(TensorSpec(name, "BYTES", [-1]))
     return specs
@@ -183,7 +183,7 @@ def _column_for(values: np.ndarray, spec: Any) -> np.ndarray:
     """Cast a column to its signature type where JSON cannot say it (ints for a double)."""
     if not isinstance(spec.type, enum.Enum):
         return values  # complex types: MLflow checks them itself
-    dtype = np.dtype(spec.type.to_numpy())
+    dtype = np.dtype(spec.type.to_numpy())  # type: ignore[attr-defined]
     if dtype.kind == "S":
         return _binary(values, spec.name)
     return _coerced(values, dtype, f"column '{spec.name}'")

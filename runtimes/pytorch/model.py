@@ -240,6 +240,7 @@ class PyTorchPredictor(Predictor):
         if len(rows) != 1 or None in rows:
             return {"predictions": values}
         count = rows.pop()
+        assert count is not None  # checked above
         return {
             "predictions": [
                 {name: value[index] for name, value in values.items()} for index in range(count)

@@ -84,6 +84,7 @@ def encode_response(response: InferResponse) -> dict[str, Any]:
             "instance: send the columnar format ({'inputs': ...}) instead"
         )
     count = rows.pop()
+    assert count is not None  # checked above
     return {
         key: [
             {name: _plain(value[index]) for name, value in values.items()} for index in range(count)
