@@ -48,6 +48,39 @@ def configure(level: str, access_log: bool) -> None:
     logging.getLogger(ACCESS_LOGGER).disabled = not access_log
 
 
+class AccessLog:
+    """The per-request line, written without the logging machinery.
+
+    Same JSON shape as every other line (`ts`, `level`, `logger`, `msg` + fields), but
+    built with one orjson call and the second-resolution part of the timestamp cached:
+    a LogRecord and formatter per request cost as much as a small model's predict.
+    """
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger(ACCESS_LOGGER)
+        self._second = -1
+        self._prefix = ""
+
+    @property
+    def enabled(self) -> bool:
+        return not self.logger.disabled and self.logger.isEnabledFor(logging.INFO)
+
+    def write(self, fields: dict[str, Any]) -> None:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        line = {
+            "ts": f"{self._prefix}.{int((now - second) * 1000):03d}Z",
+            "level": "info",
+            "logger": ACCESS_LOGGER,
+            "msg": "request",
+            **fields,
+        }
+        sys.stderr.write(orjson.dumps(line).decode() + "\n")
+
+
 def uvicorn_log_config() -> dict[str, Any]:
     """Keep uvicorn from installing its own handlers over ours."""
     return {"version": 1, "disable_existing_loggers": False}

@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelport.base.logs import ACCESS_LOGGER
+from modelport.base.logs import AccessLog
 
 if TYPE_CHECKING:
     from modelport.base.service import ServerState
 
-access_log = logging.getLogger(ACCESS_LOGGER)
 error_log = logging.getLogger("modelport.server")
 _REQUEST_ID = b"x-request-id"
 
@@ -48,7 +47,8 @@ class ObservabilityMiddleware:
     def __init__(self, app: ASGIApp, state: ServerState) -> None:
         self.app = app
         self.state = state
-        self.access = not access_log.disabled
+        self.access_log = AccessLog()
+        self.access = self.access_log.enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,16 +103,15 @@ class ObservabilityMiddleware:
             if endpoint != "other":
                 self.state.metrics.observe_request(model, protocol, endpoint, status, elapsed)
             if self.access:
-                access_log.info(
-                    "request",
-                    extra={
+                self.access_log.write(
+                    {
                         "method": scope["method"],
                         "path": path,
                         "status": status,
                         "duration_ms": round(elapsed * 1000, 3),
                         "request_id": request_id,
                         "model": model or None,
-                    },
+                    }
                 )
 
 
