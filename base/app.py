@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -130,9 +130,6 @@ def log_model_error(path: str, exc: ModelportError) -> None:
     """Server-side faults are logged once, without a traceback; client errors are not."""
     if exc.status >= 500 and not isinstance(exc, NotAvailable):
         log.warning("request failed", extra={"path": path, "error": exc.message})
-
-
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def create_app(config: ServerConfig, repository: ModelRepository) -> Starlette:
