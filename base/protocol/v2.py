@@ -71,6 +71,8 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
     dtype = to_numpy(datatype)
     if not isinstance(data, list):
         data = [data]
+    if dtype.kind == "f":
+        return _floats_from_json(name, datatype, dtype, shape, data)
     try:
         array = np.array(data, dtype=object if datatype == "BYTES" else None)
     except ValueError:
@@ -95,6 +97,38 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
         if array.min() < info.min or array.max() > info.max:
             raise InvalidInput(f"input '{name}': values out of range for {datatype}")
     return array.astype(dtype, copy=False).reshape(shape)
+
+
+def _floats_from_json(
+    name: str, datatype: str, dtype: np.dtype, shape: tuple[int, ...], data: list[Any]
+) -> np.ndarray:
+    """The common case, converted in one pass straight to the target dtype.
+
+    numpy would quietly turn `null` into NaN and `true` into 1.0: JSON has no NaN, so a NaN
+    in the result means a null (or a string) was sent, and the first element tells strings
+    and booleans apart before any work is done.
+    """
+    first: Any = data
+    while isinstance(first, list) and first:
+        first = first[0]
+    if isinstance(first, (str, bool)) or (first is None and data):
+        found = "boolean" if isinstance(first, bool) else "non-numeric"
+        raise InvalidInput(f"input '{name}': {found} data for a {datatype} tensor")
+    try:
+        array = np.array(data, dtype=dtype)
+    except (ValueError, TypeError):
+        raise InvalidInput(
+            f"input '{name}': 'data' must be numbers in rows of equal length for a {datatype} "
+            "tensor"
+        ) from None
+    if array.size != math.prod(shape):
+        raise InvalidInput(
+            f"input '{name}': shape {list(shape)} needs {math.prod(shape)} elements, "
+            f"data has {array.size}"
+        )
+    if np.isnan(array).any():
+        raise InvalidInput(f"input '{name}': null or non-numeric data for a {datatype} tensor")
+    return array.reshape(shape)
 
 
 def _kind_fits(kind: str, dtype: np.dtype) -> bool:
