@@ -75,13 +75,16 @@ class Model:
     last_used: float = field(default_factory=time.monotonic)
     evicted: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    default_version: str | None = field(init=False, default=None)
 
-    @property
-    def default_version(self) -> str | None:
+    def __post_init__(self) -> None:
         keys = [key for key in self.versions if key is not None]
-        if not keys:
-            return None
-        return max(keys, key=lambda key: (key.isdigit(), int(key) if key.isdigit() else 0, key))
+        # The highest numeric version (then the highest name) answers unversioned URLs.
+        self.default_version = (
+            max(keys, key=lambda key: (key.isdigit(), int(key) if key.isdigit() else 0, key))
+            if keys
+            else None
+        )
 
     @property
     def state(self) -> State:

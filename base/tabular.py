@@ -170,18 +170,16 @@ class TabularPredictor(Predictor):
 
     def infer(self, request: InferRequest) -> InferResponse:
         functions = self.all_outputs()
-        wanted = request.requested_output_names
+        # `output-0`, the name the default output is answered under, may be asked for too.
+        functions.setdefault(DEFAULT_OUTPUT, functions[self.default_output()])
+        wanted = request.requested_output_names or [DEFAULT_OUTPUT]
         for name in wanted:
             if name not in functions:
                 raise InvalidInput(
                     f"unknown output '{name}'; model '{self.name}' offers: {', '.join(functions)}"
                 )
         features = self.features(request)
-        if wanted:
-            outputs = [Tensor(name, self.call(functions[name], features)) for name in wanted]
-        else:
-            function = functions[self.default_output()]
-            outputs = [Tensor(DEFAULT_OUTPUT, self.call(function, features))]
+        outputs = [Tensor(name, self.call(functions[name], features)) for name in wanted]
         return InferResponse(outputs=outputs, id=request.id)
 
     def explain(self, request: InferRequest) -> dict[str, Any]:

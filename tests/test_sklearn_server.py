@@ -207,3 +207,15 @@ def test_pipeline_with_v2_pd_columns(pipeline):
     response = pipeline.post("/v2/models/adult/infer", json=payload)
     assert response.status_code == 400
     assert "age" in response.json()["error"]
+
+
+def test_default_output_can_be_requested_by_its_name(iris):
+    # KServe and tritonclient users ask for the output under the name the server gave it.
+    response = iris.post(
+        "/v2/models/iris/infer",
+        json={**V2_IRIS, "outputs": [{"name": "output-0", "parameters": {"binary_data": False}}]},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"] == [
+        {"name": "output-0", "datatype": "INT64", "shape": [2], "data": [1, 1]}
+    ]
