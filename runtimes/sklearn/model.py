@@ -2,14 +2,18 @@
 
 Outputs: `predict` (default) and, for classifiers, `predict_proba` (KServe's
 PREDICT_PROBA=true makes it the default). DataFrame inputs (V1 objects, V2 `pd`) reach
-Pipelines with ColumnTransformers as named columns.
+Pipelines with ColumnTransformers as named columns. Tree models (forests, boosted and
+single trees) explain themselves with SHAP's TreeExplainer where `shap` is installed;
+it is imported on the first explanation only, so serving never pays for it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import joblib
+import numpy as np
 
 from modelport.base.model import load_artifact
 from modelport.base.tabular import OutputFunction, TabularPredictor
@@ -26,6 +30,32 @@ class SKLearnPredictor(TabularPredictor):
         self.n_features = getattr(self.model, "n_features_in_", None)
         names = getattr(self.model, "feature_names_in_", None)
         self.feature_names = [str(name) for name in names] if names is not None else None
+        is_tree = hasattr(self.model, "tree_") or hasattr(self.model, "estimators_")
+        self.has_explainer = is_tree and importlib.util.find_spec("shap") is not None
+        self.explainer: Any = None
+
+    @property
+    def explainable(self) -> bool:
+        return self.has_explainer
+
+    def contributions(self, features: Any) -> tuple[np.ndarray, list[str]]:
+        """SHAP values with the expected value last: `[rows, (classes,) features + 1]`."""
+        if not self.has_explainer:
+            return super().contributions(features)
+        if self.explainer is None:
+            import shap
+
+            self.explainer = shap.TreeExplainer(self.model)
+        values = np.asarray(self.explainer.shap_values(features))
+        base = np.atleast_1d(np.asarray(self.explainer.expected_value, dtype=np.float64))
+        rows = values.shape[0]
+        if values.ndim == 3:  # classifiers: [rows, features, classes]
+            values = values.transpose(0, 2, 1)
+            bias = np.broadcast_to(base[None, :, None], (rows, len(base), 1))
+        else:
+            bias = np.full((rows, 1), base[0])
+        names = self.feature_names or [f"f{index}" for index in range(values.shape[-1])]
+        return np.concatenate([values, bias], axis=-1), names
 
     def output_functions(self) -> dict[str, OutputFunction]:
         functions: dict[str, OutputFunction] = {"predict": self.model.predict}
