@@ -160,12 +160,12 @@ def wine_rows(rows: int = 3, seed: int = 7) -> pd.DataFrame:
     return wine_data(rows, seed).round(3)
 
 
-def ok(response) -> dict:
+def expect_ok(response) -> dict:
     assert response.status_code == 200, response.text
     return response.json()
 
 
-def bad(response, *words: str) -> str:
+def expect_error(response, *words: str) -> str:
     assert response.status_code == 400, response.text
     message = response.json()["error"]
     for word in words:
@@ -177,23 +177,23 @@ def bad(response, *words: str) -> str:
 
 
 def test_metadata_from_signature(server: ServerProcess) -> None:
-    wine = ok(server.get("/v2/models/wine"))
+    wine = expect_ok(server.get("/v2/models/wine"))
     assert wine["platform"] == "mlflow"
     assert [spec["name"] for spec in wine["inputs"]] == WINE_COLUMNS
     assert {spec["datatype"] for spec in wine["inputs"]} == {"FP64"}
     assert wine["outputs"] == [{"name": "output-0", "datatype": "FP64", "shape": [-1]}]
 
-    xgb_meta = ok(server.get("/v2/models/xgb"))
+    xgb_meta = expect_ok(server.get("/v2/models/xgb"))
     assert xgb_meta["inputs"] == [{"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}]
 
-    scaler = ok(server.get("/v2/models/scaler"))
+    scaler = expect_ok(server.get("/v2/models/scaler"))
     assert [(s["name"], s["datatype"]) for s in scaler["inputs"]] == [
         ("x", "FP64"),
         ("label", "BYTES"),
     ]
     assert [s["name"] for s in scaler["outputs"]] == ["scaled", "tag"]
 
-    adder = ok(server.get("/v2/models/adder"))
+    adder = expect_ok(server.get("/v2/models/adder"))
     assert [(s["name"], s["shape"]) for s in adder["inputs"]] == [("a", [-1, 2]), ("b", [-1, 2])]
 
 
@@ -205,7 +205,7 @@ def test_v1_dataframe_split_matches_the_model(server: ServerProcess, models) -> 
     expected = models["wine"].predict(rows)
     body = {"dataframe_split": json.loads(rows.to_json(orient="split"))}
     assert "index" in body["dataframe_split"]
-    got = ok(server.post("/v1/models/wine:predict", json=body))["predictions"]
+    got = expect_ok(server.post("/v1/models/wine:predict", json=body))["predictions"]
     np.testing.assert_allclose(got, expected, rtol=1e-9)
 
 
@@ -229,14 +229,14 @@ def test_v1_other_mlflow_formats_agree(server: ServerProcess, models) -> None:
         },
     ]
     for body in bodies:
-        got = ok(server.post("/v1/models/wine:predict", json=body))["predictions"]
+        got = expect_ok(server.post("/v1/models/wine:predict", json=body))["predictions"]
         np.testing.assert_allclose(got, expected, rtol=1e-9, err_msg=str(list(body)))
 
 
 def test_v1_integer_json_for_double_columns(server: ServerProcess, models) -> None:
     """JSON cannot say 7.0: whole numbers must reach a double column (MLflow alone refuses)."""
     rows = pd.DataFrame([[7] * len(WINE_COLUMNS)], columns=WINE_COLUMNS)
-    got = ok(
+    got = expect_ok(
         server.post("/v1/models/wine:predict", json={"dataframe_records": rows.to_dict("records")})
     )
     np.testing.assert_allclose(got["predictions"], models["wine"].predict(rows.astype(float)))
@@ -247,21 +247,21 @@ def test_v1_params_and_dataframe_output(server: ServerProcess) -> None:
         "dataframe_split": {"columns": ["x", "label"], "data": [[1.5, "a"], [2, "b"]]},
         "params": {"factor": 2.0, "suffix": "!"},
     }
-    got = ok(server.post("/v1/models/scaler:predict", json=body))
+    got = expect_ok(server.post("/v1/models/scaler:predict", json=body))
     assert got == {"predictions": [{"scaled": 3.0, "tag": "a!"}, {"scaled": 4.0, "tag": "b!"}]}
     # Without params the signature's defaults apply.
     del body["params"]
-    got = ok(server.post("/v1/models/scaler:predict", json=body))
+    got = expect_ok(server.post("/v1/models/scaler:predict", json=body))
     assert got["predictions"][0] == {"scaled": 1.5, "tag": "a"}
 
 
 def test_v1_named_tensors(server: ServerProcess) -> None:
     columnar = {"inputs": {"a": [[1, 2], [3, 4]], "b": [[10, 20], [30, 40]]}}
-    assert ok(server.post("/v1/models/adder:predict", json=columnar)) == {
+    assert expect_ok(server.post("/v1/models/adder:predict", json=columnar)) == {
         "predictions": [[11.0, 22.0], [33.0, 44.0]]
     }
     rows = {"instances": [{"a": [1, 2], "b": [10, 20]}, {"a": [3, 4], "b": [30, 40]}]}
-    assert ok(server.post("/v1/models/adder:predict", json=rows))["predictions"] == [
+    assert expect_ok(server.post("/v1/models/adder:predict", json=rows))["predictions"] == [
         [11.0, 22.0],
         [33.0, 44.0],
     ]
@@ -269,7 +269,7 @@ def test_v1_named_tensors(server: ServerProcess) -> None:
 
 def test_v1_tensor_model(server: ServerProcess, models) -> None:
     features = wine_rows().to_numpy(np.float32)[:, :4]
-    got = ok(server.post("/v1/models/xgb:predict", json={"inputs": features.tolist()}))
+    got = expect_ok(server.post("/v1/models/xgb:predict", json={"inputs": features.tolist()}))
     np.testing.assert_allclose(got["predictions"], models["booster"].predict(features), rtol=1e-6)
 
 
@@ -284,7 +284,7 @@ def test_v2_named_columns(server: ServerProcess, models) -> None:
             for name in reversed(WINE_COLUMNS)
         ]
     }
-    got = ok(server.post("/v2/models/wine/infer", json=body))
+    got = expect_ok(server.post("/v2/models/wine/infer", json=body))
     assert got["outputs"][0]["name"] == "output-0"
     np.testing.assert_allclose(got["outputs"][0]["data"], models["wine"].predict(rows), rtol=1e-9)
 
@@ -295,7 +295,7 @@ def test_v2_params_from_request_parameters(server: ServerProcess) -> None:
         {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["p", "q"]},
     ]
     body = {"inputs": inputs, "parameters": {"factor": 10.0, "content_type": "pd"}}
-    got = ok(server.post("/v2/models/scaler/infer", json=body))
+    got = expect_ok(server.post("/v2/models/scaler/infer", json=body))
     outputs = {out["name"]: out for out in got["outputs"]}
     assert outputs["scaled"]["data"] == [10.0, 20.0]
     assert outputs["tag"] == {"name": "tag", "datatype": "BYTES", "shape": [2], "data": ["p", "q"]}
@@ -305,7 +305,7 @@ def test_v2_params_from_request_parameters(server: ServerProcess) -> None:
         "parameters": {"params": {"suffix": "?"}},
         "outputs": [{"name": "tag"}],
     }
-    got = ok(server.post("/v2/models/scaler/infer", json=body))
+    got = expect_ok(server.post("/v2/models/scaler/infer", json=body))
     assert [out["name"] for out in got["outputs"]] == ["tag"]
     assert got["outputs"][0]["data"] == ["p?", "q?"]
 
@@ -350,7 +350,9 @@ def test_tritonclient_round_trip(server: ServerProcess, models) -> None:
 
 def test_missing_column_is_400(server: ServerProcess) -> None:
     records = wine_rows(2).drop(columns=["alcohol"]).to_dict("records")
-    bad(server.post("/v1/models/wine:predict", json={"dataframe_records": records}), "alcohol")
+    expect_error(
+        server.post("/v1/models/wine:predict", json={"dataframe_records": records}), "alcohol"
+    )
     body = {
         "inputs": [
             {"name": name, "datatype": "FP64", "shape": [1], "data": [1.0]}
@@ -358,9 +360,9 @@ def test_missing_column_is_400(server: ServerProcess) -> None:
             if name != "pH"
         ]
     }
-    bad(server.post("/v2/models/wine/infer", json=body), "missing", "pH")
-    bad(server.post("/v1/models/scaler:predict", json={"inputs": {"x": [1.0]}}), "label")
-    ok(
+    expect_error(server.post("/v2/models/wine/infer", json=body), "missing", "pH")
+    expect_error(server.post("/v1/models/scaler:predict", json={"inputs": {"x": [1.0]}}), "label")
+    expect_ok(
         server.post(
             "/v1/models/wine:predict", json={"dataframe_records": wine_rows(1).to_dict("records")}
         )
@@ -376,47 +378,49 @@ def test_wrong_type_is_400(server: ServerProcess) -> None:
         ]
         + [{"name": "density", "datatype": "BYTES", "shape": [1], "data": ["heavy"]}]
     }
-    bad(server.post("/v2/models/wine/infer", json=body), "density")
+    expect_error(server.post("/v2/models/wine/infer", json=body), "density")
     records = [{"x": "one", "label": "a"}]
-    bad(server.post("/v1/models/scaler:predict", json={"dataframe_records": records}), "x")
+    expect_error(server.post("/v1/models/scaler:predict", json={"dataframe_records": records}), "x")
     fine = [{"x": 1.0, "label": "a"}]
-    assert ok(server.post("/v1/models/scaler:predict", json={"dataframe_records": fine}))
+    assert expect_ok(server.post("/v1/models/scaler:predict", json={"dataframe_records": fine}))
 
 
 def test_tensor_violations_are_400(server: ServerProcess) -> None:
-    bad(server.post("/v1/models/xgb:predict", json={"inputs": [[1, 2, 3]]}), "shape", "[-1, 4]")
-    bad(server.post("/v1/models/adder:predict", json={"inputs": {"a": [[1, 2]]}}), "b")
-    bad(
+    expect_error(
+        server.post("/v1/models/xgb:predict", json={"inputs": [[1, 2, 3]]}), "shape", "[-1, 4]"
+    )
+    expect_error(server.post("/v1/models/adder:predict", json={"inputs": {"a": [[1, 2]]}}), "b")
+    expect_error(
         server.post("/v1/models/adder:predict", json={"inputs": {"a": [[1, 2]], "b": [[1, 2, 3]]}}),
         "'b'",
     )
-    assert ok(server.post("/v1/models/xgb:predict", json={"inputs": [[1, 2, 3, 4]]}))
+    assert expect_ok(server.post("/v1/models/xgb:predict", json={"inputs": [[1, 2, 3, 4]]}))
 
 
 def test_bad_params_are_400(server: ServerProcess) -> None:
     split = {"columns": ["x", "label"], "data": [[1.0, "a"]]}
-    bad(
+    expect_error(
         server.post(
             "/v1/models/scaler:predict",
             json={"dataframe_split": split, "params": {"factor": "big"}},
         ),
         "factor",
     )
-    bad(
+    expect_error(
         server.post(
             "/v1/models/scaler:predict", json={"dataframe_split": split, "params": {"factr": 2}}
         ),
         "factr",
         "factor",
     )
-    bad(
+    expect_error(
         server.post(
             "/v1/models/wine:predict", json={"instances": [[1.0] * 11], "params": {"k": 1}}
         ),
         "k",
         "none",
     )
-    assert ok(
+    assert expect_ok(
         server.post(
             "/v1/models/scaler:predict", json={"dataframe_split": split, "params": {"factor": 3}}
         )
@@ -424,13 +428,15 @@ def test_bad_params_are_400(server: ServerProcess) -> None:
 
 
 def test_malformed_v1_bodies_are_400(server: ServerProcess) -> None:
-    bad(server.post("/v1/models/wine:predict", json={"rows": [[1]]}), "dataframe_split")
+    expect_error(server.post("/v1/models/wine:predict", json={"rows": [[1]]}), "dataframe_split")
     both = {"instances": [[1.0] * 11], "inputs": [[1.0] * 11]}
-    bad(server.post("/v1/models/wine:predict", json=both), "exactly one")
+    expect_error(server.post("/v1/models/wine:predict", json=both), "exactly one")
     ragged = {"dataframe_split": {"columns": ["x", "label"], "data": [[1.0, "a"], [2.0]]}}
-    bad(server.post("/v1/models/scaler:predict", json=ragged), "2 values")
-    bad(server.post("/v1/models/wine:predict", json={"instances": [[1.0] * 10]}), "11 columns")
-    assert ok(server.post("/v1/models/wine:predict", json={"instances": [[1.0] * 11]}))
+    expect_error(server.post("/v1/models/scaler:predict", json=ragged), "2 values")
+    expect_error(
+        server.post("/v1/models/wine:predict", json={"instances": [[1.0] * 10]}), "11 columns"
+    )
+    assert expect_ok(server.post("/v1/models/wine:predict", json={"instances": [[1.0] * 11]}))
 
 
 # --- dependencies and model URIs --------------------------------------------------------------
@@ -449,19 +455,21 @@ def test_requirement_mismatch_logged_once(server: ServerProcess) -> None:
     assert "modelport-no-such-package==1.0 (not installed)" in warning["msg"]
     assert len(warning["packages"]) == 2  # mlflow (skinny) and numpy are satisfied
     # It is a warning, not a failure: the model serves.
-    assert ok(server.post("/v1/models/pinned:predict", json={"instances": [[1.0] * 11]}))
+    assert expect_ok(server.post("/v1/models/pinned:predict", json={"instances": [[1.0] * 11]}))
 
 
 def test_models_by_mlflow_uri(server: ServerProcess, models) -> None:
     rows = wine_rows(2)
-    got = ok(
+    got = expect_ok(
         server.post(
             "/v1/models/by-file-uri:predict", json={"dataframe_records": rows.to_dict("records")}
         )
     )
     np.testing.assert_allclose(got["predictions"], models["wine"].predict(rows))
     features = rows.to_numpy(np.float32)[:, :4]
-    got = ok(server.post("/v1/models/by-relative-uri:predict", json={"inputs": features.tolist()}))
+    got = expect_ok(
+        server.post("/v1/models/by-relative-uri:predict", json={"inputs": features.tolist()})
+    )
     np.testing.assert_allclose(got["predictions"], models["booster"].predict(features), rtol=1e-6)
 
 
@@ -488,5 +496,5 @@ def test_model_logged_to_a_local_file_store(serve, tmp_path: Path, monkeypatch) 
     server = serve("mlflow", served, env=env, timeout=120)
     body = {"dataframe_split": {"columns": ["x", "label"], "data": [[2.0, "z"]]}}
     for name in ("by-id", "by-path"):
-        got = ok(server.post(f"/v1/models/{name}:predict", json=body))
+        got = expect_ok(server.post(f"/v1/models/{name}:predict", json=body))
         assert got == {"predictions": [{"scaled": 2.0, "tag": "z"}]}
