@@ -97,9 +97,6 @@ class Batcher:
         self.running: set[asyncio.Task[None]] = set()
 
     async def submit(self, request: InferRequest) -> InferResponse:
-        loop = asyncio.get_running_loop()
-        if batch_key(request) is None:
-            return await self.pool.run(self.predictor.infer, request)
         if not self.busy and not self.pending and self.max_time <= 0:
             # Idle model: this request is its own batch, with no queueing cost.
             self.busy = True
@@ -108,6 +105,9 @@ class Batcher:
             finally:
                 self.busy = False
                 self._schedule()
+        if batch_key(request) is None:
+            return await self.pool.run(self.predictor.infer, request)
+        loop = asyncio.get_running_loop()
         future: asyncio.Future[InferResponse] = loop.create_future()
         if not self.pending:
             self.first_arrival = loop.time()
