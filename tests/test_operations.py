@@ -124,6 +124,10 @@ def test_sigterm_drains_in_flight_request_then_exits_zero(serve, tmp_path):
 def test_two_workers_serve_and_share_metrics(serve, tmp_path):
     iris_logistic(tmp_path)
     server = serve("sklearn", tmp_path, "--model_name=iris", "--workers=2")
+    deadline = time.monotonic() + 60  # readiness needs one worker; this test needs both
+    while server.log().count("Application startup complete") < 2:
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.1)
     pids = set()
     for _ in range(20):
         with httpx.Client(base_url=server.url, timeout=30) as client:  # new connection each time
