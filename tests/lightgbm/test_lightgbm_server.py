@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.boosters import assert_adds_up, assert_bad, colors_frame, outputs, save, v2_rows
 from tests.models import IRIS_ROWS
 from tests.servers import ServerProcess, start_server
 
@@ -22,6 +23,8 @@ pd = pytest.importorskip("pandas")
 pytestmark = pytest.mark.heavy
 
 # LightGBM stores iris' column names with underscores for spaces (as in KServe's samples).
+# Contributions + bias must give the raw score to this tolerance.
+TOLERANCE = 1e-9
 NAMES = ["sepal_length_(cm)", "sepal_width_(cm)", "petal_length_(cm)", "petal_width_(cm)"]
 PARAMS = {"seed": 0, "deterministic": True, "num_threads": 1, "verbose": -1}
 
@@ -37,62 +40,10 @@ def train(params: dict[str, Any], x: Any, y: Any, rounds: int = 20) -> Any:
     return lgb.train({**PARAMS, **params}, lgb.Dataset(x, y), rounds)
 
 
-def save(booster: Any, directory: Path, filename: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    booster.save_model(directory / filename)
-    return directory
-
-
 def serve_module(directory: Path, *flags: str, **kwargs: Any):
     server = start_server("lightgbm", directory, *flags, **kwargs)
     yield server
     server.stop()
-
-
-def outputs(response: Any) -> dict[str, np.ndarray]:
-    assert response.status_code == 200, response.text
-    return {
-        item["name"]: np.array(item["data"]).reshape(item["shape"])
-        for item in response.json()["outputs"]
-    }
-
-
-def v2_rows(rows: list[list[float]], *names: str) -> dict[str, Any]:
-    shape = [len(rows), len(rows[0])]
-    body: dict[str, Any] = {
-        "inputs": [{"name": "input-0", "shape": shape, "datatype": "FP64", "data": rows}]
-    }
-    if names:
-        body["outputs"] = [{"name": name} for name in names]
-    return body
-
-
-def assert_bad(response: Any, *words: str) -> None:
-    assert response.status_code == 400, response.text
-    message = response.json()["error"]
-    for word in words:
-        assert word in message, message
-
-
-def assert_adds_up(explanations: list[dict[str, Any]], margin: np.ndarray) -> None:
-    """Contributions plus the base value give the raw score, row by row (and class)."""
-    for explanation, expected in zip(explanations, margin, strict=True):
-        contributions = np.array(explanation["contributions"])
-        total = contributions.sum(axis=-1) + np.array(explanation["base_value"])
-        np.testing.assert_allclose(total, expected, rtol=1e-9, atol=1e-9)
-
-
-def colors_frame(rows: int = 300) -> tuple[Any, Any]:
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame(
-        {
-            "a": rng.normal(size=rows),
-            "color": pd.Categorical(rng.choice(["red", "green", "blue"], rows)),
-            "size": rng.uniform(0, 10, rows),
-        }
-    )
-    label = ((frame["color"] == "red") | (frame["a"] > 1)).astype(int)
-    return frame, label
 
 
 # --- models and servers (trained once per module) -----------------------------------------
@@ -268,7 +219,9 @@ def test_explain_multiclass_adds_up_to_raw_score(
         assert explanation["feature_names"] == NAMES
         assert np.array(explanation["contributions"]).shape == (3, 4)
         assert len(explanation["base_value"]) == 3
-    assert_adds_up(doc["explanations"], multiclass.predict(np.array(IRIS_ROWS), raw_score=True))
+    assert_adds_up(
+        doc["explanations"], multiclass.predict(np.array(IRIS_ROWS), raw_score=True), TOLERANCE
+    )
 
     body = v2_rows(IRIS_ROWS, "contributions", "margin")
     result = outputs(iris_server.post("/v2/models/iris/infer", json=body))
@@ -287,7 +240,7 @@ def test_explain_binary_categorical(colors_server: ServerProcess) -> None:
     assert isinstance(first["base_value"], float)
     assert np.argmax(first["contributions"]) == 1  # red drives the positive class
     margin = outputs(colors_server.post("/v2/models/colors/infer", json=_pd_body(rows, "margin")))
-    assert_adds_up(doc["explanations"], margin["margin"])
+    assert_adds_up(doc["explanations"], margin["margin"], TOLERANCE)
 
 
 def test_explain_regression(regression_server: ServerProcess, regression_model: Any) -> None:
@@ -297,7 +250,9 @@ def test_explain_regression(regression_server: ServerProcess, regression_model: 
     doc = response.json()
     assert doc["explanations"][0]["feature_names"] == ["Column_0", "Column_1", "Column_2"]
     np.testing.assert_allclose(doc["predictions"], regression_model.predict(np.array(rows)))
-    assert_adds_up(doc["explanations"], regression_model.predict(np.array(rows), raw_score=True))
+    assert_adds_up(
+        doc["explanations"], regression_model.predict(np.array(rows), raw_score=True), TOLERANCE
+    )
 
 
 # --- binary protocol ----------------------------------------------------------------------
