@@ -137,24 +137,7 @@ class TabularPredictor(Predictor):
         """One column per input (OIP `pd` content type), aligned to the model's features."""
         import pandas as pd
 
-        columns: dict[str, Any] = {}
-        rows: int | None = None
-        for tensor in inputs:
-            data = tensor.data
-            if data.ndim == 2 and data.shape[1] == 1:
-                data = data[:, 0]
-            if data.ndim != 1:
-                raise InvalidInput(
-                    f"input '{tensor.name}': a DataFrame column must be 1-D, got shape "
-                    f"{tensor.shape}"
-                )
-            if rows is not None and len(data) != rows:
-                raise InvalidInput(
-                    f"input '{tensor.name}': has {len(data)} rows, other columns have {rows}"
-                )
-            rows = len(data)
-            columns[tensor.name] = _decoded(data)
-        frame = pd.DataFrame(columns)
+        frame = pd.DataFrame(column_arrays(inputs))
         if self.feature_names:
             missing = [name for name in self.feature_names if name not in frame.columns]
             if missing:
@@ -230,8 +213,34 @@ def _is_text(dtype: Any) -> bool:
     return pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
 
 
-def _decoded(data: np.ndarray) -> np.ndarray:
-    """BYTES columns arrive as bytes from binary requests; DataFrames want text."""
-    if data.dtype == object and len(data) and isinstance(data[0], bytes):
-        return np.array([item.decode() for item in data], dtype=object)
-    return data
+def column_arrays(inputs: list[Tensor]) -> dict[str, np.ndarray]:
+    """One 1-D column per input (OIP `pd`): `[rows, 1]` tensors flattened, equal row
+    counts checked, bytes (from binary BYTES) decoded to text as DataFrames want."""
+    columns: dict[str, np.ndarray] = {}
+    rows: int | None = None
+    for tensor in inputs:
+        data = tensor.data
+        if data.ndim == 2 and data.shape[1] == 1:
+            data = data[:, 0]
+        if data.ndim != 1:
+            raise InvalidInput(
+                f"input '{tensor.name}': a column must be 1-D, got shape {tensor.shape}"
+            )
+        if rows is not None and len(data) != rows:
+            raise InvalidInput(
+                f"input '{tensor.name}': has {len(data)} rows, other columns have {rows}"
+            )
+        rows = len(data)
+        columns[tensor.name] = as_text(data)
+    return columns
+
+
+def as_text(values: np.ndarray) -> np.ndarray:
+    """Bytes items (V2 binary BYTES) to str; anything else unchanged."""
+    if values.dtype.kind == "S" or (
+        values.dtype == object and any(isinstance(v, bytes) for v in values.flat)
+    ):
+        out = np.empty(values.size, dtype=object)
+        out[:] = [v.decode() if isinstance(v, bytes) else v for v in values.flat]
+        return out.reshape(values.shape)
+    return values

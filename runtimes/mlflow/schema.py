@@ -18,6 +18,7 @@ import numpy as np
 from modelport.base.datatypes import from_numpy
 from modelport.base.errors import InferenceFailed, InvalidInput, ModelportError
 from modelport.base.messages import InferRequest, Tensor, TensorSpec
+from modelport.base.tabular import as_text, column_arrays
 
 # MLflow reports signature violations with these codes; anything else is the model's fault.
 _CLIENT_ERROR_CODES = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST"}
@@ -84,22 +85,7 @@ class Signature:
                 )
             columns = names or [str(i) for i in range(data.shape[1])]
             inputs = [Tensor(name, data[:, i]) for i, name in enumerate(columns)]
-        frame: dict[str, np.ndarray] = {}
-        rows: int | None = None
-        for tensor in inputs:
-            data = tensor.data
-            if data.ndim == 2 and data.shape[1] == 1:
-                data = data[:, 0]
-            if data.ndim != 1:
-                raise InvalidInput(
-                    f"input '{tensor.name}': a column must be 1-D, got shape {tensor.shape}"
-                )
-            if rows is not None and len(data) != rows:
-                raise InvalidInput(
-                    f"input '{tensor.name}': has {len(data)} rows, other columns have {rows}"
-                )
-            rows = len(data)
-            frame[tensor.name] = _text(data) if data.dtype == object else data
+        frame = column_arrays(inputs)
         if names:
             specs = {spec.name: spec for spec in self.input_schema.inputs}
             required = [name for name in names if getattr(specs[name], "required", True)]
@@ -205,7 +191,7 @@ def _tensor(tensor: Tensor, spec: Any) -> np.ndarray:
 def _coerced(values: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
     """Text for string dtypes, else numbers cast as `_numeric` allows."""
     if dtype.kind in "OUS":
-        return _text(values)
+        return as_text(values)
     return _numeric(values, dtype, what)
 
 
@@ -225,18 +211,6 @@ def _numeric(values: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
     if values.size and (values.min() < info.min or values.max() > info.max):
         raise InvalidInput(f"{what}: values out of range for {dtype.name}")
     return values.astype(dtype)
-
-
-def _text(values: np.ndarray) -> np.ndarray:
-    """Bytes (V2 binary BYTES) to str, as string columns want text."""
-    if values.dtype.kind == "S" or (
-        values.dtype == object and any(isinstance(v, bytes) for v in values.flat)
-    ):
-        decoded = [v.decode() if isinstance(v, bytes) else v for v in values.flat]
-        out = np.empty(len(decoded), dtype=object)
-        out[:] = decoded
-        return out.reshape(values.shape)
-    return values
 
 
 def _binary(values: np.ndarray, name: str) -> np.ndarray:
