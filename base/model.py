@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from modelport.base.errors import ModelLoadError, ModelportError, NotAvailable
-from modelport.base.messages import InferRequest, InferResponse, TensorSpec
+from modelport.base.errors import InvalidInput, ModelLoadError, ModelportError, NotAvailable
+from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
 from modelport.base.protocol import v1
 
 # Runtime names (as in model-settings.json `runtime` or KServe's modelFormat) to their
@@ -146,6 +146,21 @@ def find_model_file(directory: Path, extensions: tuple[str, ...], name: str | No
 
 
 T = TypeVar("T")
+
+
+def select_outputs(outputs: list[Tensor], request: InferRequest, model: str) -> list[Tensor]:
+    """The outputs a request names, in its order (all when it names none); for runtimes
+    that learn their output names only by running the model. Unknown names are a 400."""
+    wanted = request.requested_output_names
+    if not wanted:
+        return outputs
+    by_name = {tensor.name: tensor for tensor in outputs}
+    for name in wanted:
+        if name not in by_name:
+            raise InvalidInput(
+                f"unknown output '{name}'; model '{model}' offers: {', '.join(by_name)}"
+            )
+    return [by_name[name] for name in wanted]
 
 
 def load_artifact(loader: Callable[[Path], T], path: Path) -> T:

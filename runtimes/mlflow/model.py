@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from modelport.base.errors import InvalidInput, ModelLoadError, ModelportError
+from modelport.base.errors import ModelLoadError, ModelportError
 from modelport.base.messages import InferRequest, InferResponse, TensorSpec
-from modelport.base.model import Predictor, load_artifact
+from modelport.base.model import Predictor, load_artifact, select_outputs
 from modelport.runtimes.mlflow import scoring
 from modelport.runtimes.mlflow.requirements import (
     MLMODEL,
@@ -110,16 +110,7 @@ class MLflowPredictor(Predictor):
         except Exception as exc:
             raise self.signature.failure(exc) from exc
         outputs, parameters = scoring.result_tensors(result)
-        wanted = request.requested_output_names
-        if wanted:
-            by_name = {tensor.name: tensor for tensor in outputs}
-            unknown = [name for name in wanted if name not in by_name]
-            if unknown:
-                raise InvalidInput(
-                    f"unknown output(s) {', '.join(unknown)}; model '{self.name}' produced: "
-                    f"{', '.join(by_name)}"
-                )
-            outputs = [by_name[name] for name in wanted]
+        outputs = select_outputs(outputs, request, self.name)
         return InferResponse(outputs=outputs, id=request.id, parameters=parameters)
 
 

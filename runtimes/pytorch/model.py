@@ -27,7 +27,7 @@ import torch
 from modelport.base.datatypes import from_numpy
 from modelport.base.errors import InferenceFailed, InvalidInput, ModelLoadError, ModelportError
 from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
-from modelport.base.model import Predictor, load_artifact
+from modelport.base.model import Predictor, load_artifact, select_outputs
 from modelport.base.protocol import v1
 
 log = logging.getLogger("modelport.pytorch")
@@ -154,17 +154,7 @@ class PyTorchPredictor(Predictor):
         except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
             raise InvalidInput(f"model '{self.name}' rejected the input: {_message(exc)}") from exc
         outputs = [_to_tensor(name, value) for name, value in _named(result)]
-        wanted = request.requested_output_names
-        if wanted:
-            by_name = {tensor.name: tensor for tensor in outputs}
-            missing = [name for name in wanted if name not in by_name]
-            if missing:
-                raise InvalidInput(
-                    f"unknown output '{missing[0]}'; model '{self.name}' offers: "
-                    f"{', '.join(by_name)}"
-                )
-            outputs = [by_name[name] for name in wanted]
-        return InferResponse(outputs=outputs, id=request.id)
+        return InferResponse(outputs=select_outputs(outputs, request, self.name), id=request.id)
 
     def _bind(self, inputs: list[Tensor]) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         """Request tensors to forward's arguments: all by name, or else by position."""
