@@ -34,15 +34,24 @@ def decode_request(body: Any) -> InferRequest:
     instances = instances_of(body)
     if all(isinstance(row, dict) for row in instances):
         return records_to_request(instances)
+    array = json_array(
+        instances, "'instances'", "rows of numbers (or of objects with named fields)"
+    )
+    return InferRequest(inputs=[Tensor(DEFAULT_INPUT, array)])
+
+
+def json_array(values: Any, what: str, expected: str, kinds: str = "biufUS") -> np.ndarray:
+    """JSON lists to an ndarray: ragged lists and values of another kind are 400s naming
+    `what`; strings become an object array (BYTES)."""
     try:
-        array = np.array(instances)
+        array = np.array(values)
     except ValueError:
-        raise InvalidInput("'instances' is ragged: every row must have the same length") from None
-    if array.dtype.kind not in "biufUS":
-        raise InvalidInput("'instances' must be rows of numbers (or of objects with named fields)")
+        raise InvalidInput(f"{what} is ragged: every row must have the same shape") from None
+    if array.dtype.kind not in kinds:
+        raise InvalidInput(f"{what} must be {expected}")
     if array.dtype.kind in "US":
         array = array.astype(object)
-    return InferRequest(inputs=[Tensor(DEFAULT_INPUT, array)])
+    return array
 
 
 def records_to_request(records: list[dict[str, Any]]) -> InferRequest:

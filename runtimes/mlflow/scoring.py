@@ -93,14 +93,7 @@ def _named(payload: dict[str, Any], key: str, tensor_based: bool) -> InferReques
         return _frame((name, v if isinstance(v, list) else [v]) for name, v in payload.items())
     inputs = []
     for name, value in payload.items():
-        try:
-            array = np.array(value)
-        except ValueError:
-            raise InvalidInput(f"'{key}': tensor '{name}' is ragged") from None
-        if array.dtype.kind not in "biufUS":
-            raise InvalidInput(f"'{key}': tensor '{name}' must hold numbers or strings")
-        if array.dtype.kind in "US":
-            array = array.astype(object)
+        array = v1.json_array(value, f"'{key}': tensor '{name}'", "numbers or strings")
         inputs.append(Tensor(str(name), array))
     return InferRequest(inputs=inputs)
 

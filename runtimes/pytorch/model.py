@@ -365,12 +365,7 @@ def _stack(name: str, values: list[Any], dtype: torch.dtype | None) -> np.ndarra
     """V1 instances of one input stacked into rows, typed as the model declares."""
     if any(value is None for value in values):
         raise InvalidInput(f"input '{name}' is missing from some instances")
-    try:
-        array = np.array(values)
-    except ValueError:
-        raise InvalidInput(f"input '{name}': instances are ragged (different shapes)") from None
-    if array.dtype.kind not in "biuf":
-        raise InvalidInput(f"input '{name}': instances must hold numbers")
+    array = v1.json_array(values, f"input '{name}': instances", "numbers", kinds="biuf")
     if dtype is not None and dtype != torch.bfloat16:
         target = torch.empty(0, dtype=dtype).numpy().dtype
         if array.dtype.kind == "f" and target.kind in "biu":
