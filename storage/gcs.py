@@ -13,11 +13,9 @@ import posixpath
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit
 
 from modelport.storage.errors import (
     AuthError,
-    ConfigError,
     DownloadTimeoutError,
     IntegrityError,
     NotFoundError,
@@ -101,10 +99,7 @@ def fetch(job: Job) -> list[str]:
     """Download the blob or prefix into ``job.payload``; return relative paths written."""
     from google.cloud.storage.retry import DEFAULT_RETRY
 
-    parts = urlsplit(job.uri)
-    bucket_name, key = parts.netloc, parts.path.lstrip("/")
-    if not bucket_name:
-        raise ConfigError(job.uri, "no bucket in GCS URI (expected gs://bucket/path)")
+    bucket_name, key = job.bucket_and_key()
     t = job.transfer
     timeout = (t.connect_timeout, t.read_timeout)
     retry = DEFAULT_RETRY.with_timeout(max(30.0, t.read_timeout * (t.retries + 1)))

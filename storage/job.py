@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from modelport.storage.archive import _safe_relpath, archive_suffix
 from modelport.storage.config import Patterns, Transfer
-from modelport.storage.errors import NotFoundError, StorageError
+from modelport.storage.errors import ConfigError, NotFoundError, StorageError
 from modelport.storage.progress import Progress
 
 
@@ -23,6 +24,15 @@ class Job:
     # Relative names the backend identified as archives by other means than their suffix
     # (HTTP Content-Type).
     archive_hints: set[str] = field(default_factory=set)
+
+    def bucket_and_key(self) -> tuple[str, str]:
+        """`scheme://bucket/key-or-prefix` split, a missing bucket being a clear error."""
+        parts = urlsplit(self.uri)
+        if not parts.netloc:
+            raise ConfigError(
+                self.uri, f"no bucket in the URI (expected {parts.scheme}://bucket/path)"
+            )
+        return parts.netloc, parts.path.lstrip("/")
 
     def keep(self, rel: str, single: bool) -> bool:
         """Patterns apply to paths as they land in DEST; a single archive is filtered by member."""

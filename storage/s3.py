@@ -14,12 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from modelport.storage.config import S3Settings, Transfer
 from modelport.storage.errors import (
     AuthError,
-    ConfigError,
     DownloadTimeoutError,
     IntegrityError,
     NotFoundError,
@@ -171,10 +169,7 @@ def fetch(job: Job) -> list[str]:
     from boto3.s3.transfer import TransferConfig, create_transfer_manager
     from s3transfer.subscribers import BaseSubscriber
 
-    parts = urlsplit(job.uri)
-    bucket, key = parts.netloc, parts.path.lstrip("/")
-    if not bucket:
-        raise ConfigError(job.uri, "no bucket in S3 URI (expected s3://bucket/path)")
+    bucket, key = job.bucket_and_key()
     t = job.transfer
     client = make_client(S3Settings.from_env(), t)
     try:
