@@ -8,6 +8,7 @@ to 400s, so each framework module only loads its model and names its output func
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -26,8 +27,11 @@ OutputFunction = Callable[[Any], np.ndarray]
 DEFAULT_OUTPUT = "output-0"
 
 
+@functools.cache
 def predict_proba_by_default() -> bool:
-    """KServe's deploy-time switch: PREDICT_PROBA=true answers probabilities by default."""
+    """KServe's deploy-time switch: PREDICT_PROBA=true answers probabilities by default.
+
+    Read once per process: it is set on the deployment, not per request."""
     return os.environ.get("PREDICT_PROBA", "false").strip().lower() == "true"
 
 
