@@ -24,7 +24,11 @@ from modelport.base.model import Predictor
 from modelport.base.pool import PredictPool
 
 log = logging.getLogger("modelport.batching")
-Pending = tuple[InferRequest, "asyncio.Future[InferResponse]"]
+# (request, its batch key, the future its caller awaits)
+Pending = tuple[InferRequest, Hashable, "asyncio.Future[InferResponse]"]
+# Input parameters that describe the transport, not the tensor: requests differing only in
+# these still merge (a binary input's byte count follows its row count).
+_TRANSPORT_PARAMETERS = ("binary_data_size",)
 
 
 def batch_key(request: InferRequest) -> Hashable | None:
@@ -34,15 +38,18 @@ def batch_key(request: InferRequest) -> Hashable | None:
         return None
     return (
         tuple(
-            (t.name, t.datatype, t.data.shape[1:], _frozen(t.parameters)) for t in request.inputs
+            (t.name, t.datatype, t.data.shape[1:], _frozen(t.parameters, _TRANSPORT_PARAMETERS))
+            for t in request.inputs
         ),
         _frozen(request.parameters),
         tuple((o.name, _frozen(o.parameters)) for o in request.outputs),
     )
 
 
-def _frozen(mapping: dict[str, Any]) -> Hashable:
-    return repr(sorted(mapping.items())) if mapping else ()
+def _frozen(mapping: dict[str, Any], ignore: tuple[str, ...] = ()) -> Hashable:
+    if not mapping:
+        return ()
+    return repr(sorted(item for item in mapping.items() if item[0] not in ignore))
 
 
 def merge(requests: list[InferRequest]) -> InferRequest:
@@ -105,13 +112,14 @@ class Batcher:
             finally:
                 self.busy = False
                 self._schedule()
-        if batch_key(request) is None:
+        key = batch_key(request)
+        if key is None:
             return await self.pool.run(self.predictor.infer, request)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[InferResponse] = loop.create_future()
         if not self.pending:
             self.first_arrival = loop.time()
-        self.pending.append((request, future))
+        self.pending.append((request, key, future))
         self._schedule()
         return await future
 
@@ -144,7 +152,7 @@ class Batcher:
         try:
             groups: dict[Hashable, list[Pending]] = {}
             for pending in batch:
-                groups.setdefault(batch_key(pending[0]), []).append(pending)
+                groups.setdefault(pending[1], []).append(pending)
             for group in groups.values():
                 await self._run_group(group)
         finally:
@@ -152,7 +160,7 @@ class Batcher:
             self._schedule()
 
     async def _run_group(self, group: list[Pending]) -> None:
-        requests = [request for request, _ in group]
+        requests = [request for request, _, _ in group]
         try:
             if len(group) == 1:
                 results = [await self._call(requests[0])]
@@ -163,16 +171,16 @@ class Batcher:
                 results = parts or [await self._call(request) for request in requests]
         except Exception as exc:
             if len(group) == 1:
-                _settle(group[0][1], exception=exc)
+                _settle(group[0][2], exception=exc)
                 return
             # One bad request must not fail its neighbours: retry each on its own.
-            for request, future in group:
+            for request, _, future in group:
                 try:
                     _settle(future, await self._call(request))
                 except Exception as single:
                     _settle(future, exception=single)
             return
-        for (_, future), result in zip(group, results, strict=True):
+        for (_, _, future), result in zip(group, results, strict=True):
             _settle(future, result)
 
     async def _call(self, request: InferRequest) -> InferResponse:
