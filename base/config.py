@@ -75,7 +75,12 @@ _FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("max_request_size", _size, "largest request body accepted (e.g. 64M); larger: 413"),
     ("max_inputs", int, "most input or output tensors in one request"),
     ("max_tensor_elements", int, "most elements (product of shape) in one tensor"),
-    ("predict_threads", int, "threads that run blocking predict calls"),
+    (
+        "predict_threads",
+        int,
+        "threads that run blocking predict calls; 0 runs them on the event loop (lowest "
+        "latency for sub-millisecond models, but every other request waits while one runs)",
+    ),
     ("enable_model_repository", _bool, "serve the /v2/repository extension (true/false)"),
     ("max_loaded_models", int, "most models kept loaded; least recently used is evicted"),
     ("memory_budget", _size, "evict least recently used models above this RSS (e.g. 2G)"),
@@ -132,8 +137,8 @@ def parse_config(
 def _check(parser: argparse.ArgumentParser, config: ServerConfig) -> None:
     if config.workers < 1:
         parser.error("--workers must be at least 1")
-    if config.predict_threads < 1:
-        parser.error("--predict_threads must be at least 1")
+    if config.predict_threads < 0:
+        parser.error("--predict_threads must be 0 (predict on the event loop) or more")
     if config.max_batch_size is not None and config.max_batch_size < 1:
         parser.error("--max_batch_size must be at least 1")
     if config.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):

@@ -4,6 +4,11 @@ It does what `loop.run_in_executor` does with less machinery: a job is a tuple o
 SimpleQueue, and its result is posted straight to an asyncio future with
 `call_soon_threadsafe`, skipping concurrent.futures' Future and its chaining. On one pinned
 CPU that halves the cost of the hop, which is most of a small model's overhead.
+
+With zero threads (`--predict_threads=0`, an explicit opt-in) a job runs on the event loop
+itself, as the floor and MLServer's `parallel_workers: 0` do: no hop at all, for models
+whose predict takes microseconds, at the price of every other request (health checks
+included) waiting while one runs.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[Any], An
 
 
 class PredictPool:
-    """`threads` daemon threads taking jobs from one queue (the bound on parallel predicts)."""
+    """`threads` daemon threads taking jobs from one queue (the bound on parallel predicts);
+    with none, jobs run inline on the event loop."""
 
     def __init__(self, threads: int, name: str = "predict") -> None:
         self.jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -32,6 +38,8 @@ class PredictPool:
 
     async def run(self, function: Callable[[Any], T], argument: Any) -> T:
         """`function(argument)` in a pool thread; the caller's task awaits the result."""
+        if not self.threads:
+            return function(argument)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self.jobs.put((loop, future, function, argument))

@@ -133,6 +133,13 @@ def server_table(args):
             pkgs="modelport",
         ),
         dict(
+            name="modelport-inline",
+            cmd=modelport(["--predict_threads=0"]),
+            protocols=all_payloads,
+            venv=None,
+            pkgs="modelport",
+        ),
+        dict(
             name="modelport-nobatch",
             cmd=modelport(["--max_batch_size=1"]),
             protocols=all_payloads,
@@ -634,6 +641,10 @@ def targets(results):
     def x_floor(c, k):
         return c and c[f"{k}_x_floor"]
 
+    def inline(c, k):
+        """Context: the same ratio with predict on the event loop (`--predict_threads=0`)."""
+        return f"`modelport-inline`: {fmt(x_floor(c, k))}" if c else ""
+
     if "iris" in models:
         for scen, label in (("v2-1", "V2"), ("v1-1", "V1")):
             mp16 = cell("modelport", "iris", scen, 16)
@@ -643,7 +654,13 @@ def targets(results):
                     pc = cell(peer, "iris", scen, 16)
                     add(f"iris {label} 1 row c16: req/s ÷ {peer}", ratio(mp16, pc), ">=", 2)
             mp1 = cell("modelport", "iris", scen, 1)
-            add(f"iris {label} 1 row c1: p50 ÷ floor", x_floor(mp1, "p50_ms"), "<=", 1.2)
+            add(
+                f"iris {label} 1 row c1: p50 ÷ floor",
+                x_floor(mp1, "p50_ms"),
+                "<=",
+                1.2,
+                inline(cell("modelport-inline", "iris", scen, 1), "p50_ms"),
+            )
     for model in models:
         for conc in (16, 1):
             b = cell("modelport", model, "v2b-1000", conc)
@@ -658,7 +675,13 @@ def targets(results):
                 2,
                 f"the floor's own binary ÷ JSON: {fmt(floor_gain)}",
             )
-            add(f"{model} V2 1000 rows JSON c{conc}: req/s ÷ floor", x_floor(j, "rps"), ">=", 0.9)
+            add(
+                f"{model} V2 1000 rows JSON c{conc}: req/s ÷ floor",
+                x_floor(j, "rps"),
+                ">=",
+                0.9,
+                inline(cell("modelport-inline", model, "v2-1000", conc), "rps"),
+            )
     for model, scen, conc in results["args"]["extra_cells"]:
         if model not in models:
             continue
@@ -914,9 +937,10 @@ def parse_args(argv=None):
     )
     ap.add_argument(
         "--servers",
-        default="floor,modelport,modelport-nobatch,modelport-batch,kserve,mlserver,mlserver-pw0",
+        default="floor,modelport,modelport-inline,modelport-nobatch,modelport-batch,kserve,"
+        "mlserver,mlserver-pw0",
         help="comma list; 'floor' is always added (ratios need it). Known: floor, modelport, "
-        "modelport-quiet, modelport-nobatch, modelport-batch, kserve, kserve-quiet, mlserver, mlserver-pw0, mlserver-batch",
+        "modelport-quiet, modelport-inline, modelport-nobatch, modelport-batch, kserve, kserve-quiet, mlserver, mlserver-pw0, mlserver-batch",
     )
     ap.add_argument("--models", default="iris,rf20")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="payload cells")

@@ -104,3 +104,22 @@ def batch_size_model(directory: Path, delay: float = 0.2) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     joblib.dump(BatchSizeModel(delay), directory / "model.joblib")
     return directory
+
+
+class ThreadProbeModel:
+    """Answers 1 per row when predict runs on the main thread (the event loop's), else 0."""
+
+    def predict(self, rows):
+        import threading
+
+        import numpy as np
+
+        return np.full(len(rows), int(threading.current_thread() is threading.main_thread()))
+
+
+def thread_probe_model(directory: Path) -> Path:
+    import joblib
+
+    directory.mkdir(parents=True, exist_ok=True)
+    joblib.dump(ThreadProbeModel(), directory / "model.joblib")
+    return directory
