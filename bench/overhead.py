@@ -1,6 +1,6 @@
 """Where modelport's time per request goes, layer by layer, in one process (no HTTP).
 
-    .venv/bin/python bench/overhead.py [--model iris] [--payload v2-1] [--cpu 0]
+    .venv/bin/python bench/overhead.py [--model iris] [--payload v2-1] [--cpu 0] [-- FLAGS]
 
 The wrk benchmark gives whole-request numbers; this takes one request apart. It loads the
 fixture model (bench/fixtures.py) the way the server does, then times, as CPU µs per call
@@ -88,7 +88,12 @@ def main() -> None:
     model_dir = os.path.join(args.work, "models", args.model)
     payload = Path(args.work, "payloads", args.model, f"{args.payload}.json")
     body = payload.read_bytes()
-    argv = [f"--model_name={args.model}", f"--model_dir={model_dir}", "--access_log=false", *args.server_args]
+    argv = [
+        f"--model_name={args.model}",
+        f"--model_dir={model_dir}",
+        "--access_log=false",
+        *args.server_args,
+    ]
     config = parse_config(argv, "overhead", SKLearnPredictor.add_arguments)
     repository = ModelRepository(config, SKLearnPredictor)
     repository.discover()
