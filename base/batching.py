@@ -60,7 +60,7 @@ def merge(requests: list[InferRequest]) -> InferRequest:
             tensor.name,
             np.concatenate([request.inputs[i].data for request in requests]),
             tensor.datatype,
-            tensor.parameters,
+            {k: v for k, v in tensor.parameters.items() if k not in _TRANSPORT_PARAMETERS},
         )
         for i, tensor in enumerate(first.inputs)
     ]
