@@ -114,6 +114,18 @@ def server_table(args):
     batch_settings = {"max_batch_size": args.max_batch_size, "max_batch_time": args.max_batch_time}
     all_payloads = ("v1", "v2", "v2b")
     pkgs = "uvicorn uvloop httptools orjson scikit-learn numpy"
+
+    def variant(name, flags, batch_only=False):
+        """modelport with extra flags (same venv and versions as `modelport`)."""
+        return dict(
+            name=name,
+            cmd=modelport(flags),
+            protocols=all_payloads,
+            batch_only=batch_only,
+            venv=None,
+            pkgs="modelport",
+        )
+
     return [
         dict(
             name="floor", cmd=floor, protocols=all_payloads, ready="/", venv="floor-venv", pkgs=pkgs
@@ -125,36 +137,10 @@ def server_table(args):
             venv=None,
             pkgs="modelport starlette " + pkgs,
         ),
-        dict(
-            name="modelport-quiet",
-            cmd=modelport(["--access_log=false"]),
-            protocols=all_payloads,
-            venv=None,
-            pkgs="modelport",
-        ),
-        dict(
-            name="modelport-inline",
-            cmd=modelport(["--predict_threads=0"]),
-            protocols=all_payloads,
-            venv=None,
-            pkgs="modelport",
-        ),
-        dict(
-            name="modelport-nobatch",
-            cmd=modelport(["--max_batch_size=1"]),
-            protocols=all_payloads,
-            batch_only=True,
-            venv=None,
-            pkgs="modelport",
-        ),
-        dict(
-            name="modelport-batch",
-            cmd=modelport(batch_flags),
-            protocols=all_payloads,
-            batch_only=True,
-            venv=None,
-            pkgs="modelport",
-        ),
+        variant("modelport-quiet", ["--access_log=false"]),
+        variant("modelport-inline", ["--predict_threads=0"]),
+        variant("modelport-nobatch", ["--max_batch_size=1"], batch_only=True),
+        variant("modelport-batch", batch_flags, batch_only=True),
         # kserve 0.21 implements the binary tensor extension on its V2 REST endpoint.
         dict(
             name="kserve",
