@@ -16,6 +16,32 @@ from typing import Any
 import httpx
 
 
+def triton_infer(
+    server: ServerProcess,
+    model: str,
+    inputs: list[tuple[str, Any, str, bool]],
+    outputs: dict[str, bool] | None = None,
+    **options: Any,
+) -> Any:
+    """One infer call through Triton's HTTP client (the binary tensor extension's reference
+    implementation): inputs as (name, array, datatype, binary), outputs as {name: binary}."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+    try:
+        tensors = []
+        for name, array, datatype, binary in inputs:
+            tensor = httpclient.InferInput(name, list(array.shape), datatype)
+            tensor.set_data_from_numpy(array, binary_data=binary)
+            tensors.append(tensor)
+        wanted = None
+        if outputs is not None:
+            wanted = [httpclient.InferRequestedOutput(n, binary_data=b) for n, b in outputs.items()]
+        return client.infer(model, tensors, outputs=wanted, **options)
+    finally:
+        client.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -16,7 +16,7 @@ import pytest
 
 from tests.boosters import assert_adds_up, assert_bad, colors_frame, outputs, save, v2_rows
 from tests.models import IRIS_ROWS
-from tests.servers import ServerProcess, start_server
+from tests.servers import ServerProcess, start_server, triton_infer
 
 lgb = pytest.importorskip("lightgbm")
 pd = pytest.importorskip("pandas")
@@ -259,21 +259,9 @@ def test_explain_regression(regression_server: ServerProcess, regression_model: 
 
 
 def test_tritonclient_binary_round_trip(iris_server: ServerProcess, multiclass: Any) -> None:
-    import tritonclient.http as httpclient
-
     rows = np.array(IRIS_ROWS, dtype=np.float32)
-    client = httpclient.InferenceServerClient(url=f"127.0.0.1:{iris_server.port}")
-    try:
-        tensor = httpclient.InferInput("input-0", list(rows.shape), "FP32")
-        tensor.set_data_from_numpy(rows, binary_data=True)
-        requested = [
-            httpclient.InferRequestedOutput("raw", binary_data=True),
-            httpclient.InferRequestedOutput("contributions", binary_data=True),
-            httpclient.InferRequestedOutput("predict", binary_data=False),
-        ]
-        result = client.infer("iris", [tensor], outputs=requested)
-    finally:
-        client.close()
+    wanted = {"raw": True, "contributions": True, "predict": False}
+    result = triton_infer(iris_server, "iris", [("input-0", rows, "FP32", True)], wanted)
     raw = result.as_numpy("raw")
     assert raw.dtype == np.float64 and raw.shape == (2, 3)
     np.testing.assert_allclose(raw, multiclass.predict(rows), rtol=1e-12)

@@ -20,13 +20,12 @@ import mlflow.xgboost
 import numpy as np
 import pandas as pd
 import pytest
-import tritonclient.http as httpclient
 import xgboost as xgb
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import Schema, TensorSpec
 from sklearn.linear_model import ElasticNet
 
-from tests.servers import ServerProcess, start_server
+from tests.servers import ServerProcess, start_server, triton_infer
 
 pytestmark = pytest.mark.heavy
 
@@ -311,38 +310,23 @@ def test_v2_params_from_request_parameters(server: ServerProcess) -> None:
 
 
 def test_tritonclient_round_trip(server: ServerProcess, models) -> None:
-    client = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.port}")
     rows = wine_rows(4)
-    inputs = []
-    for name in WINE_COLUMNS:
-        tensor = httpclient.InferInput(name, [len(rows)], "FP64")
-        tensor.set_data_from_numpy(rows[name].to_numpy(), binary_data=True)
-        inputs.append(tensor)
-    result = client.infer(
-        "wine", inputs, outputs=[httpclient.InferRequestedOutput("output-0", binary_data=True)]
-    )
+    columns = [(name, rows[name].to_numpy(), "FP64", True) for name in WINE_COLUMNS]
+    result = triton_infer(server, "wine", columns, {"output-0": True})
     np.testing.assert_allclose(result.as_numpy("output-0"), models["wine"].predict(rows))
 
     features = rows.to_numpy(np.float32)[:, :4]
-    tensor = httpclient.InferInput("input-0", list(features.shape), "FP32")
-    tensor.set_data_from_numpy(features, binary_data=True)
-    result = client.infer("xgb", [tensor])
+    result = triton_infer(server, "xgb", [("input-0", features, "FP32", True)])
     got = result.as_numpy("output-0")
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, models["booster"].predict(features), rtol=1e-6)
 
-    label = httpclient.InferInput("label", [2], "BYTES")
-    label.set_data_from_numpy(np.array([b"u", b"v"], dtype=object), binary_data=True)
-    x = httpclient.InferInput("x", [2], "FP64")
-    x.set_data_from_numpy(np.array([1.0, 3.0]), binary_data=False)
-    result = client.infer(
-        "scaler",
-        [x, label],
-        outputs=[httpclient.InferRequestedOutput("tag", binary_data=True)],
-        parameters={"suffix": "-ok"},
-    )
+    inputs = [
+        ("x", np.array([1.0, 3.0]), "FP64", False),
+        ("label", np.array([b"u", b"v"], dtype=object), "BYTES", True),
+    ]
+    result = triton_infer(server, "scaler", inputs, {"tag": True}, parameters={"suffix": "-ok"})
     assert result.as_numpy("tag").tolist() == [b"u-ok", b"v-ok"]
-    client.close()
 
 
 # --- signature violations: 400 naming the problem, then a good request works -----------------

@@ -9,9 +9,8 @@ import zipfile
 import ml_dtypes
 import numpy as np
 import pytest
-import tritonclient.http as httpclient
 
-from tests.servers import ServerProcess, start_server
+from tests.servers import ServerProcess, start_server, triton_infer
 
 torch = pytest.importorskip("torch")  # the `pytorch` extra; `make test` installs it
 
@@ -128,20 +127,12 @@ def test_v2_inputs_bind_by_position(server: ServerProcess, models):
 def test_binary_round_trip_with_tritonclient(server: ServerProcess, models, model):
     x = RNG.standard_normal((5, 3)).astype(np.float32)
     y = RNG.standard_normal((5, 2)).astype(np.float32)
-    client = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.port}")
-    inputs = [
-        httpclient.InferInput("x", [5, 3], "FP32"),
-        httpclient.InferInput("y", [5, 2], "FP32"),
-    ]
-    inputs[0].set_data_from_numpy(x, binary_data=True)
-    inputs[1].set_data_from_numpy(y, binary_data=True)
-    wanted = [httpclient.InferRequestedOutput("prod", binary_data=True)]
-    result = client.infer(model, inputs, outputs=wanted)
+    inputs = [("x", x, "FP32", True), ("y", y, "FP32", True)]
+    result = triton_infer(server, model, inputs, {"prod": True})
     expected = eager(models["two"], x, y)["prod"].numpy()
     assert result.get_output("prod")["datatype"] == "FP32"
     assert result.as_numpy("sum") is None
     np.testing.assert_allclose(result.as_numpy("prod"), expected, rtol=1e-6)
-    client.close()
 
 
 def test_exported_program_metadata_and_exact_dtypes(server: ServerProcess, models):
@@ -211,24 +202,17 @@ def test_v1_instances_as_named_inputs(server: ServerProcess, models):
 
 
 def test_half_precision_travels_exactly_in_binary(server: ServerProcess):
-    client = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.port}")
     half = np.array([[1.5, -2.25, 3.0]], dtype=np.float16)
-    fp16 = httpclient.InferInput("x", [1, 3], "FP16")
-    fp16.set_data_from_numpy(half, binary_data=True)
-    result = client.infer("doubler", [fp16])
+    result = triton_infer(server, "doubler", [("x", half, "FP16", True)])
     assert result.get_output("output-0")["datatype"] == "FP16"
     np.testing.assert_array_equal(result.as_numpy("output-0"), half * 2)
 
     brain = np.array([[0.5, 1.25, -3.0, 100.0]], dtype=ml_dtypes.bfloat16)
-    bf16 = httpclient.InferInput("x", [1, 4], "BF16")
-    bf16.set_data_from_numpy(brain, binary_data=True)
-    wanted = [httpclient.InferRequestedOutput("output-0", binary_data=True)]
-    result = client.infer("doubler", [bf16], outputs=wanted)
+    result = triton_infer(server, "doubler", [("x", brain, "BF16", True)], {"output-0": True})
     assert result.get_output("output-0")["datatype"] == "BF16"
     np.testing.assert_array_equal(
         np.asarray(result.as_numpy("output-0"), dtype=np.float32), [[1.0, 2.5, -6.0, 200.0]]
     )
-    client.close()
     # JSON cannot carry half floats: the client is told to ask for binary.
     body = {"inputs": [{"name": "x", "datatype": "FP16", "shape": [1], "data": [1.5]}]}
     response = server.post("/v2/models/doubler/infer", json=body)

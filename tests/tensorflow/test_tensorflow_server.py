@@ -11,9 +11,8 @@ import os
 
 import numpy as np
 import pytest
-import tritonclient.http as httpclient
 
-from tests.servers import ServerProcess, start_server
+from tests.servers import ServerProcess, start_server, triton_infer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf = pytest.importorskip("tensorflow")
@@ -151,17 +150,12 @@ def test_image_bytes_errors_are_400(server: ServerProcess):
 def test_image_bytes_over_v2_binary(server: ServerProcess, models):
     images = np.array([jpeg(4), jpeg(5), jpeg(6)], dtype=object)
     keys = np.array([b"a", b"b", b"c"], dtype=object)
-    client = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.port}")
-    image_input = httpclient.InferInput("image_bytes", [3], "BYTES")
-    image_input.set_data_from_numpy(images, binary_data=True)
-    key_input = httpclient.InferInput("key", [3], "BYTES")
-    key_input.set_data_from_numpy(keys, binary_data=False)
-    result = client.infer("flowers", [image_input, key_input])
+    inputs = [("image_bytes", images, "BYTES", True), ("key", keys, "BYTES", False)]
+    result = triton_infer(server, "flowers", inputs)
     expected = models["flowers"].serve(tf.constant(list(images)), tf.constant(list(keys)))
     np.testing.assert_allclose(result.as_numpy("scores"), expected["scores"].numpy(), rtol=1e-5)
     assert result.get_output("prediction")["datatype"] == "INT64"
     assert result.as_numpy("key").tolist() == [b"a", b"b", b"c"]
-    client.close()
 
 
 def test_metadata_lists_the_signature(server: ServerProcess):
@@ -228,18 +222,10 @@ def test_v2_binary_multi_input_with_tritonclient(server: ServerProcess):
     rng = np.random.default_rng(11)
     x = rng.standard_normal((4, 3)).astype(np.float32)
     y = rng.standard_normal((4, 3)).astype(np.float32)
-    client = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.port}")
-    inputs = [
-        httpclient.InferInput("y", [4, 3], "FP32"),
-        httpclient.InferInput("x", [4, 3], "FP32"),
-    ]
-    inputs[0].set_data_from_numpy(y, binary_data=True)
-    inputs[1].set_data_from_numpy(x, binary_data=True)
-    wanted = [httpclient.InferRequestedOutput("prod", binary_data=True)]
-    result = client.infer("calc", inputs, outputs=wanted, model_version="1")
+    inputs = [("y", y, "FP32", True), ("x", x, "FP32", True)]
+    result = triton_infer(server, "calc", inputs, {"prod": True}, model_version="1")
     np.testing.assert_allclose(result.as_numpy("prod"), x * y, rtol=1e-6)
     assert result.as_numpy("sum") is None
-    client.close()
 
 
 def test_keras_file(server: ServerProcess, models):
