@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # Extras the test suite exercises (every runtime runs in CI).
-TEST_EXTRAS ?= sklearn,xgboost,lightgbm,pytorch,tensorflow,mlflow,storage,test
+TEST_EXTRAS ?= server,sklearn,xgboost,lightgbm,pytorch,tensorflow,mlflow,onnx,explainer,storage,test
 STAMP  := $(VENV)/.installed-test
 
 HOST ?= 127.0.0.1
