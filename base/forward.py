@@ -1,0 +1,287 @@
+"""The pooled async client a component (transformer, explainer) uses to reach its predictor.
+
+One `PredictorClient` per process: an `httpx.AsyncClient` with keep-alive connections for
+V1 and V2 REST, a `grpc.aio` channel for `grpc-v2`. Every failure becomes a `PredictorError`
+(a `ModelportError`) whose message names the predictor and what happened, with the status
+a client of the component should see:
+
+- the predictor's own 4xx (and 501) passes through with its status and message;
+- the predictor not ready (503) stays 503; unreachable, refusing or failing otherwise is 502;
+- no answer within the timeout is 504.
+
+Retries (`retries`, default 0) happen only on connection failures and 503, where the request
+certainly did not run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+
+from modelport.base.errors import InvalidInput, ModelportError
+from modelport.base.messages import InferRequest, InferResponse
+from modelport.base.protocol import v2_client
+
+PROTOCOLS = ("v1", "v2", "grpc-v2")
+# What a component passes on to the predictor: request identity, tracing (B3 and W3C;
+# KServe forwards neither W3C header) and credentials.
+FORWARDED_HEADERS = frozenset(
+    {
+        "x-request-id",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-parentspanid",
+        "x-b3-sampled",
+        "x-b3-flags",
+        "b3",
+        "traceparent",
+        "tracestate",
+        "authorization",
+    }
+)
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+_JSON = "application/json"
+_BACKOFF_S = 0.05
+_BACKOFF_MAX_S = 1.0
+
+T = TypeVar("T")
+
+
+class PredictorError(ModelportError):
+    """Something about the predictor; the status is what the component's client sees."""
+
+    status = 502
+
+
+class PredictorRejected(PredictorError):
+    """The predictor answered with a 4xx (or 501): its status and message pass through."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class PredictorUnavailable(PredictorError):
+    """Unreachable, refusing the connection, or failing with a 5xx: a bad gateway."""
+
+    status = 502
+
+
+class PredictorNotReady(PredictorError):
+    """The predictor answered 503 (loading, draining) on every try."""
+
+    status = 503
+
+
+class PredictorTimeout(PredictorError):
+    """No answer within --predictor_request_timeout_seconds."""
+
+    status = 504
+
+
+class _Retry(Exception):
+    """Internal: a failure that is safe to retry, wrapping the error to raise at the end."""
+
+    def __init__(self, error: PredictorError) -> None:
+        self.error = error
+
+
+def forwarded(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The subset of incoming headers (any case) that travels on to the predictor."""
+    if not headers:
+        return {}
+    return {
+        key.lower(): value for key, value in headers.items() if key.lower() in FORWARDED_HEADERS
+    }
+
+
+def base_url(host: str, use_ssl: bool) -> str:
+    """`host[:port]` (KServe's --predictor_host) as a URL; a given scheme is kept."""
+    if "://" in host:
+        return host.rstrip("/")
+    return f"{'https' if use_ssl else 'http'}://{host}"
+
+
+class PredictorClient:
+    """Forward inference to one predictor over V1, V2 REST or V2 gRPC."""
+
+    def __init__(
+        self,
+        host: str,
+        protocol: str = "v1",
+        *,
+        use_ssl: bool = False,
+        timeout: float = 600.0,
+        retries: int = 0,
+    ) -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown predictor protocol '{protocol}'; use {', '.join(PROTOCOLS)}")
+        if retries < 0:
+            raise ValueError("retries must be 0 or more")
+        self.host = host
+        self.protocol = protocol
+        self.use_ssl = use_ssl
+        self.timeout = timeout
+        self.retries = retries
+        self.url = base_url(host, use_ssl)
+        self._http: httpx.AsyncClient | None = None
+        self._grpc: Any = None  # modelport.base.forward_grpc.GrpcForwarder, made on first use
+
+    # --- transports -----------------------------------------------------------------
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The keep-alive pool, made on first use (inside the event loop that uses it)."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                base_url=self.url,
+                timeout=httpx.Timeout(self.timeout),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+                # The predictor is named explicitly; a proxy from the environment is not wanted.
+                trust_env=False,
+            )
+        return self._http
+
+    def _grpc_forwarder(self) -> Any:
+        if self._grpc is None:
+            from modelport.base.forward_grpc import GrpcForwarder
+
+            self._grpc = GrpcForwarder(self)
+        return self._grpc
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        if self._grpc is not None:
+            await self._grpc.aclose()
+            self._grpc = None
+
+    # --- operations -----------------------------------------------------------------
+
+    async def infer(
+        self, model: str, request: InferRequest, headers: Mapping[str, str] | None = None
+    ) -> InferResponse:
+        """One V2 inference (REST with the binary extension, or gRPC for `grpc-v2`)."""
+        if self.protocol == "grpc-v2":
+            grpc_forwarder = self._grpc_forwarder()
+            return await self.with_retries(lambda: grpc_forwarder.infer(model, request, headers))
+        body, json_length = v2_client.encode_request(request)
+        request_headers = forwarded(headers)
+        request_headers["content-type"] = (
+            _JSON if json_length is None else "application/octet-stream"
+        )
+        if json_length is not None:
+            request_headers["inference-header-content-length"] = str(json_length)
+        answer = await self.with_retries(
+            lambda: self._post(f"/v2/models/{model}/infer", body, request_headers)
+        )
+        length = answer.headers.get("inference-header-content-length")
+        try:
+            return v2_client.decode_response(answer.content, int(length) if length else None)
+        except (InvalidInput, ValueError) as exc:
+            message = exc.message if isinstance(exc, InvalidInput) else str(exc)
+            raise PredictorUnavailable(
+                f"predictor {self.host} sent an invalid V2 response: {message}"
+            ) from None
+
+    async def predict_v1(
+        self, model: str, body: Any, headers: Mapping[str, str] | None = None
+    ) -> Any:
+        """One V1 `:predict` call; `body` is JSON-ready (numpy arrays allowed)."""
+        payload = orjson.dumps(body, option=_OPTIONS)
+        request_headers = {**forwarded(headers), "content-type": _JSON}
+        answer = await self.with_retries(
+            lambda: self._post(f"/v1/models/{model}:predict", payload, request_headers)
+        )
+        try:
+            return orjson.loads(answer.content)
+        except orjson.JSONDecodeError as exc:
+            raise PredictorUnavailable(
+                f"predictor {self.host} sent a V1 response that is not JSON: {exc}"
+            ) from None
+
+    async def is_ready(self, model: str) -> bool:
+        """Whether the predictor serves `model` now; any failure counts as not ready."""
+        try:
+            if self.protocol == "grpc-v2":
+                return bool(await self._grpc_forwarder().is_ready(model))
+            path = f"/v1/models/{model}" if self.protocol == "v1" else f"/v2/models/{model}/ready"
+            answer = await self.http.get(path)
+        except (httpx.HTTPError, PredictorError, OSError):
+            return False
+        if answer.status_code != 200:
+            return False
+        try:
+            doc = orjson.loads(answer.content)
+        except orjson.JSONDecodeError:
+            return False
+        return isinstance(doc, dict) and doc.get("ready") is True
+
+    # --- plumbing -------------------------------------------------------------------
+
+    async def with_retries(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt`; on a retryable failure try again (backing off) up to `retries`."""
+        delay = _BACKOFF_S
+        for tries_left in range(self.retries, -1, -1):
+            try:
+                return await attempt()
+            except _Retry as retry:
+                if tries_left == 0:
+                    raise retry.error from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX_S)
+        raise AssertionError("unreachable")
+
+    async def _post(self, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        try:
+            answer = await self.http.post(path, content=body, headers=headers)
+        except httpx.ConnectTimeout:
+            raise _Retry(self.timed_out("connecting")) from None
+        except httpx.TimeoutException:
+            raise self.timed_out("waiting for the answer") from None
+        except (httpx.ConnectError, OSError) as exc:
+            raise _Retry(self.unreachable(exc)) from None
+        except httpx.HTTPError as exc:
+            raise PredictorUnavailable(
+                f"predictor {self.host} failed: {type(exc).__name__}: {exc}"
+            ) from None
+        if answer.status_code == 200:
+            return answer
+        raise self.status_error(answer.status_code, _error_message(answer))
+
+    def timed_out(self, doing: str) -> PredictorTimeout:
+        return PredictorTimeout(f"predictor {self.host} timed out after {self.timeout:g}s {doing}")
+
+    def unreachable(self, exc: BaseException) -> PredictorUnavailable:
+        reason = str(exc) or type(exc).__name__
+        return PredictorUnavailable(f"predictor {self.host} is unreachable: {reason}")
+
+    def status_error(self, status: int, message: str) -> PredictorError | _Retry:
+        """The error for a non-200 answer (a _Retry for the retryable 503)."""
+        text = f"predictor {self.host} answered {status}: {message}"
+        if status == 503:
+            return _Retry(PredictorNotReady(text))
+        if 400 <= status < 500 or status == 501:
+            return PredictorRejected(f"predictor {self.host}: {message}", status)
+        if status == 504:
+            return PredictorTimeout(text)
+        return PredictorUnavailable(text)
+
+
+def _error_message(answer: httpx.Response) -> str:
+    """The predictor's `{"error": ...}` message, or the start of whatever it sent."""
+    try:
+        doc = orjson.loads(answer.content)
+    except orjson.JSONDecodeError:
+        doc = None
+    if isinstance(doc, dict):
+        for key in ("error", "detail", "message"):
+            if isinstance(doc.get(key), str):
+                return str(doc[key])
+    text = answer.content[:200].decode("utf-8", "replace").strip()
+    return text or answer.reason_phrase or "no message"

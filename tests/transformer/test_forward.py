@@ -1,0 +1,178 @@
+"""The forwarding client against a real sklearn predictor process (and a recording stand-in
+where the test must see what was sent): protocols, binary tensors, errors, retries."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelport.base.forward import (
+    PredictorClient,
+    PredictorNotReady,
+    PredictorRejected,
+    PredictorTimeout,
+    PredictorUnavailable,
+)
+from modelport.base.messages import InferRequest, RequestedOutput, Tensor
+from modelport.base.protocol import v2_client
+from tests.models import IRIS_ROWS, constant_model, iris_logistic
+from tests.servers import free_port, start_server
+from tests.transformer.fake import fake_predictor
+
+
+@pytest.fixture(scope="module")
+def iris(tmp_path_factory):
+    server = start_server(
+        "sklearn", iris_logistic(tmp_path_factory.mktemp("iris")), "--model_name=iris"
+    )
+    yield server
+    server.stop()
+
+
+def run(client: PredictorClient, call: str, *args: Any, **kwargs: Any) -> Any:
+    """One client call on a fresh event loop, closing the pool afterwards."""
+
+    async def go() -> Any:
+        try:
+            return await getattr(client, call)(*args, **kwargs)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def iris_request(rows: Any) -> InferRequest:
+    return InferRequest(inputs=[Tensor("input-0", np.asarray(rows, dtype=np.float64))])
+
+
+def test_v2_infer_small_tensor_as_json(iris):
+    client = PredictorClient(f"127.0.0.1:{iris.port}", "v2")
+    response = run(client, "infer", "iris", iris_request(IRIS_ROWS))
+    assert response.outputs[0].data.tolist() == [1, 1]
+    assert "binary_data_size" not in response.outputs[0].parameters
+
+
+def test_v2_infer_large_tensor_goes_binary_and_matches(iris):
+    from sklearn.datasets import load_iris
+
+    rows, labels = load_iris(return_X_y=True)
+    request = iris_request(rows)
+    body, json_length = v2_client.encode_request(request)
+    assert json_length is not None and len(body) - json_length == rows.nbytes
+    client = PredictorClient(f"127.0.0.1:{iris.port}", "v2")
+    response = run(client, "infer", "iris", request)
+    predicted = response.outputs[0].data
+    assert predicted.shape == (150,)
+    assert (predicted == labels).mean() > 0.9
+
+
+def test_v2_requested_outputs_pass_through(iris):
+    request = iris_request(IRIS_ROWS)
+    request.outputs = [RequestedOutput("predict_proba")]
+    response = run(PredictorClient(f"127.0.0.1:{iris.port}", "v2"), "infer", "iris", request)
+    assert response.outputs[0].name == "predict_proba"
+    np.testing.assert_allclose(response.outputs[0].data.sum(axis=1), 1.0)
+
+
+def test_v1_predict(iris):
+    client = PredictorClient(f"127.0.0.1:{iris.port}", "v1")
+    assert run(client, "predict_v1", "iris", {"instances": IRIS_ROWS}) == {"predictions": [1, 1]}
+
+
+def test_unknown_model_stays_404_naming_the_predictor(iris):
+    client = PredictorClient(f"127.0.0.1:{iris.port}", "v2")
+    with pytest.raises(PredictorRejected) as caught:
+        run(client, "infer", "nope", iris_request(IRIS_ROWS))
+    assert caught.value.status == 404
+    assert f"127.0.0.1:{iris.port}" in caught.value.message
+    assert "model 'nope' not found" in caught.value.message
+
+
+def test_bad_request_stays_400_with_the_predictors_message(iris):
+    client = PredictorClient(f"127.0.0.1:{iris.port}", "v1")
+    with pytest.raises(PredictorRejected) as caught:
+        run(client, "predict_v1", "iris", {"instances": "not rows"})
+    assert caught.value.status == 400
+    assert "'instances' must be a non-empty list" in caught.value.message
+
+
+def test_predictor_down_is_502():
+    host = f"127.0.0.1:{free_port()}"
+    with pytest.raises(PredictorUnavailable) as caught:
+        run(PredictorClient(host, "v2"), "infer", "iris", iris_request(IRIS_ROWS))
+    assert caught.value.status == 502
+    assert f"predictor {host} is unreachable" in caught.value.message
+    assert run(PredictorClient(host, "v2"), "is_ready", "iris") is False
+
+
+def test_slow_predictor_is_504(tmp_path):
+    slow = start_server(
+        "sklearn", constant_model(tmp_path / "slow", 7, delay=3.0), "--model_name=slow"
+    )
+    try:
+        client = PredictorClient(f"127.0.0.1:{slow.port}", "v1", timeout=0.5)
+        with pytest.raises(PredictorTimeout) as caught:
+            run(client, "predict_v1", "slow", {"instances": IRIS_ROWS})
+        assert caught.value.status == 504
+        assert "timed out after 0.5s" in caught.value.message
+    finally:
+        slow.stop()
+
+
+def test_is_ready_v1_and_v2(iris):
+    host = f"127.0.0.1:{iris.port}"
+    assert run(PredictorClient(host, "v1"), "is_ready", "iris") is True
+    assert run(PredictorClient(host, "v2"), "is_ready", "iris") is True
+    assert run(PredictorClient(host, "v2"), "is_ready", "nope") is False
+
+
+def test_retries_on_503_then_succeeds():
+    with fake_predictor([503, 503]) as fake:
+        client = PredictorClient(fake.host, "v1", retries=2)
+        assert run(client, "predict_v1", "m", {"instances": [[1]]}) == {"predictions": [1]}
+        assert len(fake.seen) == 3
+
+
+def test_503_without_retries_is_503_and_sent_once():
+    with fake_predictor([503, 503]) as fake:
+        with pytest.raises(PredictorNotReady) as caught:
+            run(PredictorClient(fake.host, "v1"), "predict_v1", "m", {"instances": [[1]]})
+        assert caught.value.status == 503
+        assert "answered 503: scripted 503" in caught.value.message
+        assert len(fake.seen) == 1
+
+
+def test_500_is_not_retried_and_becomes_502():
+    with fake_predictor([500]) as fake:
+        client = PredictorClient(fake.host, "v1", retries=3)
+        with pytest.raises(PredictorUnavailable) as caught:
+            run(client, "predict_v1", "m", {"instances": [[1]]})
+        assert "answered 500: scripted 500" in caught.value.message
+        assert len(fake.seen) == 1
+
+
+def test_only_tracing_identity_and_auth_headers_are_forwarded():
+    incoming = {
+        "X-Request-Id": "rid-1",
+        "x-b3-traceid": "t",
+        "x-b3-spanid": "s",
+        "x-b3-parentspanid": "p",
+        "x-b3-sampled": "1",
+        "x-b3-flags": "0",
+        "b3": "t-s-1",
+        "traceparent": "00-abc-def-01",
+        "tracestate": "k=v",
+        "authorization": "Bearer x",
+        "cookie": "secret=1",
+        "x-other": "no",
+    }
+    with fake_predictor() as fake:
+        run(PredictorClient(fake.host, "v2"), "infer", "m", iris_request(IRIS_ROWS), incoming)
+        sent = fake.seen[0].headers
+    assert sent["x-request-id"] == "rid-1"
+    for name in ("x-b3-traceid", "b3", "traceparent", "tracestate", "authorization"):
+        assert sent[name] == incoming[name]
+    assert "cookie" not in sent and "x-other" not in sent
