@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,15 @@ def triton_infer(
         return client.infer(model, tensors, outputs=wanted, **options)
     finally:
         client.close()
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30.0, every: float = 0.05) -> None:
+    """Poll `condition` until it is true: synchronise on a state, never on a sleep."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout} s: {condition}")
+        time.sleep(every)
 
 
 def free_port() -> int:
