@@ -147,8 +147,8 @@ class Transformer(Predictor):
 
     # --- the Predictor interface ----------------------------------------------------
 
-    async def infer(self, request: InferRequest) -> InferResponse:  # type: ignore[override]
-        headers: dict[str, str] = getattr(request, "headers", None) or {}
+    async def infer(self, request: InferRequest) -> InferResponse:
+        headers = request.headers
         payload: Any = request.body if isinstance(request, V1Request) else request
         original = payload
         payload = await _maybe_await(self.preprocess(payload, headers))
