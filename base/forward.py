@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 
-from modelport.base.errors import InvalidInput, ModelportError
+from modelport.base.errors import InvalidInput, ModelportError, grpc_code_for_http
 from modelport.base.messages import InferRequest, InferResponse
 from modelport.base.protocol import v2_client
 
@@ -55,6 +55,7 @@ class PredictorError(ModelportError):
     """Something about the predictor; the status is what the component's client sees."""
 
     status = 502
+    grpc_code = "UNAVAILABLE"
 
 
 class PredictorRejected(PredictorError):
@@ -63,6 +64,7 @@ class PredictorRejected(PredictorError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+        self.grpc_code = grpc_code_for_http(status)
 
 
 class PredictorUnavailable(PredictorError):
@@ -81,6 +83,7 @@ class PredictorTimeout(PredictorError):
     """No answer within --predictor_request_timeout_seconds."""
 
     status = 504
+    grpc_code = "DEADLINE_EXCEEDED"
 
 
 class _Retry(Exception):

@@ -16,18 +16,25 @@ def start_component(
     module_or_script: str, *flags: str, wait_path: str = "/v2/health/live", timeout: float = 60.0
 ) -> ServerProcess:
     """A module name (`modelport.runtimes.transformer`) or a script path (`.py`)."""
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - the server process owns it
         prefix="modelport-component-", suffix=".log", delete=False
     )
     target = [module_or_script] if module_or_script.endswith(".py") else ["-m", module_or_script]
     process = subprocess.Popen(
-        [sys.executable, *target, f"--http_port={port}", "--host=127.0.0.1", *flags],
+        [
+            sys.executable,
+            *target,
+            f"--http_port={port}",
+            f"--grpc_port={grpc_port}",
+            "--host=127.0.0.1",
+            *flags,
+        ],
         stdout=log_file,
         stderr=subprocess.STDOUT,
         env=dict(os.environ),
     )
-    server = ServerProcess(process, port, Path(log_file.name))
+    server = ServerProcess(process, port, Path(log_file.name), grpc_port)
     server.wait_ready(timeout, path=wait_path)
     return server
 

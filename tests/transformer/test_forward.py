@@ -176,3 +176,34 @@ def test_only_tracing_identity_and_auth_headers_are_forwarded():
     for name in ("x-b3-traceid", "b3", "traceparent", "tracestate", "authorization"):
         assert sent[name] == incoming[name]
     assert "cookie" not in sent and "x-other" not in sent
+
+
+def test_grpc_v2_infer_is_ready_and_errors(iris):
+    from sklearn.datasets import load_iris
+
+    host = f"127.0.0.1:{iris.grpc_port}"
+    rows, labels = load_iris(return_X_y=True)
+    response = run(PredictorClient(host, "grpc-v2"), "infer", "iris", iris_request(rows))
+    assert (response.outputs[0].data == labels).mean() > 0.9
+    request = iris_request(IRIS_ROWS)
+    request.outputs = [RequestedOutput("predict_proba")]
+    response = run(PredictorClient(host, "grpc-v2"), "infer", "iris", request)
+    np.testing.assert_allclose(response.outputs[0].data.sum(axis=1), 1.0)
+    assert run(PredictorClient(host, "grpc-v2"), "is_ready", "iris") is True
+    assert run(PredictorClient(host, "grpc-v2"), "is_ready", "nope") is False
+    with pytest.raises(PredictorRejected) as caught:
+        run(PredictorClient(host, "grpc-v2"), "infer", "nope", iris_request(IRIS_ROWS))
+    assert caught.value.status == 404 and caught.value.grpc_code == "NOT_FOUND"
+    assert f"predictor {host}: model 'nope' not found" == caught.value.message
+    with pytest.raises(PredictorRejected) as caught:
+        run(PredictorClient(host, "grpc-v2"), "infer", "iris", iris_request([[1.0, 2.0]]))
+    assert caught.value.status == 400
+
+
+def test_grpc_v2_predictor_down_is_502_after_retries():
+    host = f"127.0.0.1:{free_port()}"
+    client = PredictorClient(host, "grpc-v2", retries=1, timeout=5)
+    with pytest.raises(PredictorUnavailable) as caught:
+        run(client, "infer", "iris", iris_request(IRIS_ROWS))
+    assert caught.value.status == 502
+    assert f"predictor {host} is unreachable" in caught.value.message

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from tests.models import IRIS_ROWS, constant_model, iris_logistic
-from tests.servers import free_port, start_server, triton_infer
+from tests.servers import ServerProcess, free_port, start_server, triton_infer
 from tests.transformer.components import start_component, start_transformer
+from tests.transformer.fake import fake_predictor
 
-PROTOCOLS = ["v1", "v2"]
+PROTOCOLS = ["v1", "v2", "grpc-v2"]
 V2_IRIS = {"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP64", "data": IRIS_ROWS}]}
 
 
@@ -22,11 +23,18 @@ def iris(tmp_path_factory):
     server.stop()
 
 
+def predictor_host(server: ServerProcess, protocol: str) -> str:
+    """Where a transformer speaking `protocol` reaches `server`."""
+    return f"127.0.0.1:{server.grpc_port if protocol == 'grpc-v2' else server.port}"
+
+
 @pytest.fixture(scope="module", params=PROTOCOLS)
 def through(request, iris):
     """A pass-through transformer named like the predictor's model, one per protocol."""
     server = start_transformer(
-        f"127.0.0.1:{iris.port}", "--model_name=iris", f"--predictor_protocol={request.param}"
+        predictor_host(iris, request.param),
+        "--model_name=iris",
+        f"--predictor_protocol={request.param}",
     )
     yield server
     server.stop()
@@ -46,12 +54,16 @@ def test_v2_through_the_transformer(through):
     assert body["outputs"][0]["data"] == [1, 1]
 
 
-def test_v2_binary_through_the_transformer(through):
+@pytest.mark.parametrize("client", ["http", "grpc"])
+def test_v2_binary_and_grpc_through_the_transformer(through, client):
     from sklearn.datasets import load_iris
 
     rows, labels = load_iris(return_X_y=True)
-    result = triton_infer(through, "iris", [("input-0", rows, "FP64", True)])
-    predicted = result.as_numpy(result.get_response()["outputs"][0]["name"])
+    result = triton_infer(through, "iris", [("input-0", rows, "FP64", True)], protocol=client)
+    response = result.get_response()
+    first = response["outputs"][0]["name"] if client == "http" else response.outputs[0].name
+    assert first == "output-0"
+    predicted = result.as_numpy(first)
     assert predicted.shape == (150,)
     assert (predicted == labels).mean() > 0.9
 
@@ -78,14 +90,13 @@ def test_unknown_model_at_the_transformer_is_404(through):
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_unknown_model_at_the_predictor_stays_404(iris, protocol):
-    server = start_transformer(
-        f"127.0.0.1:{iris.port}", "--model_name=other", f"--predictor_protocol={protocol}"
-    )
+    host = predictor_host(iris, protocol)
+    server = start_transformer(host, "--model_name=other", f"--predictor_protocol={protocol}")
     try:
         response = server.post("/v1/models/other:predict", json={"instances": IRIS_ROWS})
         assert response.status_code == 404
         error = response.json()["error"]
-        assert f"predictor 127.0.0.1:{iris.port}" in error and "'other' not found" in error
+        assert f"predictor {host}" in error and "'other' not found" in error
     finally:
         server.stop()
 
@@ -110,9 +121,13 @@ def test_predictor_down_is_502_and_readiness_follows_it(protocol):
         server.stop()
 
 
-def test_readiness_follows_a_ready_predictor(iris):
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_readiness_follows_a_ready_predictor(iris, protocol):
     server = start_transformer(
-        f"127.0.0.1:{iris.port}", "--model_name=iris", "--enable_predictor_health_check=true"
+        predictor_host(iris, protocol),
+        "--model_name=iris",
+        f"--predictor_protocol={protocol}",
+        "--enable_predictor_health_check=true",
     )
     try:
         assert server.get("/v2/health/ready").status_code == 200
@@ -121,10 +136,14 @@ def test_readiness_follows_a_ready_predictor(iris):
         server.stop()
 
 
-def test_slow_predictor_is_504(tmp_path):
+@pytest.mark.parametrize("protocol", ["v1", "grpc-v2"])
+def test_slow_predictor_is_504(tmp_path, protocol):
     slow = start_server("sklearn", constant_model(tmp_path / "m", 7, delay=3.0), "--model_name=m")
     server = start_transformer(
-        f"127.0.0.1:{slow.port}", "--model_name=m", "--predictor_request_timeout_seconds=0.5"
+        predictor_host(slow, protocol),
+        "--model_name=m",
+        f"--predictor_protocol={protocol}",
+        "--predictor_request_timeout_seconds=0.5",
     )
     try:
         response = server.post("/v1/models/m:predict", json={"instances": IRIS_ROWS})
@@ -159,3 +178,55 @@ def test_custom_hooks_async_preprocess_and_headers(iris):
         assert v2["outputs"][0]["data"] == ["versicolor", "versicolor"]
     finally:
         server.stop()
+
+
+TRACE_HEADERS = {
+    "x-request-id": "rid-42",
+    "x-b3-traceid": "80f198ee56343ba864fe8b2a57d3eff7",
+    "x-b3-spanid": "e457b5a2e4d86bd1",
+    "x-b3-parentspanid": "05e3ac9a4f6e3b90",
+    "x-b3-sampled": "1",
+    "x-b3-flags": "1",
+    "b3": "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1",
+    "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    "tracestate": "congo=t61rcWkgMzE",
+    "authorization": "Bearer token",
+}
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+def test_headers_reach_the_predictor(protocol):
+    with fake_predictor() as fake:
+        server = start_transformer(fake.host, "--model_name=m", f"--predictor_protocol={protocol}")
+        try:
+            headers = {**TRACE_HEADERS, "cookie": "session=1", "x-custom": "no"}
+            response = server.post(
+                "/v1/models/m:predict", json={"instances": [[1]]}, headers=headers
+            )
+            assert response.status_code == 200, response.text
+        finally:
+            server.stop()
+        sent = fake.seen[-1]
+    assert sent.path == ("/v1/models/m:predict" if protocol == "v1" else "/v2/models/m/infer")
+    for name, value in TRACE_HEADERS.items():
+        assert sent.headers.get(name) == value, name
+    assert "cookie" not in sent.headers and "x-custom" not in sent.headers
+
+
+def test_predictor_503_stays_503_and_retries_recover():
+    with fake_predictor([503, 503, 503]) as fake:
+        plain = start_transformer(fake.host, "--model_name=m")
+        retrying = start_transformer(fake.host, "--model_name=m", "--predictor_request_retries=2")
+        try:
+            body = {"instances": [[1]]}
+            refused = plain.post("/v1/models/m:predict", json=body)
+            assert refused.status_code == 503
+            assert refused.json() == {"error": f"predictor {fake.host} answered 503: scripted 503"}
+            assert len(fake.seen) == 1
+            recovered = retrying.post("/v1/models/m:predict", json=body)
+            assert recovered.status_code == 200, recovered.text
+            assert recovered.json() == {"predictions": [1]}
+            assert len(fake.seen) == 4  # two 503s, then the answer
+        finally:
+            plain.stop()
+            retrying.stop()
