@@ -57,7 +57,7 @@ class GrpcForwarder:
             self.channel = grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
         else:
             self.channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
-        self.stub = GRPCInferenceServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        self.stub = GRPCInferenceServiceStub(self.channel)
 
     async def aclose(self) -> None:
         await self.channel.close()
@@ -141,7 +141,7 @@ def decode_response(message: pb.ModelInferResponse) -> InferResponse:
             view = memoryview(raw[index])
             data = v2.decode_binary(tensor.name, tensor.datatype, shape, view).copy()
         else:
-            data = codec._typed(tensor, shape)  # type: ignore[arg-type]
+            data = codec._typed(tensor, shape)
         parameters = codec.parameters_to_dict(tensor.parameters)
         outputs.append(Tensor(tensor.name, data, tensor.datatype, parameters))
     return InferResponse(
