@@ -10,4 +10,6 @@ if [ "${BENCH_SKIP_SETUP:-0}" != 1 ]; then
   bash "$HERE/setup.sh"
 fi
 "$BENCH_WORK/floor-venv/bin/python" "$HERE/fixtures.py" --work "$BENCH_WORK"
-exec python3 "$HERE/bench.py" --work "$BENCH_WORK" "$@"
+python3 "$HERE/bench.py" --work "$BENCH_WORK" "$@"
+# The transformer cell (issue 17): pass-through transformers, modelport's and KServe's.
+python3 "$HERE/transformer_bench.py" --work "$BENCH_WORK"
