@@ -187,8 +187,8 @@ def create_app(config: ServerConfig, repository: ModelRepository) -> Starlette:
 
     async def model_ready(request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
-        is_ready = repository.version(name, version).state is State.READY
-        return json_response({"name": name, "ready": is_ready}, 200 if is_ready else 503)
+        error = repository.not_ready(name, version)
+        return json_response({"name": name, "ready": error is None}, error.status if error else 200)
 
     # --- inference (normally answered by the fast path; kept for completeness) ----------
 

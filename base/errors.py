@@ -41,12 +41,31 @@ class NotAvailable(ModelportError):
 
 
 class ModelNotReady(ModelportError):
-    """The model exists but is loading, unloading or failed to load."""
+    """The model exists and is on its way to ready (loading, or evicted and brought back on
+    the next request): a retry will help, hence 503."""
 
     status = 503
 
     def __init__(self, name: str, reason: str = "") -> None:
         super().__init__(f"model '{name}' is not ready" + (f": {reason}" if reason else ""))
+
+
+class ModelUnloaded(ModelportError):
+    """The model is known but not loaded (unloaded through the repository API, or its
+    load failed): a retry will not help until someone loads it, so a 4xx, not a 503.
+
+    404 as Triton answers a model with no loaded version (NOT_FOUND, "has no available
+    versions"); the message tells it apart from an unknown model.
+    """
+
+    status = 404
+
+    def __init__(self, name: str, reason: str = "") -> None:
+        if not reason or reason == "unloaded":
+            message = f"model '{name}' is unloaded: load it with the model repository API"
+        else:
+            message = f"model '{name}' is not loaded: {reason}"
+        super().__init__(message)
 
 
 class PayloadTooLarge(ModelportError):
@@ -63,6 +82,17 @@ class ServerDraining(ModelportError):
 
 class InferenceFailed(ModelportError):
     """The model itself raised while predicting: a fault on our side, not the client's."""
+
+    status = 500
+
+
+#: The one answer (an `InferenceFailed`, 500) when a model returns nothing to send back.
+NO_OUTPUTS = "the model produced no outputs"
+
+
+class OutputNotRepresentable(ModelportError):
+    """The model produced values the chosen encoding cannot carry (NaN in JSON): the
+    request was fine, so not the client's fault; the message says which encoding can."""
 
     status = 500
 
