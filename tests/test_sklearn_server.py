@@ -255,7 +255,8 @@ def estimators(tmp_path_factory):
 def test_metadata_describes_what_infer_answers(estimators, model):
     from tests.servers import assert_metadata_describes_infer
 
-    answered = assert_metadata_describes_infer(estimators, model, V2_IRIS["inputs"])
+    inputs = [{**V2_IRIS["inputs"][0], "datatype": "FP64"}]
+    answered = assert_metadata_describes_infer(estimators, model, inputs)
     if model == "int-labels":  # the case the issue saw: metadata said FP64 [-1, -1]
         assert answered["predict"]["datatype"] == "INT64"
         assert answered["predict"]["shape"] == [2]
