@@ -7,6 +7,9 @@ with a message saying how to export the model. Inputs bind to `forward`'s argume
 `output-0..n` for a tuple and the keys of a returned dict. Dtypes pass through exactly
 (BF16 travels as raw 16-bit words in the binary extension); V1 numbers, which JSON leaves
 untyped, take the model's declared dtype when known and torch's float32 default otherwise.
+Metadata: an exported program declares its outputs; TorchScript declares neither dtypes nor
+ranks, so its metadata is a guess until the first inference and what it answered after.
+A RuntimeError is the client's mistake only when torch says the input does not fit.
 """
 
 from __future__ import annotations

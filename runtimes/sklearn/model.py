@@ -64,7 +64,7 @@ class SKLearnPredictor(TabularPredictor):
         """From the fitted (final) estimator: class labels keep their dtype, regressors
         answer FP64, one column per target when there are several."""
         estimator = getattr(self.model, "_final_estimator", self.model)
-        classes = getattr(estimator, "classes_", None)
+        classes: Any = getattr(estimator, "classes_", None)
         single = isinstance(classes, np.ndarray)
         if name == "predict":
             if single:
