@@ -27,12 +27,14 @@ from modelport.base.errors import (
 from modelport.base.messages import InferRequest, InferResponse, RequestedOutput, Tensor
 
 HEADER_LENGTH = "inference-header-content-length"
-#: numpy's own limit on dimensions (NPY_MAXDIMS); a deeper shape is refused before reshape.
-MAX_RANK = 64
 _LENGTH = struct.Struct("<I")
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 # BF16 has no numpy dtype: it travels only in binary and is exposed as raw 16-bit words.
 _BINARY_ONLY = {"BF16": np.dtype(np.uint16)}
+
+
+# numpy's limit on dimensions.
+MAX_RANK = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,13 @@ class Limits:
 
     max_inputs: int = 128
     max_tensor_elements: int = 64 * 1024 * 1024
+
+
+def flag(value: Any) -> bool:
+    """A boolean parameter as the OIP allows it: a JSON boolean, or "true"/"false" text."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
 
 
 def parse_json(raw: bytes | memoryview, what: str = "request body") -> Any:
@@ -59,19 +68,17 @@ def _as_dict(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def _shape(name: str, shape: Any, limits: Limits) -> tuple[int, ...]:
-    """A shape numpy can build: rank and every dimension checked before any allocation.
-
-    The element cap applies to the product of the non-zero dimensions too, so an empty
-    shape such as `[2**63, 0]` cannot overflow numpy's size arithmetic in `reshape`.
-    """
+def check_shape(name: str, shape: Any, limits: Limits) -> tuple[int, ...]:
+    """A client's shape, checked before anything is allocated: rank, and the product of
+    the non-zero dimensions against the element cap, so an empty shape such as
+    `[2**63, 0]` cannot overflow numpy's size arithmetic in `reshape`."""
     if not isinstance(shape, list) or not all(
         isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape
     ):
         raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers")
     if len(shape) > MAX_RANK:
         raise InvalidInput(
-            f"input '{name}': shape has {len(shape)} dimensions, more than {MAX_RANK}"
+            f"input '{name}': shape has {len(shape)} dimensions (at most {MAX_RANK})"
         )
     cap = limits.max_tensor_elements
     if math.prod(dim for dim in shape if dim) > cap:
@@ -188,8 +195,9 @@ def _kind_fits(kind: str, dtype: np.dtype) -> bool:
     return kind in "iuf"
 
 
-def _from_binary(name: str, datatype: str, shape: tuple[int, ...], raw: memoryview) -> np.ndarray:
-    """View raw little-endian bytes as an array (zero-copy) or split BYTES elements."""
+def decode_binary(name: str, datatype: str, shape: tuple[int, ...], raw: memoryview) -> np.ndarray:
+    """Raw little-endian tensor bytes (REST binary extension, gRPC raw contents) as an array
+    (zero-copy), or BYTES elements split."""
     if datatype == "BYTES":
         array = deserialize_bytes(raw, name)
         if array.size != math.prod(shape):
@@ -272,7 +280,7 @@ def decode_request(body: bytes, header_length: int | None, limits: Limits) -> In
             to_numpy(datatype)  # raises the uniform unsupported-datatype error
         if "shape" not in item:
             raise InvalidInput(f"input '{name}': missing 'shape'")
-        shape = _shape(name, item["shape"], limits)
+        shape = check_shape(name, item["shape"], limits)
         parameters = _as_dict(item.get("parameters"), f"input '{name}': 'parameters'")
         size = parameters.get("binary_data_size")
         if size is not None:
@@ -280,7 +288,7 @@ def decode_request(body: bytes, header_length: int | None, limits: Limits) -> In
                 raise InvalidInput(
                     f"input '{name}': binary_data_size {size} exceeds the binary data sent"
                 )
-            data = _from_binary(name, datatype, shape, tail[offset : offset + size])
+            data = decode_binary(name, datatype, shape, tail[offset : offset + size])
             offset += size
         elif "data" in item:
             data = _from_json(name, datatype, shape, item["data"])
@@ -325,12 +333,12 @@ def encode_response(
     """Encode outputs as JSON, appending binary ones; returns (body, json header length)."""
     if not response.outputs:
         raise InferenceFailed(NO_OUTPUTS)
-    binary_default = parameter_flag(request.parameters, "binary_data_output")
+    binary_default = flag(request.parameters.get("binary_data_output", False))
     wants = {output.name: output.parameters for output in request.outputs}
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for tensor in response.outputs:
-        binary = parameter_flag(wants.get(tensor.name, {}), "binary_data", binary_default)
+        binary = flag(wants.get(tensor.name, {}).get("binary_data", binary_default))
         entry: dict[str, Any] = {
             "name": tensor.name,
             "datatype": tensor.datatype,
@@ -338,7 +346,7 @@ def encode_response(
         }
         parameters = dict(tensor.parameters)
         if binary:
-            blob = _to_binary(tensor)
+            blob = encode_binary(tensor)
             parameters["binary_data_size"] = len(blob)
             blobs.append(blob)
         else:
@@ -360,18 +368,8 @@ def encode_response(
     return b"".join([header, *blobs]), len(header)
 
 
-def parameter_flag(parameters: dict[str, Any], key: str, default: bool = False) -> bool:
-    """A boolean OIP parameter: JSON `true`/`false` or the strings "true"/"false"
-    (OIP parameters may be strings; any letter case). Anything else is a 400."""
-    value = parameters.get(key, default)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise InvalidInput(f"parameter '{key}' must be true or false, got {value!r}")
-
-
-def _to_binary(tensor: Tensor) -> bytes:
+def encode_binary(tensor: Tensor) -> bytes:
+    """A tensor as raw little-endian bytes (BYTES: length-prefixed elements)."""
     if tensor.datatype == "BYTES":
         return serialize_bytes(tensor.data)
     return np.ascontiguousarray(tensor.data).astype(tensor.data.dtype.newbyteorder("<")).tobytes()
