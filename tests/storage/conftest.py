@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.storage.s3proxy import S3Proxy
 from tests.storage.support import ACCESS, SECRET, free_port
 
 BIN = Path(sys.executable).parent
@@ -258,3 +259,17 @@ def http_server() -> Iterator[HTTPFixture]:
         yield srv
     finally:
         srv.close()
+
+
+# ------------------------------------------------------- S3 faults (proxy) --
+
+
+@pytest.fixture
+def s3_proxy(s3_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Proxy]:
+    """moto behind a misbehaving proxy; the code under test talks to the proxy."""
+    proxy = S3Proxy(s3_env)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

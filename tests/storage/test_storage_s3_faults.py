@@ -1,0 +1,129 @@
+"""s3:// when the network misbehaves: a trickle past the deadline, SIGTERM during a stall, and
+corrupted bodies (moto behind tests/storage/s3proxy.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from modelport.storage.download import download
+from modelport.storage.errors import DownloadTimeoutError, IntegrityError
+from tests.storage.s3proxy import S3Proxy
+from tests.storage.support import tree
+
+BODY = os.urandom(256 * 1024) + b"end"
+
+
+def _previous(tmp_path: Path) -> Path:
+    """A destination holding a previous model, which a failed run must leave as it was."""
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "model.bin").write_bytes(b"previous good model")
+    return dest
+
+
+def _poll(condition: object, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.05)
+
+
+def test_deadline_holds_against_a_trickling_server(
+    s3_proxy: S3Proxy, s3_admin, bucket, tmp_path, monkeypatch
+):
+    """Every read gets a byte within the read timeout, but the body never ends: the deadline
+    alone must stop the download (it used to be checked only when a 256 KiB block arrived)."""
+    s3_admin.put_object(Bucket=bucket, Key="m/model.bin", Body=BODY)
+    s3_proxy.mode = "trickle"
+    monkeypatch.setenv("MODELPORT_STORAGE_DEADLINE", "4")
+    dest = _previous(tmp_path)
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            download(f"s3://{bucket}/m/model.bin", dest)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=20)  # far beyond the 4 s deadline, far below the hours a trickle takes
+    assert not worker.is_alive(), "download still running long after its deadline"
+    assert s3_proxy.stalled.is_set(), outcome  # the trickle really started
+    assert len(outcome) == 1 and isinstance(outcome[0], DownloadTimeoutError), outcome
+    assert "MODELPORT_STORAGE_DEADLINE" in str(outcome[0])
+    assert tree(dest) == {"model.bin": b"previous good model"}
+
+
+def test_sigterm_during_a_stalled_download_exits_promptly_and_cleanly(
+    s3_proxy: S3Proxy, s3_admin, bucket, tmp_path
+):
+    """The transfer thread is blocked in a read with a 60 s timeout; SIGTERM must not wait it
+    out, must exit with 128+15, and must leave DEST as it was."""
+    s3_admin.put_object(Bucket=bucket, Key="m/model.bin", Body=BODY)
+    s3_proxy.mode = "stall"
+    dest = _previous(tmp_path)
+    env = dict(os.environ, MODELPORT_STORAGE_READ_TIMEOUT="60")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelport.storage", f"s3://{bucket}/m/model.bin", str(dest)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        _poll(lambda: s3_proxy.stalled.is_set() or proc.poll() is not None)
+        assert proc.poll() is None, proc.communicate()
+        assert [p for p in dest.iterdir() if p.name.startswith(".modelport-download-")]
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _out, err = proc.communicate(timeout=10)  # well below the 60 s read timeout
+        except subprocess.TimeoutExpired:
+            pytest.fail("SIGTERM did not stop a stalled S3 download within 10 s")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "modelport.storage: interrupted, exiting with 143"
+    assert tree(dest) == {"model.bin": b"previous good model"}  # staging removed too
+
+
+@pytest.mark.parametrize("checked_by", ["flexible-checksum", "md5-etag"])
+def test_corrupted_body_is_fetched_again(s3_proxy: S3Proxy, s3_admin, bucket, tmp_path, checked_by):
+    s3_admin.put_object(Bucket=bucket, Key="m/model.bin", Body=BODY)
+    s3_proxy.mode = "corrupt"
+    s3_proxy.strip_checksums = checked_by == "md5-etag"
+    dest = _previous(tmp_path)
+    download(f"s3://{bucket}/m/model.bin", dest)
+    assert tree(dest) == {"model.bin": BODY}
+    assert len(s3_proxy.object_gets) == 2
+
+
+@pytest.mark.parametrize("checked_by", ["flexible-checksum", "md5-etag"])
+def test_always_corrupted_body_is_an_integrity_failure(
+    s3_proxy: S3Proxy, s3_admin, bucket, tmp_path, monkeypatch, checked_by
+):
+    s3_admin.put_object(Bucket=bucket, Key="m/model.bin", Body=BODY)
+    s3_proxy.mode = "corrupt"
+    s3_proxy.corrupt_times = -1
+    s3_proxy.strip_checksums = checked_by == "md5-etag"
+    monkeypatch.setenv("MODELPORT_STORAGE_RETRIES", "2")
+    dest = _previous(tmp_path)
+    with pytest.raises(IntegrityError, match="checksum mismatch") as err:
+        download(f"s3://{bucket}/m/model.bin", dest)
+    assert err.value.kind == "integrity"
+    assert "m/model.bin" in str(err.value) and "corrupted in each of 3 attempts" in str(err.value)
+    # Which check caught it: botocore's CRC32 (moto keeps the one boto3 sent) or our MD5.
+    assert ("Expected checksum" in str(err.value)) == (checked_by == "flexible-checksum")
+    assert len(s3_proxy.object_gets) == 3
+    assert tree(dest) == {"model.bin": b"previous good model"}
