@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import posixpath
 import re
 import socket
@@ -30,12 +29,10 @@ from modelport.storage.errors import (
     NotFoundError,
     StorageError,
     TLSError,
-    display_uri,
 )
-from modelport.storage.job import Job
+from modelport.storage.job import Damage, Job
 from modelport.storage.progress import Progress
 
-log = logging.getLogger("modelport.storage")
 _SHUTDOWN_GRACE_S = 1.5
 
 _MD5_ETAG = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
@@ -239,31 +236,18 @@ def fetch(job: Job) -> list[str]:
         raise map_error(job.uri, exc, f"{bucket}/{key}") from None
     job.progress.expect(sum(o.size for o in objs), len(objs))
     paths = {o.key: job.target(o.rel) for o in objs}
-    todo = objs
-    for attempt in range(t.retries + 1):
-        corrupt = _transfer(job, client, bucket, todo, paths)
-        corrupt.update(_verify(job, client, bucket, todo, corrupt, paths))
-        if not corrupt:
-            return [o.rel for o in objs]
-        first = next(iter(corrupt.values()))[0]
-        if attempt == t.retries:
-            tries = f"{attempt + 1} attempt" + ("s" if attempt else "")
-            raise IntegrityError(job.uri, f"{first.cause} (corrupted in each of {tries})")
-        log.warning("%s: %s; downloading it again", display_uri(job.uri), first.cause)
-        for obj, (_err, counted) in corrupt.items():
-            paths[obj.key].unlink(missing_ok=True)
-            job.progress.forget(obj.size, files=1 if counted else 0)
-        todo = list(corrupt)
-        job.progress.sleep(min(0.25 * 2**attempt, 10.0))
-    raise AssertionError("unreachable")
 
+    def fetch_some(todo: list[_Obj]) -> dict[_Obj, Damage]:
+        damaged = _transfer(job, client, bucket, todo, paths)
+        return damaged | _verify(job, client, bucket, todo, damaged, paths)
 
-_Corrupt = dict[_Obj, tuple[IntegrityError, bool]]  # error, and whether it counted as done
+    job.fetch_intact(objs, fetch_some)
+    return [o.rel for o in objs]
 
 
 def _transfer(
     job: Job, client: Any, bucket: str, objs: list[_Obj], paths: dict[str, Path]
-) -> _Corrupt:
+) -> dict[_Obj, Damage]:
     """Download ``objs`` on one transfer manager; return the corrupted ones, raise on any other
     failure (after stopping every other transfer)."""
     from boto3.s3.transfer import TransferConfig, create_transfer_manager
@@ -310,7 +294,7 @@ def _transfer(
             futures.append(
                 manager.download(bucket, o.key, str(paths[o.key]), subscribers=[_Sub(o)])
             )
-        corrupt = _wait(job, bucket, list(zip(futures, objs, strict=True)), wake)
+        corrupt = _wait(job, bucket, list(zip(futures, objs, strict=True)), paths, wake)
         ok = True
         return corrupt
     except Exception as exc:
@@ -325,11 +309,15 @@ def _transfer(
 
 
 def _wait(
-    job: Job, bucket: str, pending: list[tuple[Any, _Obj]], wake: threading.Event
-) -> _Corrupt:
+    job: Job,
+    bucket: str,
+    pending: list[tuple[Any, _Obj]],
+    paths: dict[str, Path],
+    wake: threading.Event,
+) -> dict[_Obj, Damage]:
     """Wait for the transfers without blocking on any one of them, so a cancellation (deadline,
     signal, another part's failure) is acted on at once."""
-    corrupt: _Corrupt = {}
+    corrupt: dict[_Obj, Damage] = {}
     while pending:
         wake.clear()
         job.progress.check_deadline()
@@ -345,7 +333,7 @@ def _wait(
                 error = map_error(job.uri, exc, f"{bucket}/{obj.key}")
                 if not isinstance(error, IntegrityError):
                     raise error from None
-                corrupt[obj] = (error, False)
+                corrupt[obj] = Damage(error, paths[obj.key], obj.size, 0)
         pending = still
         if pending:
             wake.wait(1.0)
@@ -370,19 +358,17 @@ def _verify(
     client: Any,
     bucket: str,
     objs: list[_Obj],
-    skip: _Corrupt,
+    skip: dict[_Obj, Damage],
     paths: dict[str, Path],
-) -> _Corrupt:
+) -> dict[_Obj, Damage]:
     """Size and MD5-ETag check of every downloaded object; the corrupted ones are returned."""
     done = [o for o in objs if o not in skip]
-    corrupt: _Corrupt = {}
+    corrupt: dict[_Obj, Damage] = {}
     for o in done:
         got = paths[o.key].stat().st_size
         if got != o.size:
-            corrupt[o] = (
-                IntegrityError(job.uri, f"{o.key}: got {got} bytes, S3 announced {o.size}"),
-                True,
-            )
+            cause = f"{o.key}: got {got} bytes, S3 announced {o.size}"
+            corrupt[o] = Damage(IntegrityError(job.uri, cause), paths[o.key], got, 1)
     if not job.transfer.verify_checksum:
         return corrupt
     done = [o for o in done if o not in corrupt]
@@ -398,5 +384,5 @@ def _verify(
         ):
             continue
         cause = f"{o.key}: checksum mismatch: the bytes received have MD5 {digest}, the ETag says {o.etag}"
-        corrupt[o] = (IntegrityError(job.uri, cause), True)
+        corrupt[o] = Damage(IntegrityError(job.uri, cause), paths[o.key], o.size, 1)
     return corrupt

@@ -1,7 +1,8 @@
-"""A loopback proxy in front of moto that misbehaves the way real networks and servers do.
+"""A loopback proxy in front of moto or the GCS emulator that misbehaves like real networks do.
 
-boto3 talks to the proxy (``AWS_ENDPOINT_URL``); HEAD and LIST pass through unchanged, and each
-GetObject answer is delivered according to ``mode``:
+The client talks to the proxy (``AWS_ENDPOINT_URL``, ``STORAGE_EMULATOR_HOST``); metadata and
+listings pass through unchanged, and each object body answer (``is_body``) is delivered
+according to ``mode``:
 
 - ``"pass"``: as moto sent it;
 - ``"trickle"``: headers, then one byte every 50 ms, until the client goes away (every read
@@ -9,8 +10,9 @@ GetObject answer is delivered according to ``mode``:
 - ``"stall"``: headers and the first KiB, then nothing until the client goes away;
 - ``"corrupt"``: one byte flipped in the first ``corrupt_times`` answers (``-1``: all of them).
 
-``strip_checksums`` removes the ``x-amz-checksum-*`` headers, so that only the MD5 ETag can
-reveal a corruption. moto's signature checks are off, so forwarded requests stay valid.
+``strip_checksums`` removes the checksum headers (S3's ``x-amz-checksum-*``, GCS's
+``x-goog-hash``), so that only the checks modelport makes itself can see a corruption. moto's
+signature checks are off, so forwarded requests stay valid.
 """
 
 from __future__ import annotations
@@ -20,15 +22,28 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import httpx
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "date"}
+_CHECKSUM_HEADERS = ("x-amz-checksum-", "x-goog-hash")
 
 
-class S3Proxy:
-    def __init__(self, upstream: str) -> None:
+def s3_object(path: str) -> bool:
+    """A GetObject: ``/bucket/key`` (path style), not a bucket listing."""
+    return path.split("?", 1)[0].count("/") >= 2
+
+
+def gcs_media(path: str) -> bool:
+    """A GCS media download (JSON API ``alt=media``), not object metadata."""
+    return "alt=media" in path
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, is_body: Callable[[str], bool]) -> None:
         self.upstream = upstream
+        self.is_body = is_body
         self.mode = "pass"
         self.corrupt_times = 1
         self.strip_checksums = False
@@ -60,10 +75,11 @@ class S3Proxy:
         headers = {k: v for k, v in h.headers.items() if k.lower() not in _HOP}
         res = self.client.request(method, self.upstream + h.path, headers=headers)
         body = res.content
-        path = h.path.split("?", 1)[0]
-        is_object = method == "GET" and res.status_code in (200, 206) and path.count("/") >= 2
+        is_object = method == "GET" and res.status_code in (200, 206) and self.is_body(h.path)
+        if not is_object:  # links in metadata (GCS mediaLink) must lead back to the proxy
+            body = body.replace(self.upstream.encode(), self.url.encode())
         if is_object:
-            self.object_gets.append(path)
+            self.object_gets.append(h.path)
             nth = len(self.object_gets)
             if self.mode == "corrupt" and (self.corrupt_times < 0 or nth <= self.corrupt_times):
                 i = len(body) // 2
@@ -71,7 +87,7 @@ class S3Proxy:
         h.send_response(res.status_code)
         for key, value in res.headers.multi_items():
             lower = key.lower()
-            if lower in _HOP or (self.strip_checksums and lower.startswith("x-amz-checksum-")):
+            if lower in _HOP or (self.strip_checksums and lower.startswith(_CHECKSUM_HEADERS)):
                 continue
             h.send_header(key, value)
         length = res.headers.get("content-length", "0") if method == "HEAD" else len(body)

@@ -1,5 +1,6 @@
-"""s3:// when the network misbehaves: a trickle past the deadline, SIGTERM during a stall, and
-corrupted bodies (moto behind tests/storage/s3proxy.py)."""
+"""When the network misbehaves: a trickle past the deadline and SIGTERM during a stall (S3), and
+corrupted bodies (S3 and GCS), through tests/storage/faultproxy.py in front of moto / the GCS
+emulator."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from modelport.storage.download import download
 from modelport.storage.errors import DownloadTimeoutError, IntegrityError
-from tests.storage.s3proxy import S3Proxy
+from tests.storage.faultproxy import FaultProxy
 from tests.storage.support import tree
 
 BODY = os.urandom(256 * 1024) + b"end"
@@ -37,7 +38,7 @@ def _poll(condition: object, timeout: float = 30.0) -> None:
 
 
 def test_deadline_holds_against_a_trickling_server(
-    s3_proxy: S3Proxy, s3_admin, bucket, tmp_path, monkeypatch
+    s3_proxy: FaultProxy, s3_admin, bucket, tmp_path, monkeypatch
 ):
     """Every read gets a byte within the read timeout, but the body never ends: the deadline
     alone must stop the download (it used to be checked only when a 256 KiB block arrived)."""
@@ -64,7 +65,7 @@ def test_deadline_holds_against_a_trickling_server(
 
 
 def test_sigterm_during_a_stalled_download_exits_promptly_and_cleanly(
-    s3_proxy: S3Proxy, s3_admin, bucket, tmp_path
+    s3_proxy: FaultProxy, s3_admin, bucket, tmp_path
 ):
     """The transfer thread is blocked in a read with a 60 s timeout; SIGTERM must not wait it
     out, must exit with 128+15, and must leave DEST as it was."""
@@ -99,7 +100,9 @@ def test_sigterm_during_a_stalled_download_exits_promptly_and_cleanly(
 
 
 @pytest.mark.parametrize("checked_by", ["flexible-checksum", "md5-etag"])
-def test_corrupted_body_is_fetched_again(s3_proxy: S3Proxy, s3_admin, bucket, tmp_path, checked_by):
+def test_corrupted_body_is_fetched_again(
+    s3_proxy: FaultProxy, s3_admin, bucket, tmp_path, checked_by
+):
     s3_admin.put_object(Bucket=bucket, Key="m/model.bin", Body=BODY)
     s3_proxy.mode = "corrupt"
     s3_proxy.strip_checksums = checked_by == "md5-etag"
@@ -111,7 +114,7 @@ def test_corrupted_body_is_fetched_again(s3_proxy: S3Proxy, s3_admin, bucket, tm
 
 @pytest.mark.parametrize("checked_by", ["flexible-checksum", "md5-etag"])
 def test_always_corrupted_body_is_an_integrity_failure(
-    s3_proxy: S3Proxy, s3_admin, bucket, tmp_path, monkeypatch, checked_by
+    s3_proxy: FaultProxy, s3_admin, bucket, tmp_path, monkeypatch, checked_by
 ):
     s3_admin.put_object(Bucket=bucket, Key="m/model.bin", Body=BODY)
     s3_proxy.mode = "corrupt"
@@ -126,4 +129,33 @@ def test_always_corrupted_body_is_an_integrity_failure(
     # Which check caught it: botocore's CRC32 (moto keeps the one boto3 sent) or our MD5.
     assert ("Expected checksum" in str(err.value)) == (checked_by == "flexible-checksum")
     assert len(s3_proxy.object_gets) == 3
+    assert tree(dest) == {"model.bin": b"previous good model"}
+
+
+@pytest.mark.parametrize("layout", ["whole", "ranged-parts"])
+def test_corrupted_gcs_blob_is_fetched_again(
+    gcs, gcs_proxy: FaultProxy, tmp_path, monkeypatch, layout
+):
+    """Whole blobs are checked by the library (x-goog-hash), ranged parts by our crc32c."""
+    body = BODY if layout == "whole" else os.urandom(1024 * 1024) * 11 + b"end"
+    monkeypatch.setenv("MODELPORT_STORAGE_PART_SIZE", str(5 * 1024 * 1024))
+    gcs.blob("m/model.bin").upload_from_string(body)
+    gcs_proxy.mode = "corrupt"
+    dest = _previous(tmp_path)
+    download(f"gs://{gcs.name}/m/model.bin", dest)
+    assert (dest / "model.bin").read_bytes() == body
+    parts = 1 if layout == "whole" else 3
+    assert len(gcs_proxy.object_gets) == 2 * parts
+
+
+def test_always_corrupted_gcs_blob_is_an_integrity_failure(gcs, gcs_proxy: FaultProxy, tmp_path):
+    gcs.blob("m/model.bin").upload_from_string(BODY)
+    gcs_proxy.mode = "corrupt"
+    gcs_proxy.corrupt_times = -1
+    dest = _previous(tmp_path)
+    with pytest.raises(IntegrityError, match="checksum mismatch") as err:
+        download(f"gs://{gcs.name}/m/model.bin", dest)
+    assert err.value.kind == "integrity"
+    assert "corrupted in each of 2 attempts" in str(err.value)  # MODELPORT_STORAGE_RETRIES=1
+    assert len(gcs_proxy.object_gets) == 2
     assert tree(dest) == {"model.bin": b"previous good model"}
