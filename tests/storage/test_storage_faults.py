@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 from modelport.storage.download import download
 from modelport.storage.errors import DownloadTimeoutError, IntegrityError
 from tests.storage.faultproxy import FaultProxy
-from tests.storage.support import tree
+from tests.storage.support import outcome_within, tree
 
 BODY = os.urandom(256 * 1024) + b"end"
 
@@ -46,21 +45,11 @@ def test_deadline_holds_against_a_trickling_server(
     s3_proxy.mode = "trickle"
     monkeypatch.setenv("MODELPORT_STORAGE_DEADLINE", "4")
     dest = _previous(tmp_path)
-    outcome: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            download(f"s3://{bucket}/m/model.bin", dest)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(timeout=20)  # far beyond the 4 s deadline, far below the hours a trickle takes
-    assert not worker.is_alive(), "download still running long after its deadline"
-    assert s3_proxy.stalled.is_set(), outcome  # the trickle really started
-    assert len(outcome) == 1 and isinstance(outcome[0], DownloadTimeoutError), outcome
-    assert "MODELPORT_STORAGE_DEADLINE" in str(outcome[0])
+    # 20 s: far beyond the 4 s deadline, far below the hours the trickle would take.
+    error = outcome_within(lambda: download(f"s3://{bucket}/m/model.bin", dest), timeout=20)
+    assert s3_proxy.stalled.is_set(), error  # the trickle really started
+    assert isinstance(error, DownloadTimeoutError), error
+    assert "MODELPORT_STORAGE_DEADLINE" in str(error)
     assert tree(dest) == {"model.bin": b"previous good model"}
 
 
