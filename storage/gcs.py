@@ -2,7 +2,8 @@
 
 Same single-object/prefix rule as S3. Small blobs are fetched whole and checksummed by the
 library (crc32c/md5); large ones in ranged parts on one bounded thread pool, then checked
-against the blob's crc32c here; a corrupted blob is fetched again (:meth:`Job.fetch_intact`). Falls back to an anonymous client when no credentials exist,
+against the blob's crc32c here; a corrupted blob is fetched again (:meth:`Job.fetch_intact`).
+The deadline (or a signal) shuts the sockets being read down, so a stalled read stops at once. Falls back to an anonymous client when no credentials exist,
 as KServe does.
 """
 
@@ -97,6 +98,25 @@ def _crc32c(path: Path) -> str:
     return base64.b64encode(c.digest()).decode()
 
 
+def _abort_on_cancel(client: Any, progress: Progress) -> None:
+    """At the deadline (or a signal) shut down the sockets of the responses being read, so a
+    stalled read returns now instead of after the read timeout; refuse responses after that
+    (the library's retry of the cut read)."""
+    session = getattr(client, "_http", None)  # the client's requests.Session
+    hooks = getattr(session, "hooks", None)
+    if not isinstance(hooks, dict):
+        return
+
+    def track(response: Any, *args: Any, **kwargs: Any) -> Any:
+        progress.check_deadline()  # raises the reason once cancelled: not retryable
+        shutdown = getattr(getattr(response, "raw", None), "shutdown", None)
+        if shutdown is not None:  # urllib3 >= 2.3
+            progress.on_cancel(shutdown)
+        return response
+
+    hooks.setdefault("response", []).append(track)
+
+
 def fetch(job: Job) -> list[str]:
     """Download the blob or prefix into ``job.payload``; return relative paths written."""
     from google.cloud.storage.retry import DEFAULT_RETRY
@@ -107,6 +127,7 @@ def fetch(job: Job) -> list[str]:
     retry = DEFAULT_RETRY.with_timeout(max(30.0, t.read_timeout * (t.retries + 1)))
     try:
         client = _client()
+        _abort_on_cancel(client, job.progress)
         bucket = client.bucket(bucket_name)
         blobs: list[tuple[Any, str]] = []
         single = None
@@ -196,6 +217,7 @@ def _download(
             if failure is None:
                 continue
             blob, rel = futures[fut]
+            progress.check_deadline()  # a read cut short by the deadline reports the deadline
             error = map_error(job.uri, failure, blob.name)
             if isinstance(error, IntegrityError):  # the library's crc32c/MD5 check
                 damaged[rel] = Damage(error, paths[rel], int(blob.size or 0), 0)

@@ -148,3 +148,16 @@ def test_always_corrupted_gcs_blob_is_an_integrity_failure(gcs, gcs_proxy: Fault
     assert "corrupted in each of 2 attempts" in str(err.value)  # MODELPORT_STORAGE_RETRIES=1
     assert len(gcs_proxy.object_gets) == 2
     assert tree(dest) == {"model.bin": b"previous good model"}
+
+
+def test_deadline_stops_a_stalled_gcs_read(gcs, gcs_proxy: FaultProxy, tmp_path, monkeypatch):
+    """The body stalls after 1 KiB: the deadline, not the 60 s read timeout, ends it."""
+    gcs.blob("m/model.bin").upload_from_string(BODY)
+    gcs_proxy.mode = "stall"
+    monkeypatch.setenv("MODELPORT_STORAGE_READ_TIMEOUT", "60")
+    monkeypatch.setenv("MODELPORT_STORAGE_DEADLINE", "4")
+    dest = _previous(tmp_path)
+    error = outcome_within(lambda: download(f"gs://{gcs.name}/m/model.bin", dest), timeout=20)
+    assert gcs_proxy.stalled.is_set(), error
+    assert isinstance(error, DownloadTimeoutError) and "deadline" in str(error), error
+    assert tree(dest) == {"model.bin": b"previous good model"}
