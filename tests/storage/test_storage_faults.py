@@ -21,9 +21,9 @@ from tests.storage.support import outcome_within, tree
 BODY = os.urandom(256 * 1024) + b"end"
 
 
-def _previous(tmp_path: Path) -> Path:
+def _previous(tmp_path: Path, name: str = "dest") -> Path:
     """A destination holding a previous model, which a failed run must leave as it was."""
-    dest = tmp_path / "dest"
+    dest = tmp_path / name
     dest.mkdir()
     (dest / "model.bin").write_bytes(b"previous good model")
     return dest
@@ -53,26 +53,33 @@ def test_deadline_holds_against_a_trickling_server(
     assert tree(dest) == {"model.bin": b"previous good model"}
 
 
+@pytest.mark.parametrize("pairs", [1, 2])
 def test_sigterm_during_a_stalled_download_exits_promptly_and_cleanly(
-    s3_proxy: FaultProxy, s3_admin, bucket, tmp_path
+    s3_proxy: FaultProxy, s3_admin, bucket, tmp_path, pairs
 ):
-    """The transfer thread is blocked in a read with a 60 s timeout; SIGTERM must not wait it
-    out, must exit with 128+15, and must leave DEST as it was."""
-    s3_admin.put_object(Bucket=bucket, Key="m/model.bin", Body=BODY)
+    """Transfer threads are blocked in reads with a 60 s timeout; SIGTERM must not wait them
+    out, must exit with 128+15, and must leave every DEST as it was (with 2 pairs, the
+    downloads run on worker threads, which the signal does not interrupt by itself)."""
+    args, dests = [], []
+    for i in range(pairs):
+        s3_admin.put_object(Bucket=bucket, Key=f"m{i}/model.bin", Body=BODY)
+        dests.append(_previous(tmp_path, f"dest{i}"))
+        args += [f"s3://{bucket}/m{i}/model.bin", str(dests[-1])]
     s3_proxy.mode = "stall"
-    dest = _previous(tmp_path)
     env = dict(os.environ, MODELPORT_STORAGE_READ_TIMEOUT="60")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "modelport.storage", f"s3://{bucket}/m/model.bin", str(dest)],
+        [sys.executable, "-m", "modelport.storage", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
     try:
+        _poll(lambda: len(s3_proxy.object_gets) >= pairs or proc.poll() is not None)
         _poll(lambda: s3_proxy.stalled.is_set() or proc.poll() is not None)
         assert proc.poll() is None, proc.communicate()
-        assert [p for p in dest.iterdir() if p.name.startswith(".modelport-download-")]
+        for dest in dests:
+            assert [p for p in dest.iterdir() if p.name.startswith(".modelport-download-")]
         proc.send_signal(signal.SIGTERM)
         try:
             _out, err = proc.communicate(timeout=10)  # well below the 60 s read timeout
@@ -85,7 +92,8 @@ def test_sigterm_during_a_stalled_download_exits_promptly_and_cleanly(
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == "modelport.storage: interrupted, exiting with 143"
-    assert tree(dest) == {"model.bin": b"previous good model"}  # staging removed too
+    for dest in dests:
+        assert tree(dest) == {"model.bin": b"previous good model"}  # staging removed too
 
 
 @pytest.mark.parametrize("checked_by", ["flexible-checksum", "md5-etag"])
