@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from types import FrameType
 
-from modelport.storage.download import cancel_all, download, remove_staging
+from modelport.storage.download import cancel_all, download, publishing, remove_staging
 from modelport.storage.errors import RedactFilter, StorageError, display_uri, redact
 
 _GRACE_S = 1.5
@@ -36,11 +36,18 @@ def _one(uri: str, dest: str) -> str | None:
         return f"modelport.storage: error: {display_uri(uri)}: {cause}"
 
 
+_deferred: list[int] = []  # a signal that arrived while the main thread was publishing
+
+
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     """Stop every download (from a thread: this handler may interrupt a lock holder), then
-    unwind the main thread through download()'s cleanup."""
+    unwind the main thread through download()'s cleanup, unless it is moving a finished
+    download into DEST: then exit right after (a half-published DEST is worse than either)."""
     why = f"interrupted by {signal.Signals(signum).name}"
     threading.Thread(target=cancel_all, args=(why,), name="cancel-all", daemon=True).start()
+    if publishing(threading.get_ident()):
+        _deferred.append(signum)
+        return
     raise SystemExit(128 + signum)
 
 
@@ -73,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             futures = [pool.submit(_one, *p) for p in pairs]
             errors = [f.result() for f in futures]
+        if _deferred:
+            raise SystemExit(128 + _deferred[0])
     except SystemExit as exc:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal changes nothing now
         signal.signal(signal.SIGINT, signal.SIG_IGN)

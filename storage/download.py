@@ -39,8 +39,9 @@ MODEL_MOUNT_DIR = "/mnt/models"
 SUPPORTED = ("s3://", "gs://", "http://", "https://", "file://", "pvc://", "a local path")
 _STAGE_PREFIX = ".modelport-download-"
 _active: set[str] = set()
-_active_lock = threading.Lock()
+_active_lock = threading.RLock()  # reentrant: the CLI's signal handler reads it too
 _running: set[Progress] = set()  # downloads in flight, for cancel_all()
+_publishing: dict[str, int] = {}  # stage -> thread moving it into DEST: not to be interrupted
 
 _BACKENDS = {"s3": s3.fetch, "gs": gcs.fetch, "http": http.fetch, "https": http.fetch}
 
@@ -104,11 +105,19 @@ def cancel_all(why: str) -> None:
         progress.cancel(CancelledError(progress.uri, why))
 
 
+def publishing(thread: int) -> bool:
+    """Whether ``thread`` is moving a finished download into DEST: a few renames that must not
+    be cut in half (the CLI defers a signal that arrives then)."""
+    with _active_lock:
+        return thread in _publishing.values()
+
+
 def remove_staging() -> None:
     """Remove the staging directory of every download still in flight (the CLI, exiting on a
-    signal, does not wait for a thread stuck in a read to clean up)."""
+    signal, does not wait for a thread stuck in a read to clean up); one being published into
+    DEST is left to finish."""
     with _active_lock:
-        stages = list(_active)
+        stages = [stage for stage in _active if stage not in _publishing]
     for stage in stages:
         shutil.rmtree(stage, ignore_errors=True)
 
@@ -153,7 +162,13 @@ def download(uri: str, dest: str | os.PathLike[str]) -> Path:
             extract(archive, payload, uri, transfer, patterns)
         if not any(payload.iterdir()):
             raise NotFoundError(uri, "nothing to download")
-        _publish(payload, dest_path, stage)
+        with _active_lock:
+            _publishing[str(stage)] = threading.get_ident()
+        try:
+            _publish(payload, dest_path, stage)
+        finally:
+            with _active_lock:
+                _publishing.pop(str(stage), None)
     except BaseException:
         progress.cancel()
         shutil.rmtree(stage, ignore_errors=True)
@@ -171,4 +186,4 @@ def download(uri: str, dest: str | os.PathLike[str]) -> Path:
     return dest_path
 
 
-__all__ = ["StorageError", "cancel_all", "download", "remove_staging"]
+__all__ = ["StorageError", "cancel_all", "download", "publishing", "remove_staging"]
