@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from modelport.base.config import _bool
-from modelport.base.errors import InferenceFailed, InvalidInput
+from modelport.base.errors import InferenceFailed, InvalidInput, ModelLoadError
 from modelport.base.forward import PROTOCOLS, PredictorClient
 from modelport.base.messages import InferRequest, InferResponse, Tensor
 from modelport.base.model import Predictor
@@ -109,7 +109,7 @@ class Transformer(Predictor):
         options = self.settings.parameters
         host = options.get("predictor_host")
         if not host:
-            raise InvalidInput("a transformer needs --predictor_host HOST[:PORT]")
+            raise ModelLoadError("a transformer needs --predictor_host HOST[:PORT]")
         self.health_check = bool(options.get("enable_predictor_health_check", False))
         self.client = PredictorClient(
             str(host),

@@ -1,0 +1,106 @@
+"""In-process checks of the Transformer's protocol conversions and hook contract (the
+forwarding itself is exercised against real processes in test_transformer.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelport.base.errors import InferenceFailed, InvalidInput, ModelLoadError
+from modelport.base.messages import InferRequest, InferResponse, Tensor
+from modelport.base.model import ModelSettings
+from modelport.base.transformer import (
+    Transformer,
+    V1Request,
+    V1Response,
+    request_to_v1,
+    v1_to_response,
+)
+
+
+def transformer(cls: type[Transformer] = Transformer, **options: Any) -> Transformer:
+    settings = ModelSettings(
+        name="m",
+        model_dir=Path("/nonexistent"),
+        parameters={"predictor_host": "127.0.0.1:9", **options},
+    )
+    instance = cls(settings)
+    instance.load()
+    return instance
+
+
+def test_one_input_becomes_instances_and_several_become_rows():
+    single = InferRequest(inputs=[Tensor("x", np.array([[1.0, 2.0], [3.0, 4.0]]))])
+    assert np.asarray(request_to_v1(single)["instances"]).tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    frame = InferRequest(
+        inputs=[Tensor("a", np.array([1, 2])), Tensor("b", np.array(["x", "y"], dtype=object))],
+        parameters={"content_type": "pd"},
+    )
+    assert request_to_v1(frame) == {"instances": [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]}
+    ragged = InferRequest(inputs=[Tensor("a", np.array([1, 2])), Tensor("b", np.array([1]))])
+    with pytest.raises(InvalidInput, match="different lengths"):
+        request_to_v1(ragged)
+
+
+def test_v1_answer_for_a_v2_client():
+    response = v1_to_response({"predictions": ["a", "b"]})
+    assert response.outputs[0].name == "output-0"
+    assert response.outputs[0].data.tolist() == ["a", "b"]
+    with pytest.raises(InferenceFailed, match="without 'predictions'"):
+        v1_to_response({"labels": [1]})
+
+
+def test_v1_body_reaches_preprocess_as_the_clients_dict():
+    body = {"instances": [{"image": "..."}], "extra": 1}
+    request = transformer().decode_v1(body)
+    assert isinstance(request, V1Request) and request.body is body
+    with pytest.raises(InvalidInput):
+        transformer().decode_v1([1, 2])
+
+
+def test_hooks_returning_the_wrong_type_are_a_server_fault():
+    class Bad(Transformer):
+        def preprocess(self, request: Any, headers: dict[str, str]) -> Any:
+            return "not a request"
+
+    with pytest.raises(InferenceFailed, match="preprocess returned str"):
+        asyncio.run(transformer(Bad).infer(V1Request(inputs=[], body={"instances": [1]})))
+
+
+def test_postprocess_may_ask_for_the_request_and_dicts_stay_v1():
+    seen: dict[str, Any] = {}
+
+    class Echo(Transformer):
+        async def predict(self, payload: Any, headers: dict[str, str]) -> Any:
+            return {"predictions": [7]}
+
+        def postprocess(self, response: Any, headers: dict[str, str], request: Any = None) -> Any:
+            seen["request"] = request
+            return {**response, "key": request["key"]}
+
+    answer = asyncio.run(
+        transformer(Echo).infer(V1Request(inputs=[], body={"instances": [1], "key": "k"}))
+    )
+    assert isinstance(answer, V1Response)
+    assert transformer(Echo).encode_v1(answer) == {"predictions": [7], "key": "k"}
+    assert seen["request"] == {"instances": [1], "key": "k"}
+
+
+def test_transformer_needs_a_predictor_host_and_no_model_dir():
+    assert Transformer.needs_model_dir is False
+    settings = ModelSettings(name="m", model_dir=Path("/nonexistent"))
+    with pytest.raises(ModelLoadError, match="--predictor_host"):
+        Transformer(settings).load()
+
+
+def test_an_infer_response_passes_to_v2_clients_unchanged():
+    class Fixed(Transformer):
+        async def predict(self, payload: Any, headers: dict[str, str]) -> Any:
+            return InferResponse(outputs=[Tensor("y", np.array([1]))])
+
+    answer = asyncio.run(transformer(Fixed).infer(InferRequest(inputs=[])))
+    assert answer.outputs[0].name == "y"
