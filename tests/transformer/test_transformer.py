@@ -3,6 +3,7 @@ each --predictor_protocol, the predictor's errors passed through, readiness, cus
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tests.models import IRIS_ROWS, constant_model, iris_logistic
@@ -230,3 +231,22 @@ def test_predictor_503_stays_503_and_retries_recover():
         finally:
             plain.stop()
             retrying.stop()
+
+
+def test_grpc_metadata_reaches_an_http_predictor_as_headers():
+    with fake_predictor() as fake:
+        server = start_transformer(fake.host, "--model_name=m", "--predictor_protocol=v2")
+        try:
+            result = triton_infer(
+                server,
+                "m",
+                [("input-0", np.array([[1.0]]), "FP64", False)],
+                protocol="grpc",
+                headers=dict(TRACE_HEADERS),
+            )
+            assert result.as_numpy("output-0").tolist() == [1]
+        finally:
+            server.stop()
+        sent = fake.seen[-1].headers
+    for name in ("traceparent", "tracestate", "x-b3-traceid", "authorization", "x-request-id"):
+        assert sent.get(name) == TRACE_HEADERS[name], name
