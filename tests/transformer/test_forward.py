@@ -4,6 +4,8 @@ where the test must see what was sent): protocols, binary tensors, errors, retri
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -178,32 +180,23 @@ def test_only_tracing_identity_and_auth_headers_are_forwarded():
     assert "cookie" not in sent and "x-other" not in sent
 
 
-def test_grpc_v2_infer_is_ready_and_errors(iris):
-    from sklearn.datasets import load_iris
+def grpc_checks(*args: str) -> None:
+    """The grpc-v2 checks run in a child process: modelport's generated OIP protos and
+    tritonclient.grpc's (used by other tests in this session) both register the `inference`
+    protobuf package, so they cannot share one process."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.transformer.grpc_client_checks", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok" in result.stdout
 
-    host = f"127.0.0.1:{iris.grpc_port}"
-    rows, labels = load_iris(return_X_y=True)
-    response = run(PredictorClient(host, "grpc-v2"), "infer", "iris", iris_request(rows))
-    assert (response.outputs[0].data == labels).mean() > 0.9
-    request = iris_request(IRIS_ROWS)
-    request.outputs = [RequestedOutput("predict_proba")]
-    response = run(PredictorClient(host, "grpc-v2"), "infer", "iris", request)
-    np.testing.assert_allclose(response.outputs[0].data.sum(axis=1), 1.0)
-    assert run(PredictorClient(host, "grpc-v2"), "is_ready", "iris") is True
-    assert run(PredictorClient(host, "grpc-v2"), "is_ready", "nope") is False
-    with pytest.raises(PredictorRejected) as caught:
-        run(PredictorClient(host, "grpc-v2"), "infer", "nope", iris_request(IRIS_ROWS))
-    assert caught.value.status == 404 and caught.value.grpc_code == "NOT_FOUND"
-    assert f"predictor {host}: model 'nope' not found" == caught.value.message
-    with pytest.raises(PredictorRejected) as caught:
-        run(PredictorClient(host, "grpc-v2"), "infer", "iris", iris_request([[1.0, 2.0]]))
-    assert caught.value.status == 400
+
+def test_grpc_v2_infer_is_ready_and_errors(iris):
+    grpc_checks("served", f"127.0.0.1:{iris.grpc_port}")
 
 
 def test_grpc_v2_predictor_down_is_502_after_retries():
-    host = f"127.0.0.1:{free_port()}"
-    client = PredictorClient(host, "grpc-v2", retries=1, timeout=5)
-    with pytest.raises(PredictorUnavailable) as caught:
-        run(client, "infer", "iris", iris_request(IRIS_ROWS))
-    assert caught.value.status == 502
-    assert f"predictor {host} is unreachable" in caught.value.message
+    grpc_checks("down", f"127.0.0.1:{free_port()}")
