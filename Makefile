@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 EXAMPLE_DIR := examples/iris/model
 
-.PHONY: run test lint bench images clean
+.PHONY: run test lint bench images base-image image-sizes e2e-images clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,5 +51,79 @@ lint: $(STAMP)
 bench: $(VENV)/.installed-run
 	bash bench/run.sh $(BENCH_ARGS)
 
+## images: every runtime image and the storage image (ENGINE=podman|docker, BASE_IMAGE=...)
+# The runtimes that get an image and a ClusterServingRuntime. The ONNX runtime and the runtime
+# registry land from another branch; until then this list is the one place that names them.
+RUNTIMES ?= sklearn xgboost lightgbm pytorch tensorflow mlflow onnx
+ENGINE ?= podman
+BASE_IMAGE ?= python:3.11-slim-bookworm
+LOCAL_BASE ?= localhost/modelport-base:bookworm
+REGISTRY ?= modelport
+MODELPORT_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+VCS_REF := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# podman/buildah on a machine without systemd and with crun refused: see docker/containers.conf.
+export CONTAINERS_CONF ?= $(CURDIR)/docker/containers.conf
+# Host CA bundle and pip.conf reach the build as secrets (never stored in a layer).
+CA_BUNDLE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+PIP_CONF ?=
+# The framework each image is pinned to: its version is the image's second tag, which an
+# InferenceService's runtimeVersion selects. Override one to build another version, e.g.
+# `make image-sklearn FRAMEWORK_sklearn=scikit-learn==1.7.2`.
+FRAMEWORK_sklearn    ?= scikit-learn==1.9.1
+FRAMEWORK_xgboost    ?= xgboost-cpu==3.2.0
+FRAMEWORK_lightgbm   ?= lightgbm==4.7.0
+FRAMEWORK_pytorch    ?= torch==2.13.0
+FRAMEWORK_tensorflow ?= tensorflow-cpu==2.21.0
+FRAMEWORK_mlflow     ?= mlflow-skinny==3.17.2
+FRAMEWORK_onnx       ?= onnxruntime==1.32.0
+# Debian packages a framework's wheels load at run time (LightGBM links the system OpenMP).
+APT_xgboost  ?= libgomp1
+APT_lightgbm ?= libgomp1
+APT_mlflow   ?= libgomp1
+# Extra wheels (find-links) copied into the build context: a local CPU torch where the PyTorch
+# CPU index cannot be reached. Publicly: FRAMEWORK_pytorch="torch==2.13.0 --index-url ...".
+WHEELS_pytorch ?= $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl)
+# GPU=1: CUDA builds of pytorch (PyPI's default torch) and onnx (onnxruntime-gpu), tagged -gpu.
+GPU ?=
+ifeq ($(GPU),1)
+TAG_SUFFIX := -gpu
+FRAMEWORK_pytorch := torch==2.13.0
+WHEELS_pytorch :=
+FRAMEWORK_onnx := onnxruntime-gpu==1.32.0
+EXTRA_onnx := server
+endif
+
+image_secrets = $(if $(CA_BUNDLE),--secret id=ca$(,)src=$(CA_BUNDLE)) \
+	$(if $(PIP_CONF),--secret id=pipconf$(,)src=$(PIP_CONF))
+, := ,
+framework_version = $(lastword $(subst ==, ,$(firstword $(FRAMEWORK_$(1)))))
+
+images: image-storage $(addprefix image-,$(RUNTIMES))
+
+## base-image: a local Debian bookworm + Python 3.11 base (debootstrap) for machines that cannot pull
+base-image:
+	ENGINE=$(ENGINE) docker/base-image.sh $(LOCAL_BASE)
+
+## image-<fw>: one runtime image, tagged <fw>:<modelport version> and <fw>:<framework version>
+image-%:
+	rm -rf .whl && mkdir -p .whl
+	$(foreach w,$(WHEELS_$*),cp -l $(w) .whl/ 2>/dev/null || cp $(w) .whl/;)
+	$(ENGINE) build --network=host -f docker/Dockerfile --target $* \
+	  --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg RUNTIME=$* \
+	  --build-arg EXTRA=$(or $(EXTRA_$*),$*) \
+	  --build-arg "FRAMEWORK_REQ=$(FRAMEWORK_$*)" --build-arg "APT_PACKAGES=$(APT_$*)" \
+	  --build-arg MODELPORT_VERSION=$(MODELPORT_VERSION) --build-arg VCS_REF=$(VCS_REF) \
+	  $(if $(filter storage,$*),--build-arg MODULE=modelport.storage) \
+	  $(image_secrets) -t $(REGISTRY)/$*:$(MODELPORT_VERSION)$(TAG_SUFFIX) \
+	  $(if $(FRAMEWORK_$*),-t $(REGISTRY)/$*:$(call framework_version,$*)$(TAG_SUFFIX)) .
+
+## image-sizes: what each built image adds on top of its base
+image-sizes:
+	ENGINE=$(ENGINE) docker/sizes.sh $(BASE_IMAGE) $(REGISTRY) $(MODELPORT_VERSION) storage $(RUNTIMES)
+
+## e2e-images: build base, storage and sklearn images and serve an S3 model through them
+e2e-images: $(STAMP)
+	PYTHON=$(CURDIR)/$(PY) tests/e2e/images.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .whl
