@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 EXAMPLE_DIR := examples/iris/model
 
-.PHONY: run test lint bench images base-image image-sizes e2e-images clean
+.PHONY: run test lint bench images base-image image-sizes e2e-images print-runtimes clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ PACKAGES := base storage runtimes
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint docker/Dockerfile
+	@# Workflows: GitHub's schema always (offline); actionlint too where it is installed (its
+	@# PyPI package downloads a binary from GitHub when it builds, which not every machine can).
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	@if command -v actionlint >/dev/null; then actionlint -color=false; \
+	  else echo "actionlint not installed: workflows checked against GitHub's schema only"; fi
 	@# mypy cannot follow setuptools' package-dir mapping: give it the installed layout.
 	@rm -rf $(TYPED) && mkdir -p $(TYPED)/modelport
 	@for p in $(PACKAGES); do ln -s $(CURDIR)/$$p $(TYPED)/modelport/$$p; done
@@ -80,23 +86,32 @@ FRAMEWORK_onnx       ?= onnxruntime==1.32.0
 APT_xgboost  ?= libgomp1
 APT_lightgbm ?= libgomp1
 APT_mlflow   ?= libgomp1
-# Extra wheels (find-links) copied into the build context: a local CPU torch where the PyTorch
-# CPU index cannot be reached. Publicly: FRAMEWORK_pytorch="torch==2.13.0 --index-url ...".
+# PyTorch's CPU wheels come from its own index (PyPI's torch is the CUDA build); where that
+# index cannot be reached, extra wheels (find-links) copied into the build context stand in.
+INDEX_pytorch ?= $(if $(WHEELS_pytorch),,https://download.pytorch.org/whl/cpu)
 WHEELS_pytorch ?= $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl)
 # GPU=1: CUDA builds of pytorch (PyPI's default torch) and onnx (onnxruntime-gpu), tagged -gpu.
 GPU ?=
 ifeq ($(GPU),1)
 TAG_SUFFIX := -gpu
 FRAMEWORK_pytorch := torch==2.13.0
+INDEX_pytorch :=
 WHEELS_pytorch :=
 FRAMEWORK_onnx := onnxruntime-gpu==1.32.0
 EXTRA_onnx := server
 endif
 
+# Platforms CI builds (arm64 where the framework publishes aarch64 wheels).
+PLATFORMS ?= linux/amd64,linux/arm64
+PLATFORMS_tensorflow ?= linux/amd64
+
 image_secrets = $(if $(CA_BUNDLE),--secret id=ca$(,)src=$(CA_BUNDLE)) \
 	$(if $(PIP_CONF),--secret id=pipconf$(,)src=$(PIP_CONF))
 , := ,
+empty :=
+space := $(empty) $(empty)
 framework_version = $(lastword $(subst ==, ,$(firstword $(FRAMEWORK_$(1)))))
+image_tags = $(REGISTRY)/$(1):$(MODELPORT_VERSION)$(TAG_SUFFIX)$(if $(FRAMEWORK_$(1)),$(,)$(REGISTRY)/$(1):$(call framework_version,$(1))$(TAG_SUFFIX))
 
 images: image-storage $(addprefix image-,$(RUNTIMES))
 
@@ -112,10 +127,25 @@ image-%:
 	  --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg RUNTIME=$* \
 	  --build-arg EXTRA=$(or $(EXTRA_$*),$*) \
 	  --build-arg "FRAMEWORK_REQ=$(FRAMEWORK_$*)" --build-arg "APT_PACKAGES=$(APT_$*)" \
+	  --build-arg "PIP_EXTRA_INDEX_URL=$(INDEX_$*)" \
 	  --build-arg MODELPORT_VERSION=$(MODELPORT_VERSION) --build-arg VCS_REF=$(VCS_REF) \
 	  $(if $(filter storage,$*),--build-arg MODULE=modelport.storage) \
-	  $(image_secrets) -t $(REGISTRY)/$*:$(MODELPORT_VERSION)$(TAG_SUFFIX) \
-	  $(if $(FRAMEWORK_$*),-t $(REGISTRY)/$*:$(call framework_version,$*)$(TAG_SUFFIX)) .
+	  $(image_secrets) $(foreach t,$(subst $(,), ,$(call image_tags,$*)),-t $(t)) .
+
+## print-runtimes: every image name as a JSON list (the images workflow's matrix)
+print-runtimes:
+	@echo '["$(subst $(space),"$(,)",$(strip storage $(RUNTIMES)))"]'
+
+# image-args-<fw>: the build arguments and tags of one image, as GitHub step outputs
+image-args-%:
+	@echo 'extra=$(or $(EXTRA_$*),$*)'
+	@echo 'framework=$(FRAMEWORK_$*)'
+	@echo 'apt=$(APT_$*)'
+	@echo 'index=$(INDEX_$*)'
+	@echo 'module=$(if $(filter storage,$*),modelport.storage,modelport.runtimes.$*)'
+	@echo 'version=$(MODELPORT_VERSION)'
+	@echo 'platforms=$(or $(PLATFORMS_$*),$(PLATFORMS))'
+	@echo 'tags=$(call image_tags,$*)'
 
 ## image-sizes: what each built image adds on top of its base
 image-sizes:
@@ -123,7 +153,7 @@ image-sizes:
 
 ## e2e-images: build base, storage and sklearn images and serve an S3 model through them
 e2e-images: $(STAMP)
-	PYTHON=$(CURDIR)/$(PY) tests/e2e/images.sh
+	PYTHON=$(abspath $(PY)) tests/e2e/images.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .whl

@@ -9,27 +9,32 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-.venv/bin/python}
-LOCAL_BASE=${LOCAL_BASE:-localhost/modelport-base:bookworm}
+# E2E_BASE_IMAGE: a base to pull (e.g. python:3.11-slim-bookworm where registries are
+# reachable); unset, a local Debian base is built with debootstrap (registry pulls fail here).
+BASE=${E2E_BASE_IMAGE:-localhost/modelport-base:bookworm}
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/docker/containers.conf}
 
 need=()
 command -v podman >/dev/null || need+=(podman)
 command -v runc >/dev/null || need+=(runc)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
 if [ ${#need[@]} -gt 0 ]; then
   echo "e2e-images: installing ${need[*]} from Debian packages"
-  apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+  $sudo apt-get update -q >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
     "${need[@]}" uidmap fuse-overlayfs >/dev/null
 fi
 
 start=$(date +%s)
-if ! podman image exists "$LOCAL_BASE"; then
-  make --no-print-directory base-image LOCAL_BASE="$LOCAL_BASE"
+if [ -z "${E2E_BASE_IMAGE:-}" ] && ! podman image exists "$BASE"; then
+  make --no-print-directory base-image LOCAL_BASE="$BASE"
 fi
-make --no-print-directory image-storage image-sklearn BASE_IMAGE="$LOCAL_BASE" >/tmp/e2e-images-build.log 2>&1 \
-  || { tail -40 /tmp/e2e-images-build.log; exit 1; }
+log=$(mktemp /tmp/e2e-images-build.XXXXXX)
+make --no-print-directory image-storage image-sklearn BASE_IMAGE="$BASE" >"$log" 2>&1 \
+  || { tail -40 "$log"; exit 1; }
 echo "e2e-images: base, storage and sklearn images ready in $(( $(date +%s) - start ))s"
-make --no-print-directory image-sizes BASE_IMAGE="$LOCAL_BASE" RUNTIMES=sklearn
+make --no-print-directory image-sizes BASE_IMAGE="$BASE" RUNTIMES=sklearn
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 exec "$PYTHON" tests/e2e/serve_images.py --version "$version"
