@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 EXAMPLE_DIR := examples/iris/model
 
-.PHONY: run test lint bench images base-image image-sizes e2e-images print-runtimes clean
+.PHONY: run test lint bench images base-image image-sizes e2e-images print-runtimes clean proto
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -154,6 +154,15 @@ image-sizes:
 ## e2e-images: build base, storage and sklearn images and serve an S3 model through them
 e2e-images: $(STAMP)
 	PYTHON=$(abspath $(PY)) tests/e2e/images.sh
+
+## proto: regenerate the committed gRPC modules (base/grpc/inference_pb2*.py) from the .proto;
+## committed so that images and CI need no code generator, and reviewed like code
+proto: $(STAMP)
+	rm -rf build/proto && mkdir -p build/proto/modelport/base/grpc
+	cp base/grpc/inference.proto build/proto/modelport/base/grpc/
+	cd build/proto && $(CURDIR)/$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. \
+	  --grpc_python_out=. modelport/base/grpc/inference.proto
+	cp build/proto/modelport/base/grpc/inference_pb2*.py* base/grpc/
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .whl
