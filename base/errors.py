@@ -67,6 +67,14 @@ class InferenceFailed(ModelportError):
     status = 500
 
 
+class NoOutputs(InferenceFailed):
+    """The model answered with no output tensors: its fault (500), whatever the protocol."""
+
+    def __init__(self, model: str | None = None) -> None:
+        what = f"model '{model}'" if model else "the model"
+        super().__init__(f"{what} produced no outputs")
+
+
 class ModelLoadError(ModelportError):
     """A model could not be found or loaded from its directory."""
 
