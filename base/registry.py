@@ -8,9 +8,16 @@ modelport installed can read it: `python3 base/registry.py names` (or `extras`, 
 
 from __future__ import annotations
 
-import json
+import os
 import sys
-from dataclasses import asdict, dataclass
+
+# Run as a script, its own folder (base/) heads sys.path: it must not shadow the stdlib.
+_HERE = os.path.dirname(os.path.realpath(__file__))
+if __name__ == "__main__" and sys.path and os.path.realpath(sys.path[0] or ".") == _HERE:
+    del sys.path[0]
+
+import json  # noqa: E402 - after the sys.path fix above
+from dataclasses import asdict, dataclass  # noqa: E402
 
 
 @dataclass(frozen=True, slots=True)

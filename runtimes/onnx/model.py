@@ -139,6 +139,10 @@ class ONNXPredictor(Predictor):
     def outputs(self) -> list[TensorSpec]:
         return [port.spec() for port in self.output_ports if port.is_tensor]
 
+    def metadata_parameters(self) -> dict[str, Any]:
+        """Which ONNX Runtime execution provider runs the graph (CUDA or CPU)."""
+        return {"execution_provider": self.provider}
+
     # --- inference ----------------------------------------------------------------------
 
     def infer(self, request: InferRequest) -> InferResponse:

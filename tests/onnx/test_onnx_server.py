@@ -10,7 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from tests.servers import ServerProcess, start_server, triton_infer
+from tests.servers import ServerProcess, output_datatype, start_server, triton_infer
 
 onnx = pytest.importorskip("onnx")  # the `test` extra; `make test` installs it
 ort = pytest.importorskip("onnxruntime")  # the `onnx` extra
@@ -180,6 +180,7 @@ def error_of(response: httpx.Response, status: int = 400) -> str:
 def test_metadata_comes_from_the_session(server: ServerProcess):
     iris = server.get("/v2/models/iris").json()
     assert iris["platform"] == "onnx"
+    assert iris["parameters"]["execution_provider"] in ort.get_available_providers()
     assert iris["inputs"] == [{"name": "X", "datatype": "FP32", "shape": [-1, 4]}]
     assert iris["outputs"] == [
         {"name": "label", "datatype": "INT64", "shape": [-1]},
@@ -293,6 +294,21 @@ def test_int64_and_string_inputs_by_name(server: ServerProcess):
         "echo": "ab",
         "codes": 1,
     }
+
+
+def test_grpc_carries_every_datatype(server: ServerProcess):
+    ids = np.array([5, -5], dtype=np.int64)
+    words = np.array([b"ab", b"zz"], dtype=object)
+    inputs = [("ids", ids, "INT64", True), ("words", words, "BYTES", True)]
+    result = triton_infer(server, "mixed", inputs, protocol="grpc")
+    assert output_datatype(result, "positive") == "BOOL"
+    np.testing.assert_array_equal(result.as_numpy("positive"), [True, False])
+    np.testing.assert_array_equal(result.as_numpy("codes"), [1, -1])
+    assert result.as_numpy("echo").tolist() == [b"ab", b"zz"]
+    half = np.array([[0.5, 1.0, -2.0]], dtype=np.float16)
+    doubled = triton_infer(server, "half", [("x", half, "FP16", True)], protocol="grpc")
+    assert output_datatype(doubled, "y") == "FP16"
+    np.testing.assert_array_equal(doubled.as_numpy("y"), half * np.float16(2))
 
 
 def test_bfloat16_in_and_out(server: ServerProcess):
