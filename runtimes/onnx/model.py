@@ -57,11 +57,11 @@ class Port:
     name: str
     onnx_type: str  # ONNX Runtime's type string: `tensor(float)`, `seq(map(...))`...
     datatype: str  # OIP datatype (or ONNX's own name where the protocol has none)
-    shape: list[int] | None  # -1 for dynamic dimensions; None for non-tensors
-
-    @property
-    def is_tensor(self) -> bool:
-        return self.shape is not None
+    # -1 for dynamic dimensions; None where the rank is unknown. ONNX Runtime reports both
+    # an unknown rank and a scalar as `[]`: neither is checked here (the session checks a
+    # known rank itself) and metadata shows `[-1]`.
+    shape: list[int] | None
+    is_tensor: bool = True
 
     def spec(self) -> TensorSpec:
         return TensorSpec(self.name, self.datatype, self.shape or [-1])
@@ -222,14 +222,13 @@ def _port(arg: Any) -> Port:
     """A session NodeArg as a Port: symbolic or unknown dimensions become -1."""
     onnx_type = str(arg.type)
     if not onnx_type.startswith("tensor("):
-        return Port(arg.name, onnx_type, "BYTES", None)
+        return Port(arg.name, onnx_type, "BYTES", None, is_tensor=False)
     element = onnx_type[len("tensor(") : -1]
     try:
         dtype: np.dtype | None = np.dtype(_NUMPY_NAMES.get(element, element))
     except TypeError:
         dtype = None
-    shape = arg.shape
-    dims = [-1] if shape is None else [d if isinstance(d, int) and d >= 0 else -1 for d in shape]
+    dims = [d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape or []] or None
     return Port(arg.name, onnx_type, datatype_of(dtype, element), dims)
 
 
