@@ -464,3 +464,50 @@ def test_batching_is_opt_in(serve, tmp_path):
         "onnx", tmp_path, "--model_name=counter", "--max_batch_size=8", "--max_batch_time=1.0"
     )
     assert max(counts(batched.url, "counter", 6)) > 1
+
+
+ONNX_TO_OIP = {
+    TensorProto.BOOL: "BOOL",
+    TensorProto.UINT8: "UINT8",
+    TensorProto.UINT16: "UINT16",
+    TensorProto.UINT32: "UINT32",
+    TensorProto.UINT64: "UINT64",
+    TensorProto.INT8: "INT8",
+    TensorProto.INT16: "INT16",
+    TensorProto.INT32: "INT32",
+    TensorProto.INT64: "INT64",
+    TensorProto.FLOAT16: "FP16",
+    TensorProto.BFLOAT16: "BF16",
+    TensorProto.FLOAT: "FP32",
+    TensorProto.DOUBLE: "FP64",
+    TensorProto.STRING: "BYTES",
+}
+
+
+def test_every_onnx_tensor_type_maps_to_its_oip_datatype(tmp_path):
+    """In process: one Identity per element type, metadata read back from the session."""
+    from modelport.base.model import ModelSettings
+    from modelport.runtimes.onnx.model import ONNXPredictor
+
+    names = [f"t{element}" for element in ONNX_TO_OIP]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [name], [f"{name}_out"]) for name in names],
+        "types",
+        [
+            helper.make_tensor_value_info(n, e, ["n", 2])
+            for n, e in zip(names, ONNX_TO_OIP, strict=True)
+        ],
+        [
+            helper.make_tensor_value_info(f"{n}_out", e, ["n", 2])
+            for n, e in zip(names, ONNX_TO_OIP, strict=True)
+        ],
+    )
+    save(graph, tmp_path / "model.onnx")
+    predictor = ONNXPredictor(ModelSettings("types", tmp_path, parameters={"device": "cpu"}))
+    predictor.load()
+    expected = [
+        (name, datatype, [-1, 2])
+        for name, datatype in zip(names, ONNX_TO_OIP.values(), strict=True)
+    ]
+    assert [(s.name, s.datatype, s.shape) for s in predictor.inputs()] == expected
+    assert [s.datatype for s in predictor.outputs()] == list(ONNX_TO_OIP.values())
