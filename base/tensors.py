@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from modelport.base.datatypes import TO_NUMPY, from_numpy
-from modelport.base.errors import InferenceFailed, InvalidInput, ModelportError, NoOutputs
+from modelport.base.errors import NO_OUTPUTS, InferenceFailed, InvalidInput, ModelportError
 from modelport.base.messages import InferRequest, InferResponse, Tensor
 from modelport.base.protocol import v1
 
@@ -233,7 +233,7 @@ def encode_rows(response: InferResponse) -> dict[str, Any]:
     """V1 answer: one output as its rows; several as one object per instance (TF Serving's
     row format), or one entry per output when they do not share a batch size."""
     if not response.outputs:
-        raise NoOutputs()
+        raise InferenceFailed(NO_OUTPUTS)
     values = {tensor.name: v1.json_ready(tensor) for tensor in response.outputs}
     if len(values) == 1:
         return {"predictions": next(iter(values.values()))}

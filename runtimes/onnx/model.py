@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,14 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 # ONNX element type names whose numpy dtype differs from numpy's reading of the name.
 _NUMPY_NAMES = {"float": "float32", "double": "float64", "string": "object"}
-# ONNX Runtime errors that mean the input: a wrong feed (INVALID_ARGUMENT), or a kernel that
-# refused it (FAIL: e.g. dynamic dimensions that do not fit together, after the datatype,
-# rank and fixed dimensions were checked here). Anything else is the model's fault (500).
-_INPUT_ERRORS = ("InvalidArgument", "Fail")
+# ONNX Runtime's INVALID_ARGUMENT is a feed that does not fit the graph. A kernel's FAIL is
+# the input's fault only when it says so (dynamic dimensions that do not fit together, once
+# the datatype, rank and fixed dimensions were checked here); anything else is the model's.
+_INPUT_MISMATCH = re.compile(
+    r"broadcast|dimension mismatch|invalid dimensions|invalid rank|shape mismatch"
+    r"|incompatible dimensions|input dimensions",
+    re.IGNORECASE,
+)
 _BFLOAT16 = 16  # onnx.TensorProto.BFLOAT16 (the onnx package is not a runtime dependency)
 
 
@@ -167,10 +172,7 @@ class ONNXPredictor(Predictor):
             else:
                 results = self.session.run(names, feed)
         except Exception as exc:
-            kind = type(exc).__name__
-            if kind in _INPUT_ERRORS:
-                raise InvalidInput(f"{owner} rejected the input: {exc}") from exc
-            raise InferenceFailed(f"{owner} failed: {kind}: {exc}") from exc
+            raise _classify(owner, exc) from exc
         outputs = [
             output_tensor(name, np.asarray(value), "BF16" if name in self.bf16_outputs else None)
             for name, value in zip(names, results, strict=True)
@@ -201,6 +203,14 @@ class ONNXPredictor(Predictor):
 
     def encode_v1(self, response: InferResponse) -> dict[str, Any]:
         return encode_rows(response)
+
+
+def _classify(owner: str, exc: Exception) -> Exception:
+    """A 400 when ONNX Runtime blames the input, else a 500 (a fault of the model or runtime)."""
+    kind, message = type(exc).__name__, str(exc).strip()[:500]
+    if kind == "InvalidArgument" or (kind == "Fail" and _INPUT_MISMATCH.search(message)):
+        return InvalidInput(f"{owner} rejected the input: {message}")
+    return InferenceFailed(f"{owner} failed: {kind}: {message}")
 
 
 def select_providers(choice: str, available: list[str]) -> list[Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from modelport.base.errors import InvalidInput, NoOutputs
+from modelport.base.errors import NO_OUTPUTS, InferenceFailed, InvalidInput
 from modelport.base.messages import InferRequest, InferResponse, Parameters, Tensor
 from modelport.base.protocol import v1
 from modelport.base.tensors import split_rows
@@ -69,7 +69,7 @@ def response_parameters(request: InferRequest) -> Parameters:
 def encode_response(response: InferResponse) -> dict[str, Any]:
     """Columnar answers keep whole tensors; row answers split them per instance."""
     if not response.outputs:
-        raise NoOutputs()
+        raise InferenceFailed(NO_OUTPUTS)
     values = {tensor.name: _json_ready(tensor) for tensor in response.outputs}
     columnar = response.parameters.get(FORMAT) == "columnar"
     key = "outputs" if columnar else "predictions"

@@ -109,6 +109,18 @@ def add_graph() -> onnx.GraphProto:
     )
 
 
+def reshape_graph() -> onnx.GraphProto:
+    """Declares any length but reshapes to 7: a fault of the model, not of its callers."""
+    shape = helper.make_tensor("shape", TensorProto.INT64, [1], [7])
+    return helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        "reshape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [7])],
+        initializer=[shape],
+    )
+
+
 def counter_graph() -> onnx.GraphProto:
     """FP32 [rows, 2] doubled, plus `rows`: how many rows the predict call saw."""
     starts = helper.make_tensor("starts", TensorProto.INT64, [1], [0])
@@ -153,6 +165,7 @@ def models(tmp_path_factory):
     save(mixed_graph(), root / "mixed" / "model.onnx")
     save(brain_graph(), root / "brain" / "model.onnx")
     save(add_graph(), root / "add" / "model.onnx")
+    save(reshape_graph(), root / "reshape" / "model.onnx")
     return {"root": root, "classifier": classifier, "rows": iris.data.astype(np.float32)}
 
 
@@ -383,6 +396,13 @@ def test_bad_shapes_dtypes_and_names_are_400_naming_the_input(server: ServerProc
         server.post("/v2/models/iris/infer", json={"inputs": [v2("X", rows, "FP32")]}).status_code
         == 200
     )
+
+
+def test_a_kernel_failure_the_input_is_not_blamed_for_is_a_500(server: ServerProcess):
+    body = {"inputs": [v2("x", np.ones(2, np.float32), "FP32")]}
+    error = error_of(server.post("/v2/models/reshape/infer", json=body), 500)
+    assert "model 'reshape' failed: Fail:" in error
+    assert "cannot be reshaped" in error
 
 
 def refused(model_dir, *flags: str) -> str:
