@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
+# Runtimes come from the one registry (base/registry.py, plain Python: no install needed).
+RUNTIME_NAMES  := $(shell $(PYTHON) base/registry.py names)
+RUNTIME_EXTRAS := $(shell $(PYTHON) base/registry.py extras)
 # Extras the test suite exercises (every runtime runs in CI).
-TEST_EXTRAS ?= server,sklearn,xgboost,lightgbm,pytorch,tensorflow,mlflow,onnx,explainer,storage,test
+TEST_EXTRAS ?= server,$(RUNTIME_EXTRAS),explainer,storage,test
 STAMP  := $(VENV)/.installed-test
 
 HOST ?= 127.0.0.1
@@ -51,7 +54,7 @@ lint: $(STAMP)
 	@rm -rf $(TYPED) && mkdir -p $(TYPED)/modelport
 	@for p in $(PACKAGES); do ln -s $(CURDIR)/$$p $(TYPED)/modelport/$$p; done
 	cd $(TYPED) && $(CURDIR)/$(VENV)/bin/mypy --explicit-package-bases --ignore-missing-imports \
-	  -p modelport.base -p modelport.storage $(foreach fw,sklearn xgboost lightgbm pytorch tensorflow mlflow,-p modelport.runtimes.$(fw))
+	  -p modelport.base -p modelport.storage $(foreach fw,$(RUNTIME_NAMES),-p modelport.runtimes.$(fw))
 
 ## bench: side-by-side benchmark against the floor, KServe and MLServer (see bench/README.md)
 bench: $(VENV)/.installed-run
