@@ -61,9 +61,8 @@ bench: $(VENV)/.installed-run
 	bash bench/run.sh $(BENCH_ARGS)
 
 ## images: every runtime image and the storage image (ENGINE=podman|docker, BASE_IMAGE=...)
-# The runtimes that get an image and a ClusterServingRuntime. The ONNX runtime and the runtime
-# registry land from another branch; until then this list is the one place that names them.
-RUNTIMES ?= sklearn xgboost lightgbm pytorch tensorflow mlflow onnx
+# The runtimes that get an image and a ClusterServingRuntime: the registry's.
+RUNTIMES ?= $(RUNTIME_NAMES)
 ENGINE ?= podman
 BASE_IMAGE ?= python:3.11-slim-bookworm
 LOCAL_BASE ?= localhost/modelport-base:bookworm
