@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from modelport.base import registry
 from modelport.base.config import parse_config
 from modelport.base.model import Predictor
 from tests.kserve import rules
@@ -42,7 +43,7 @@ def project_version() -> str:
     return match.group(1)
 
 
-RUNTIMES = makefile_value("RUNTIMES").split()
+RUNTIMES = [runtime.name for runtime in registry.RUNTIMES]
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +82,17 @@ def test_strict_mode_refuses_a_misspelt_field(document, where, schemas) -> None:
         rules.validate(broken, schemas)
 
 
+def test_manifest_formats_follow_the_registry() -> None:
+    """Each ClusterServingRuntime lists exactly the registry's modelFormat and versions."""
+    for runtime in registry.RUNTIMES:
+        [doc] = [d for d in OURS if d["metadata"]["name"] == f"modelport-{runtime.name}"]
+        formats = doc["spec"]["supportedModelFormats"]
+        assert {f["name"] for f in formats} == {runtime.model_format}
+        assert sorted(f["version"] for f in formats) == sorted(runtime.versions)
+
+
 def test_one_runtime_per_image(schemas) -> None:
-    """The Makefile's RUNTIMES, the Dockerfile's stages and the manifests name the same set."""
+    """The registry's runtimes, the Dockerfile's stages and the manifests name the same set."""
     names = {doc["metadata"]["name"] for doc in OURS}
     assert names == {f"modelport-{fw}" for fw in RUNTIMES}
     stages = re.findall(r"^FROM run AS (\S+)$", (ROOT / "docker/Dockerfile").read_text(), re.M)
