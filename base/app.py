@@ -127,9 +127,10 @@ class InferenceFastPath:
 
 
 def log_model_error(path: str, exc: ModelportError) -> None:
-    """Server-side faults are logged once, without a traceback; client errors are not."""
+    """Server-side faults are logged once, with the traceback (the model's, through the
+    exception's cause); client errors are not logged. Bodies never carry tracebacks."""
     if exc.status >= 500 and not isinstance(exc, NotAvailable):
-        log.warning("request failed", extra={"path": path, "error": exc.message})
+        log.warning("request failed", extra={"path": path, "error": exc.message}, exc_info=exc)
 
 
 def create_app(config: ServerConfig, repository: ModelRepository) -> Starlette:

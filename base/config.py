@@ -58,6 +58,10 @@ class ServerConfig:
     graceful_shutdown_timeout: float = 30.0
     max_batch_size: int | None = None
     max_batch_time: float = 0.0
+    # Server process (issue 16): worker supervision and connection guards.
+    max_worker_restarts: int = 5
+    request_header_timeout: float = 10.0
+    max_connections: int | None = 1000
     runtime_options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -91,6 +95,23 @@ _FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
         "adaptive batching: most requests merged into one predict (1: off; default: the runtime's)",
     ),
     ("max_batch_time", float, "adaptive batching: seconds to wait for a batch to fill"),
+    # --- server process: worker supervision and connection guards ---
+    (
+        "max_worker_restarts",
+        int,
+        "--workers N: dead workers are replaced; more than this many deaths within 60 s "
+        "is a crash loop and the server exits 1",
+    ),
+    (
+        "request_header_timeout",
+        float,
+        "seconds a connection may take to send its request line and headers (0: no limit)",
+    ),
+    (
+        "max_connections",
+        int,
+        "open connections per worker; beyond, requests are answered 503 (health probes excepted)",
+    ),
 ]
 
 RuntimeArguments = Callable[[argparse.ArgumentParser], None]
@@ -141,5 +162,11 @@ def _check(parser: argparse.ArgumentParser, config: ServerConfig) -> None:
         parser.error("--predict_threads must be 0 (predict on the event loop) or more")
     if config.max_batch_size is not None and config.max_batch_size < 1:
         parser.error("--max_batch_size must be at least 1")
+    if config.max_worker_restarts < 0:
+        parser.error("--max_worker_restarts must be 0 or more")
+    if config.request_header_timeout < 0:
+        parser.error("--request_header_timeout must be 0 (no limit) or more")
+    if config.max_connections is not None and config.max_connections < 1:
+        parser.error("--max_connections must be at least 1")
     if config.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
         parser.error(f"--log_level: unknown level '{config.log_level}'")
