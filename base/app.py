@@ -217,8 +217,11 @@ def _routes(dataplane: DataPlane, config: ServerConfig) -> list[BaseRoute]:
 
     async def model_ready(request: Request) -> Response:
         name, version = model_and_version(request)
-        is_ready = await dataplane.model_ready(name, version)
-        return reply({"name": name, "ready": is_ready}, 200 if is_ready else 503)
+        if await dataplane.model_ready(name, version):
+            return reply({"name": name, "ready": True})
+        # Loading or evicted: 503 (a retry helps); unloaded: 404 (see errors.ModelUnloaded).
+        error = dataplane.repository.not_ready(name, version)
+        return reply({"name": name, "ready": False}, error.status if error else 503)
 
     async def repository_index(request: Request) -> Response:
         return reply(dataplane.repository_index())

@@ -38,10 +38,27 @@ class NotAvailable(ModelportError):
 
 
 class ModelNotReady(ModelportError):
-    """The model exists but is loading, unloading or failed to load."""
+    """The model exists and is on its way to ready (loading, or evicted and brought back on
+    the next request): a retry will help, hence 503."""
 
     def __init__(self, name: str, reason: str = "") -> None:
         super().__init__(f"model '{name}' is not ready" + (f": {reason}" if reason else ""))
+
+
+class ModelUnloaded(ModelportError):
+    """The model is known but not loaded (unloaded through the repository API, or its
+    load failed): a retry will not help until someone loads it, so a 4xx, not a 503.
+
+    404 as Triton answers a model with no loaded version (NOT_FOUND, "has no available
+    versions"); the message tells it apart from an unknown model.
+    """
+
+    def __init__(self, name: str, reason: str = "") -> None:
+        if not reason or reason == "unloaded":
+            message = f"model '{name}' is unloaded: load it with the model repository API"
+        else:
+            message = f"model '{name}' is not loaded: {reason}"
+        super().__init__(message)
 
 
 class PayloadTooLarge(ModelportError):
@@ -64,6 +81,15 @@ class InferenceFailed(ModelportError):
     """The model itself raised while predicting: a fault on our side, not the client's."""
 
 
+#: The one answer (an `InferenceFailed`, 500) when a model returns nothing to send back.
+NO_OUTPUTS = "the model produced no outputs"
+
+
+class OutputNotRepresentable(ModelportError):
+    """The model produced values the chosen encoding cannot carry (NaN in JSON): the
+    request was fine, so not the client's fault; the message says which encoding can."""
+
+
 class ModelLoadError(ModelportError):
     """A model could not be found or loaded from its directory."""
 
@@ -75,11 +101,13 @@ STATUS_CODES: dict[type[ModelportError], tuple[int, str]] = {
     ModelNotFound: (404, "NOT_FOUND"),
     NotAvailable: (501, "UNIMPLEMENTED"),
     ModelNotReady: (503, "UNAVAILABLE"),
+    ModelUnloaded: (404, "NOT_FOUND"),
     PayloadTooLarge: (413, "RESOURCE_EXHAUSTED"),
     ServerDraining: (503, "UNAVAILABLE"),
     Overloaded: (503, "UNAVAILABLE"),
     RequestTimeout: (504, "DEADLINE_EXCEEDED"),
     InferenceFailed: (500, "INTERNAL"),
+    OutputNotRepresentable: (500, "INTERNAL"),
     ModelLoadError: (500, "INTERNAL"),
 }
 for _cls, (_status, _code) in STATUS_CODES.items():

@@ -159,3 +159,41 @@ def start_server(
     if wait:
         server.wait_ready(timeout)
     return server
+
+
+def assert_metadata_describes_infer(
+    server: ServerProcess,
+    model: str,
+    inputs: list[dict[str, Any]],
+    *,
+    infer_first: bool = False,
+    parameters: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Every output the model's V2 metadata lists, asked for by name in one real infer:
+    same datatype, same rank, every fixed (not -1) dimension equal. Outputs go in binary
+    so any datatype and value can travel. `infer_first` for runtimes that learn their
+    outputs from the model's first answer. Returns the answered outputs by name."""
+    import orjson
+
+    request: dict[str, Any] = {"inputs": inputs}
+    if parameters:
+        request["parameters"] = parameters
+    if infer_first:
+        assert server.post(f"/v2/models/{model}/infer", json=request).status_code == 200
+    meta = server.get(f"/v2/models/{model}")
+    assert meta.status_code == 200, meta.text
+    specs = {spec["name"]: spec for spec in meta.json()["outputs"]}
+    assert specs, f"model '{model}' lists no outputs"
+    wanted = [{"name": name, "parameters": {"binary_data": True}} for name in specs]
+    response = server.post(f"/v2/models/{model}/infer", json={**request, "outputs": wanted})
+    assert response.status_code == 200, response.text
+    length = int(response.headers["inference-header-content-length"])
+    answered = {out["name"]: out for out in orjson.loads(response.content[:length])["outputs"]}
+    for name, spec in specs.items():
+        got = answered[name]
+        where = f"model '{model}' output '{name}': metadata {spec}, infer {got}"
+        assert got["datatype"] == spec["datatype"], where
+        assert len(got["shape"]) == len(spec["shape"]), where
+        for want, have in zip(spec["shape"], got["shape"], strict=True):
+            assert want in (-1, have), where
+    return answered

@@ -239,6 +239,14 @@ def test_model_repository(client, stub):
     assert index == {"echo": "READY", "iris": "READY"}
     client.unload_model("echo")
     assert not client.is_model_ready("echo")
+    # Unloaded on purpose: NOT_FOUND saying so (as Triton), not UNAVAILABLE (a retry won't help).
+    to_echo = typed_iris_request()
+    to_echo.model_name = "echo"
+    expect_status(
+        lambda: stub.ModelInfer(to_echo),
+        grpc.StatusCode.NOT_FOUND,
+        "model 'echo' is unloaded",
+    )
     client.load_model("echo")
     assert client.is_model_ready("echo")
     # KServe's numbering: the model name in field 1 (Triton's repository_name).

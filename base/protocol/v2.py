@@ -18,7 +18,12 @@ import numpy as np
 import orjson
 
 from modelport.base.datatypes import TO_NUMPY, to_numpy
-from modelport.base.errors import InvalidInput
+from modelport.base.errors import (
+    NO_OUTPUTS,
+    InferenceFailed,
+    InvalidInput,
+    OutputNotRepresentable,
+)
 from modelport.base.messages import InferRequest, InferResponse, RequestedOutput, Tensor
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -64,7 +69,9 @@ def _as_dict(value: Any, what: str) -> dict[str, Any]:
 
 
 def check_shape(name: str, shape: Any, limits: Limits) -> tuple[int, ...]:
-    """A client's shape, checked before anything is allocated."""
+    """A client's shape, checked before anything is allocated: rank, and the product of
+    the non-zero dimensions against the element cap, so an empty shape such as
+    `[2**63, 0]` cannot overflow numpy's size arithmetic in `reshape`."""
     if not isinstance(shape, list) or not all(
         isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape
     ):
@@ -73,13 +80,14 @@ def check_shape(name: str, shape: Any, limits: Limits) -> tuple[int, ...]:
         raise InvalidInput(
             f"input '{name}': shape has {len(shape)} dimensions (at most {MAX_RANK})"
         )
-    # Each dimension on its own too: [2**63, 0] has no elements but cannot be allocated.
-    if math.prod(shape) > limits.max_tensor_elements or any(
-        dim > limits.max_tensor_elements for dim in shape
-    ):
-        raise InvalidInput(
-            f"input '{name}': shape {shape} has more than {limits.max_tensor_elements} elements"
-        )
+    cap = limits.max_tensor_elements
+    if math.prod(dim for dim in shape if dim) > cap:
+        if 0 in shape:
+            raise InvalidInput(
+                f"input '{name}': shape {shape} is too large: its non-zero dimensions "
+                f"multiply past {cap} elements"
+            )
+        raise InvalidInput(f"input '{name}': shape {shape} has more than {cap} elements")
     return tuple(shape)
 
 
@@ -108,6 +116,10 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
             raise InvalidInput(f"input '{name}': BYTES data must be strings")
         return array.reshape(shape)
     kind = array.dtype.kind
+    if dtype.kind in "iu" and kind in "fO" and array.size:
+        # numpy promotes ints above 2**63 mixed with small ones to float64 (or keeps them
+        # as objects past 2**64): convert the original Python ints exactly instead.
+        return _exact_integers(name, datatype, dtype, shape, data)
     if array.size and not _kind_fits(kind, dtype):
         found = "non-numeric" if kind in "OUS" else array.dtype.name
         raise InvalidInput(f"input '{name}': {found} data for a {datatype} tensor")
@@ -116,6 +128,23 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
         if array.min() < info.min or array.max() > info.max:
             raise InvalidInput(f"input '{name}': values out of range for {datatype}")
     return array.astype(dtype, copy=False).reshape(shape)
+
+
+def _exact_integers(
+    name: str, datatype: str, dtype: np.dtype, shape: tuple[int, ...], data: list[Any]
+) -> np.ndarray:
+    """JSON integers of any size to an integer tensor, exactly, or a 400 saying why not."""
+    values = np.array(data, dtype=object)
+    others = [value for value in values.flat if type(value) is not int]
+    if others:
+        # orjson reads integers past 64 bits as floats: those are out of range, not decimals.
+        huge = all(isinstance(v, float) and v.is_integer() and abs(v) >= 2**63 for v in others)
+        problem = "values out of range for" if huge else "non-integer data for a"
+        raise InvalidInput(f"input '{name}': {problem} {datatype} tensor")
+    try:
+        return values.astype(dtype).reshape(shape)
+    except OverflowError:
+        raise InvalidInput(f"input '{name}': values out of range for {datatype}") from None
 
 
 def _floats_from_json(
@@ -134,7 +163,8 @@ def _floats_from_json(
         found = "boolean" if isinstance(first, bool) else "non-numeric"
         raise InvalidInput(f"input '{name}': {found} data for a {datatype} tensor")
     try:
-        array = np.array(data, dtype=dtype)
+        with np.errstate(over="ignore"):  # beyond the datatype's range: refused below
+            array = np.array(data, dtype=dtype)
     except (ValueError, TypeError):
         raise InvalidInput(
             f"input '{name}': 'data' must be numbers in rows of equal length for a {datatype} "
@@ -145,8 +175,14 @@ def _floats_from_json(
             f"input '{name}': shape {list(shape)} needs {math.prod(shape)} elements, "
             f"data has {array.size}"
         )
-    if np.isnan(array).any():
-        raise InvalidInput(f"input '{name}': null or non-numeric data for a {datatype} tensor")
+    if not np.isfinite(array).all():
+        # JSON has no NaN or infinity: a null, a string or a number beyond the datatype's
+        # range got here. Non-finite values travel in binary only (see README).
+        raise InvalidInput(
+            f"input '{name}': null, non-numeric or non-finite data for a {datatype} tensor "
+            "(JSON carries finite numbers only: send NaN or infinity with the binary tensor "
+            "extension)"
+        )
     return array.reshape(shape)
 
 
@@ -295,6 +331,8 @@ def encode_response(
     model_version: str | None,
 ) -> tuple[bytes, int | None]:
     """Encode outputs as JSON, appending binary ones; returns (body, json header length)."""
+    if not response.outputs:
+        raise InferenceFailed(NO_OUTPUTS)
     binary_default = flag(request.parameters.get("binary_data_output", False))
     wants = {output.name: output.parameters for output in request.outputs}
     outputs: list[dict[str, Any]] = []
@@ -346,7 +384,15 @@ def _to_json_data(tensor: Tensor) -> Any:
         )
     if tensor.datatype == "BYTES":
         return [_text(item) for item in tensor.data.flat]
-    return np.ascontiguousarray(tensor.data).reshape(-1)
+    data = np.ascontiguousarray(tensor.data).reshape(-1)
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        # JSON has no NaN or infinity (orjson would write null, which reads as missing
+        # data): the binary form carries them exactly. The model made them: a 500.
+        raise OutputNotRepresentable(
+            f"output '{tensor.name}' holds NaN or infinity, which JSON cannot carry: request "
+            "it with the binary tensor extension ('binary_data': true)"
+        )
+    return data
 
 
 def _text(item: Any) -> str:

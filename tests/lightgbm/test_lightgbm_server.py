@@ -14,7 +14,15 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.boosters import assert_adds_up, assert_bad, colors_frame, outputs, save, v2_rows
+from tests.boosters import (
+    assert_adds_up,
+    assert_bad,
+    check_metadata,
+    colors_frame,
+    outputs,
+    save,
+    v2_rows,
+)
 from tests.models import IRIS_ROWS
 from tests.servers import ServerProcess, start_server, triton_infer
 
@@ -353,3 +361,8 @@ def test_runtime_imports_neither_sklearn_nor_xgboost(iris_server: ServerProcess)
     assert "lib_lightgbm" in maps
     assert "/sklearn/" not in maps
     assert "libxgboost" not in maps
+
+
+@pytest.mark.parametrize("model", ["iris", "colors", "reg"])
+def test_metadata_describes_what_infer_answers(request: pytest.FixtureRequest, model: str) -> None:
+    check_metadata(request, model)

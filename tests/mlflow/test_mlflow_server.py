@@ -485,3 +485,26 @@ def test_model_logged_to_a_local_file_store(serve, tmp_path: Path, monkeypatch) 
     for name in ("by-id", "by-path"):
         got = expect_ok(server.post(f"/v1/models/{name}:predict", json=body))
         assert got == {"predictions": [{"scaled": 2.0, "tag": "z"}]}
+
+
+@pytest.mark.parametrize("model", ["wine", "xgb", "scaler", "adder"])
+def test_metadata_describes_what_infer_answers(server: ServerProcess, model: str) -> None:
+    from tests.servers import assert_metadata_describes_infer
+
+    rows = wine_rows(2)
+    inputs = {
+        "wine": [
+            {"name": name, "datatype": "FP64", "shape": [2], "data": rows[name].tolist()}
+            for name in WINE_COLUMNS
+        ],
+        "xgb": [{"name": "input-0", "datatype": "FP32", "shape": [2, 4], "data": [1.0] * 8}],
+        "scaler": [
+            {"name": "x", "datatype": "FP64", "shape": [2], "data": [1.0, 2.0]},
+            {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["p", "q"]},
+        ],
+        "adder": [
+            {"name": name, "datatype": "FP32", "shape": [2, 2], "data": [1, 2, 3, 4]}
+            for name in "ab"
+        ],
+    }[model]
+    assert_metadata_describes_infer(server, model, inputs)

@@ -308,3 +308,17 @@ def test_signature_flag_on_a_plain_saved_model_dir(models):
         assert response.json() == {"predictions": [[10.0, 10.0, 10.0]]}
     finally:
         process.stop()
+
+
+@pytest.mark.parametrize("model", ["calc", "keras"])
+def test_metadata_describes_what_infer_answers(server: ServerProcess, model: str):
+    from tests.servers import assert_metadata_describes_infer
+
+    rows = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    inputs = {
+        "calc": [
+            {"name": name, "shape": [2, 3], "datatype": "FP32", "data": rows} for name in "xy"
+        ],
+        "keras": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],
+    }[model]
+    assert_metadata_describes_infer(server, model, inputs)

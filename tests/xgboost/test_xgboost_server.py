@@ -11,7 +11,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.boosters import assert_adds_up, assert_bad, colors_frame, outputs, save, v2_rows
+from tests.boosters import (
+    assert_adds_up,
+    assert_bad,
+    check_metadata,
+    colors_frame,
+    outputs,
+    save,
+    v2_rows,
+)
 from tests.models import IRIS_ROWS
 from tests.servers import ServerProcess, start_server, triton_infer
 
@@ -375,3 +383,8 @@ def test_metadata_lists_outputs_and_features(iris_server: ServerProcess) -> None
     assert [item["name"] for item in doc["inputs"]] == NAMES
     names = [item["name"] for item in doc["outputs"]]
     assert set(names) == {"raw", "margin", "predict", "predict_proba", "contributions"}
+
+
+@pytest.mark.parametrize("model", ["iris", "colors", "reg"])
+def test_metadata_describes_what_infer_answers(request: pytest.FixtureRequest, model: str) -> None:
+    check_metadata(request, model)
