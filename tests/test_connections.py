@@ -27,19 +27,24 @@ def _closed_by_server(sock: socket.socket) -> bool:
         return False
 
 
+def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One whole HTTP/1.1 response from `sock`: (status, headers, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    while len(body) < int(headers.get("content-length", 0)):
+        body += sock.recv(65536)
+    return int(lines[0].split()[1]), headers, body
+
+
 def _request(server, path: str) -> tuple[int, dict[str, str], bytes]:
     """One GET on a fresh connection: (status, headers, body)."""
     with _connect(server) as sock:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += sock.recv(65536)
-        head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.decode().split("\r\n")
-        headers = dict(line.lower().split(": ", 1) for line in lines[1:])
-        while len(body) < int(headers.get("content-length", 0)):
-            body += sock.recv(65536)
-        return int(lines[0].split()[1]), headers, body
+        return _read_response(sock)
 
 
 def test_connection_that_never_finishes_its_head_is_closed(serve, tmp_path):
@@ -55,7 +60,7 @@ def test_connection_that_never_finishes_its_head_is_closed(serve, tmp_path):
     with _connect(server) as sock:
         for _ in range(2):
             sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: test\r\n\r\n")
-            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            assert _read_response(sock)[0] == 200
 
 
 def test_connections_beyond_the_cap_get_a_json_503(serve, tmp_path):
