@@ -25,6 +25,7 @@ from modelport.base import metrics as metrics_module
 from modelport.base.config import ServerConfig
 from modelport.base.errors import ModelportError, NotAvailable, PayloadTooLarge
 from modelport.base.middleware import ObservabilityMiddleware
+from modelport.base.model import SERVING
 from modelport.base.repository import ModelRepository, State
 from modelport.base.service import Reply, ServerState, json_reply
 
@@ -175,15 +176,16 @@ def create_app(config: ServerConfig, repository: ModelRepository) -> Starlette:
         predictor = (await repository.predictor(name, version)).predictor
         assert predictor is not None
         versions = [key for key in repository.models[name].versions if key is not None]
-        return json_response(
-            {
-                "name": name,
-                "versions": versions,
-                "platform": predictor.runtime,
-                "inputs": [spec.to_dict() for spec in predictor.inputs()],
-                "outputs": [spec.to_dict() for spec in predictor.outputs()],
-            }
-        )
+        doc = {
+            "name": name,
+            "versions": versions,
+            "platform": predictor.runtime,
+            "inputs": [spec.to_dict() for spec in predictor.inputs()],
+            "outputs": [spec.to_dict() for spec in predictor.outputs()],
+        }
+        if parameters := predictor.parameters():
+            doc["parameters"] = parameters
+        return json_response(doc)
 
     async def model_ready(request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
@@ -261,6 +263,7 @@ def create_app(config: ServerConfig, repository: ModelRepository) -> Starlette:
         if not repository.ready_models():
             await repository.load_all()
         state.metrics.loaded_models.set(len(repository.ready_models()))
+        SERVING.set()  # background work after loads (acceleration) may begin
         yield
         state.pool.shutdown()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,11 @@ RUNTIMES: dict[str, str] = {
     "tensorflow": "modelport.runtimes.tensorflow.model:TensorFlowPredictor",
     "mlflow": "modelport.runtimes.mlflow.model:MLflowPredictor",
 }
+
+
+#: Set once the server accepts requests (the app's start-up): background work after a load,
+#: such as acceleration, waits for it so that start-up to ready does not pay for it.
+SERVING = threading.Event()
 
 
 @dataclass(slots=True)
@@ -89,8 +95,16 @@ class Predictor(ABC):
     def infer(self, request: InferRequest) -> InferResponse:
         """Run one (possibly batched) inference."""
 
+    def loaded(self) -> None:
+        """Called right after `load` succeeds: start background work here (it must not
+        block); raise to fail the load."""
+
     def unload(self) -> None:
         """Release resources; the default relies on garbage collection."""
+
+    def parameters(self) -> dict[str, Any]:
+        """Extra facts for V2 model metadata `parameters` (e.g. which engine serves)."""
+        return {}
 
     def inputs(self) -> list[TensorSpec]:
         """Input tensors for V2 metadata, when the framework knows them."""
