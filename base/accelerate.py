@@ -503,7 +503,8 @@ class Accelerator:
                 digest.update(block)
         if sample.is_file():
             digest.update(sample.read_bytes())
-        versions = [_version(p) for p in ("onnxruntime", "numpy", self.conversion.converter)]
+        packages = ("modelport", "onnxruntime", "numpy", self.conversion.converter)
+        versions = [_version(package) for package in packages]
         digest.update(
             orjson.dumps(
                 [VERDICT_VERSION, versions, self.tolerance, self.threads, self.default_output]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -278,3 +279,79 @@ print("ok")
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+# --- in process: the shared machinery ----------------------------------------------------
+
+
+def loaded_forest(tmp_path: Path) -> Any:
+    from modelport.base.model import ModelSettings
+    from modelport.runtimes.sklearn.model import SKLearnPredictor
+
+    forest(tmp_path / "rf")
+    predictor = SKLearnPredictor(ModelSettings("rf", tmp_path / "rf"))
+    predictor.load()
+    return predictor
+
+
+def accelerator_for(predictor: Any, conversion: Any, **parameters: Any) -> Any:
+    from modelport.base.accelerate import Accelerator
+
+    return Accelerator(
+        predictor.name,
+        predictor.model_file(),
+        conversion,
+        predictor.probe_rows,
+        lambda name, rows: np.asarray(predictor.all_outputs()[name](rows)),
+        predictor.default_output(),
+        parameters,
+    )
+
+
+def test_wrong_converter_is_caught(tmp_path, monkeypatch):
+    """A graph answering other labels never serves: the probes show it."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # an empty conversion cache
+    predictor = loaded_forest(tmp_path)
+    conversion = predictor.conversion()
+    conversion.outputs["predict"] = lambda results: 1 - np.argmax(results[1], axis=1)
+    accelerator = accelerator_for(predictor, conversion)
+    accelerator.run()
+    assert accelerator.engine is None
+    assert accelerator.status.startswith("native: output 'predict' differs")
+    rows = np.zeros((3, 8))
+    assert accelerator.answer(rows, ["predict"]) is None
+
+
+def test_switch_serves_only_eligible_requests(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # an empty conversion cache
+    predictor = loaded_forest(tmp_path)
+    accelerator = accelerator_for(predictor, predictor.conversion())
+    accelerator.run()
+    assert accelerator.engine is not None, accelerator.status
+    engine = accelerator.engine
+    engine.sizes, engine.wins = [1, 8, 64], [True, True, False]
+    rows = np.random.default_rng(0).normal(size=(8, 8)).astype(np.float32)
+    [labels] = accelerator.answer(rows, ["predict"])
+    np.testing.assert_array_equal(labels, predictor.model.predict(rows))
+    assert labels.dtype == predictor.model.predict(rows).dtype
+    assert accelerator.answer(np.zeros((64, 8)), ["predict"]) is None  # native is faster
+    assert accelerator.answer(np.zeros((30, 8)), ["predict"]) is None  # between 8 and 64
+    assert accelerator.answer(np.full((2, 8), np.nan), ["predict"]) is None  # missing values
+    assert accelerator.answer(rows, ["unknown"]) is None
+
+
+def test_probes_lie_either_side_of_thresholds():
+    from modelport.base.accelerate import either_side, first_max, threshold_probes
+
+    thresholds = np.array([0.1, 0.5, 1 / 3, 2.0, -7.25])  # exact float32 and not
+    below, above = either_side(thresholds)
+    assert np.all(below.astype(np.float64) < thresholds)
+    assert np.all(above.astype(np.float64) > thresholds)
+    # the nearest float32 on each side: nothing representable between them and the threshold
+    assert np.all(np.nextafter(below, np.float32(np.inf)).astype(np.float64) >= thresholds)
+    assert np.all(np.nextafter(above, np.float32(-np.inf)).astype(np.float64) <= thresholds)
+    rows = threshold_probes({0: [0.5], 2: [1.5, 3.0]}, 3, rows=16)
+    assert rows.shape == (16 + 9, 3)  # random rows, then each of the 9 pool values once
+    assert not np.isin(rows, [0.5, 1.5, 3.0]).any()
+    assert set(np.unique(rows[:, 1])) == {0.0}
+    assert first_max(np.array([[0.5, 0.5 + 1e-8], [0.2, 0.8]])).tolist() == [0, 1]
