@@ -32,7 +32,8 @@ from modelport.base.model import SERVING, Predictor
 from modelport.base.protocol.v1 import DEFAULT_INPUT
 
 if TYPE_CHECKING:
-    from modelport.base.accelerate import Accelerator, Conversion
+    from modelport.base.accelerate import Accelerator
+    from modelport.base.onnxgraph import Conversion
 
 log = logging.getLogger("modelport.accelerate")
 
@@ -113,7 +114,7 @@ class TabularPredictor(Predictor):
 
     def probe_rows(self) -> np.ndarray:
         """Verification rows made from the model itself (thresholds, statistics)."""
-        from modelport.base.accelerate import statistic_probes
+        from modelport.base.onnxgraph import statistic_probes
 
         return statistic_probes(self.n_features or 1)
 
@@ -125,12 +126,14 @@ class TabularPredictor(Predictor):
         if mode not in ("auto", "off"):
             raise ModelLoadError(f"accelerate must be 'auto' or 'off', got '{mode}'")
         self.accelerate_mode = mode
-        conversion = self.conversion() if mode == "auto" and self.n_features else None
+        conversion, reason = None, "no ONNX conversion for this model"
+        try:
+            conversion = self.conversion() if mode == "auto" and self.n_features else None
+        except (TypeError, ValueError) as exc:
+            reason = f"cannot convert: {exc}"
         if mode == "auto" and conversion is None:
-            log.warning(
-                "serving natively",
-                extra={"model": self.name, "reason": "no ONNX conversion for this model"},
-            )
+            self.accelerate_reason = reason
+            log.warning("serving natively", extra={"model": self.name, "reason": reason})
         if conversion is not None:
             from modelport.base.accelerate import Accelerator
 
@@ -163,7 +166,7 @@ class TabularPredictor(Predictor):
         elif mode == "off":
             status = "off"
         else:
-            status = "native: no ONNX conversion for this model"
+            status = f"native: {getattr(self, 'accelerate_reason', 'no ONNX conversion')}"
         return {"engine": self.engine(), "accelerate": status}
 
     def _report_engine(self, unloaded: bool = False) -> None:

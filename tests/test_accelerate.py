@@ -341,7 +341,7 @@ def test_switch_serves_only_eligible_requests(tmp_path, monkeypatch):
 
 
 def test_probes_lie_either_side_of_thresholds():
-    from modelport.base.accelerate import either_side, first_max, threshold_probes
+    from modelport.base.onnxgraph import either_side, first_max, threshold_probes
 
     thresholds = np.array([0.1, 0.5, 1 / 3, 2.0, -7.25])  # exact float32 and not
     below, above = either_side(thresholds)

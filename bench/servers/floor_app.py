@@ -42,8 +42,8 @@ def onnx_predict():
     """modelport's converted graph for the default output, run as modelport runs it."""
     from pathlib import Path
 
-    from modelport.base.accelerate import Engine
     from modelport.base.model import ModelSettings
+    from modelport.base.onnxgraph import Engine
 
     kinds = {
         ".json": "modelport.runtimes.xgboost.model:XGBoostPredictor",

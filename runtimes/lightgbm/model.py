@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from modelport.base.accelerate import (
+from modelport.base.errors import ModelLoadError
+from modelport.base.model import load_artifact
+from modelport.base.onnxgraph import (
     Conversion,
     OutputMap,
     exact_leq_thresholds,
     threshold_probes,
 )
-from modelport.base.errors import ModelLoadError
-from modelport.base.model import load_artifact
 from modelport.base.tabular import OutputFunction, TabularPredictor, import_without
 
 # LightGBM imports scikit-learn whenever it is installed, for wrappers a booster never needs.

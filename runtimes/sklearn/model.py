@@ -20,13 +20,13 @@ from typing import Any
 import joblib
 import numpy as np
 
-from modelport.base.accelerate import (
+from modelport.base.model import load_artifact
+from modelport.base.onnxgraph import (
     Conversion,
     first_max,
     statistic_probes,
     threshold_probes,
 )
-from modelport.base.model import load_artifact
 from modelport.base.tabular import OutputFunction, TabularPredictor
 
 
@@ -76,6 +76,9 @@ class SKLearnPredictor(TabularPredictor):
 
     def conversion(self) -> Conversion | None:
         model = self.model
+        if not type(model).__module__.startswith("sklearn."):  # skl2onnx knows only these
+            kind = type(model)
+            raise TypeError(f"{kind.__module__}.{kind.__name__} is not a scikit-learn estimator")
         float_graph = bool(_trees(model))
         classifiers = [step for step in (model, _final_step(model)) if _is_classifier(step)]
         width = self.n_features

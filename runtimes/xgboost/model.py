@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from modelport.base.accelerate import Conversion, OutputMap, threshold_probes
 from modelport.base.model import load_artifact
+from modelport.base.onnxgraph import Conversion, OutputMap, threshold_probes
 from modelport.base.tabular import OutputFunction, TabularPredictor, import_without
 
 # XGBoost imports scikit-learn whenever it is installed, for wrappers a booster never needs.
