@@ -38,6 +38,7 @@ from modelport.base.errors import (
     ModelNotFound,
     ModelNotReady,
     ModelportError,
+    ModelUnloaded,
 )
 from modelport.base.model import ModelSettings, Predictor, runtime_class
 
@@ -196,10 +197,25 @@ class ModelRepository:
         if entry.state is not State.READY and model.evicted:
             await self.load(name, reload=False)
             entry = self.version(name, version)
-        if entry.state is not State.READY or entry.predictor is None:
-            raise ModelNotReady(name, entry.reason or entry.state.value.lower())
+        error = self.not_ready(name, version)
+        if error is not None:
+            raise error
         model.last_used = time.monotonic()
         return entry
+
+    def not_ready(self, name: str, version: str | None = None) -> ModelportError | None:
+        """Why a version cannot answer now, as the error its requests get; None when READY.
+
+        Loading, unloading and evicted models are 503s (a retry helps: an evicted model is
+        loaded again by the next request); a model unloaded through the repository API, or
+        whose load failed, is a `ModelUnloaded` 4xx. Unknown names are 404s (`version`).
+        """
+        entry = self.version(name, version)
+        if entry.state is State.READY and entry.predictor is not None:
+            return None
+        if entry.state is State.UNAVAILABLE and not self.models[name].evicted:
+            return ModelUnloaded(name, entry.reason)
+        return ModelNotReady(name, entry.reason or entry.state.value.lower())
 
     def ready_models(self) -> list[str]:
         return [name for name, model in self.models.items() if model.state is State.READY]

@@ -159,7 +159,7 @@ class TabularPredictor(Predictor):
         """Which engine serves: `onnxruntime` once a verified graph serves some batch sizes."""
         return "native" if self.accelerator is None else self.accelerator.engine_name
 
-    def parameters(self) -> dict[str, Any]:
+    def metadata_parameters(self) -> dict[str, Any]:
         mode = getattr(self, "accelerate_mode", "auto")
         if self.accelerator is not None:
             status = self.accelerator.status
@@ -210,7 +210,18 @@ class TabularPredictor(Predictor):
         return [TensorSpec(DEFAULT_INPUT, "FP64", [-1, self.n_features or -1])]
 
     def outputs(self) -> list[TensorSpec]:
-        return [TensorSpec(name, "FP64", [-1, -1]) for name in self.all_outputs()]
+        return [self.output_spec(name) for name in self.all_outputs()]
+
+    def output_spec(self, name: str) -> TensorSpec:
+        """What output `name` answers (datatype, rank, fixed dims) for metadata; runtimes
+        describe their own from the loaded model. Unknown here: a FP64 matrix."""
+        return TensorSpec(name, "FP64", [-1, -1])
+
+    def contributions_spec(self, classes: int) -> TensorSpec:
+        """`contributions`: `[rows, features + 1]`, or `[rows, classes, features + 1]`."""
+        width = self.n_features + 1 if self.n_features else -1
+        shape = [-1, classes, width] if classes > 1 else [-1, width]
+        return TensorSpec("contributions", "FP64", shape)
 
     def default_output(self) -> str:
         functions = self.output_functions()
@@ -310,17 +321,39 @@ class TabularPredictor(Predictor):
         return np.asarray(self.guarded(function, features))
 
     def guarded(self, function: Callable[[Any], Any], features: Any) -> Any:
-        """`function(features)` with input complaints as 400s and anything else as a 500."""
+        """`function(features)` with input complaints as 400s and anything else as a 500.
+
+        ValueError is how scikit-learn, XGBoost and pandas refuse an input. A KeyError or
+        TypeError is the input's fault only when that shows: a column the request lacks,
+        or text sent to a model that cannot take it; otherwise it is a bug in the model.
+        """
         try:
             return function(features)
         except ModelportError:
             raise
         except (ValueError, TypeError, KeyError) as exc:
-            raise InvalidInput(f"model '{self.name}' rejected the input: {exc}") from exc
+            if isinstance(exc, ValueError) or _input_at_fault(exc, features):
+                what = f"no column {exc}" if isinstance(exc, KeyError) else str(exc)
+                raise InvalidInput(f"model '{self.name}' rejected the input: {what}") from exc
+            raise InferenceFailed(
+                f"model '{self.name}' failed: {type(exc).__name__}: {exc}"
+            ) from exc
         except Exception as exc:
             raise InferenceFailed(
                 f"model '{self.name}' failed: {type(exc).__name__}: {exc}"
             ) from exc
+
+
+def _input_at_fault(exc: TypeError | KeyError, features: Any) -> bool:
+    """A KeyError naming a column the DataFrame lacks; a TypeError on text features."""
+    if isinstance(exc, KeyError):
+        columns = getattr(features, "columns", None)
+        key = exc.args[0] if exc.args else None
+        return columns is not None and isinstance(key, str) and key not in columns
+    dtypes = getattr(features, "dtypes", None)
+    if dtypes is None:  # an ndarray
+        return bool(features.dtype.kind in "OUS")
+    return any(_is_text(dtype) or str(dtype) == "category" for dtype in dtypes)
 
 
 def _is_text(dtype: Any) -> bool:

@@ -65,3 +65,26 @@ def assert_adds_up(
         contributions = np.array(explanation["contributions"])
         total = contributions.sum(axis=-1) + np.array(explanation["base_value"])
         np.testing.assert_allclose(total, expected, rtol=tolerance, atol=tolerance)
+
+
+# V2 inputs for the three models both booster test modules serve (iris, colors, reg).
+METADATA_INPUTS: dict[str, list[dict[str, Any]]] = {
+    "iris": v2_rows([[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]])["inputs"],
+    "colors": [
+        {"name": "color", "shape": [2], "datatype": "BYTES", "data": ["red", "blue"]},
+        {"name": "size", "shape": [2], "datatype": "FP64", "data": [1.0, 5.0]},
+        {"name": "a", "shape": [2], "datatype": "FP64", "data": [0.0, 2.0]},
+    ],
+    "reg": v2_rows([[0.1, 0.2, 0.3], [1.0, -1.0, 0.5]])["inputs"],
+}
+SERVERS = {"iris": "iris_server", "colors": "colors_server", "reg": "regression_server"}
+
+
+def check_metadata(request: Any, model: str) -> None:
+    """Each listed output of `model` (served by its module fixture) as infer answers it."""
+    from tests.servers import assert_metadata_describes_infer
+
+    server = request.getfixturevalue(SERVERS[model])
+    # Named columns travel with the `pd` content type (a request parameter).
+    parameters = {"content_type": "pd"} if model == "colors" else None
+    assert_metadata_describes_infer(server, model, METADATA_INPUTS[model], parameters=parameters)

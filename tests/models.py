@@ -123,3 +123,44 @@ def thread_probe_model(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     joblib.dump(ThreadProbeModel(), directory / "model.joblib")
     return directory
+
+
+class FaultyModel:
+    """Predict raises `error` on any input: a bug in the model's code (a 500), not the
+    client's mistake, whatever the exception type."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+        self.n_features_in_ = 4
+
+    def predict(self, rows):
+        if self.error == "KeyError":
+            raise KeyError("lookup_table")
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'NoneType'")
+
+
+class ColumnModel:
+    """Reads the column `b` of a DataFrame: a request without it is the client's mistake."""
+
+    def predict(self, frame):
+        return frame["b"].to_numpy() * 2
+
+
+class NonFiniteModel:
+    """Answers NaN, +inf, -inf and 1.5 in turn: outputs JSON cannot carry."""
+
+    n_features_in_ = 4
+
+    def predict(self, rows):
+        import numpy as np
+
+        return np.resize(np.array([np.nan, np.inf, -np.inf, 1.5]), len(rows))
+
+
+def pickled(directory: Path, model: object) -> Path:
+    """Any picklable object as a scikit-learn runtime model directory."""
+    import joblib
+
+    directory.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, directory / "model.joblib")
+    return directory

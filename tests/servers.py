@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,25 +22,50 @@ def triton_infer(
     model: str,
     inputs: list[tuple[str, Any, str, bool]],
     outputs: dict[str, bool] | None = None,
+    protocol: str = "http",
     **options: Any,
 ) -> Any:
-    """One infer call through Triton's HTTP client (the binary tensor extension's reference
-    implementation): inputs as (name, array, datatype, binary), outputs as {name: binary}."""
-    import tritonclient.http as httpclient
+    """One infer call through Triton's client (the reference client of the binary tensor
+    extension, and of OIP gRPC with `protocol="grpc"`): inputs as (name, array, datatype,
+    binary), outputs as {name: binary}. gRPC always carries tensors raw."""
+    if protocol == "grpc":
+        import tritonclient.grpc as client_module
 
-    client = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+        client: Any = client_module.InferenceServerClient(url=f"127.0.0.1:{server.grpc_port}")
+    else:
+        import tritonclient.http as client_module  # type: ignore[no-redef]
+
+        client = client_module.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+    binary_args = (lambda binary: {"binary_data": binary}) if protocol == "http" else (lambda _: {})
     try:
         tensors = []
         for name, array, datatype, binary in inputs:
-            tensor = httpclient.InferInput(name, list(array.shape), datatype)
-            tensor.set_data_from_numpy(array, binary_data=binary)
+            tensor = client_module.InferInput(name, list(array.shape), datatype)
+            tensor.set_data_from_numpy(array, **binary_args(binary))
             tensors.append(tensor)
         wanted = None
         if outputs is not None:
-            wanted = [httpclient.InferRequestedOutput(n, binary_data=b) for n, b in outputs.items()]
+            wanted = [
+                client_module.InferRequestedOutput(n, **binary_args(b)) for n, b in outputs.items()
+            ]
         return client.infer(model, tensors, outputs=wanted, **options)
     finally:
         client.close()
+
+
+def output_datatype(result: Any, name: str) -> str:
+    """An output's datatype from either client's result (HTTP: a dict; gRPC: a message)."""
+    output = result.get_output(name)
+    return str(output["datatype"] if isinstance(output, dict) else output.datatype)
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30.0, every: float = 0.05) -> None:
+    """Poll `condition` until it is true: synchronise on a state, never on a sleep."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout} s: {condition}")
+        time.sleep(every)
 
 
 def free_port() -> int:
@@ -55,6 +81,7 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    grpc_port: int = 0
     client: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
@@ -108,6 +135,7 @@ def start_server(
 ) -> ServerProcess:
     """Start a runtime's server process; wait for readiness unless `wait=False`."""
     port = free_port()
+    grpc_port = free_port()
     log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - the server process owns it
         prefix=f"modelport-{runtime}-", suffix=".log", delete=False
     )
@@ -117,6 +145,7 @@ def start_server(
         f"modelport.runtimes.{runtime}",
         f"--model_dir={model_dir}",
         f"--http_port={port}",
+        f"--grpc_port={grpc_port}",
         "--host=127.0.0.1",
         *flags,
     ]
@@ -126,7 +155,45 @@ def start_server(
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
     )
-    server = ServerProcess(process, port, Path(log_file.name))
+    server = ServerProcess(process, port, Path(log_file.name), grpc_port)
     if wait:
         server.wait_ready(timeout)
     return server
+
+
+def assert_metadata_describes_infer(
+    server: ServerProcess,
+    model: str,
+    inputs: list[dict[str, Any]],
+    *,
+    infer_first: bool = False,
+    parameters: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Every output the model's V2 metadata lists, asked for by name in one real infer:
+    same datatype, same rank, every fixed (not -1) dimension equal. Outputs go in binary
+    so any datatype and value can travel. `infer_first` for runtimes that learn their
+    outputs from the model's first answer. Returns the answered outputs by name."""
+    import orjson
+
+    request: dict[str, Any] = {"inputs": inputs}
+    if parameters:
+        request["parameters"] = parameters
+    if infer_first:
+        assert server.post(f"/v2/models/{model}/infer", json=request).status_code == 200
+    meta = server.get(f"/v2/models/{model}")
+    assert meta.status_code == 200, meta.text
+    specs = {spec["name"]: spec for spec in meta.json()["outputs"]}
+    assert specs, f"model '{model}' lists no outputs"
+    wanted = [{"name": name, "parameters": {"binary_data": True}} for name in specs]
+    response = server.post(f"/v2/models/{model}/infer", json={**request, "outputs": wanted})
+    assert response.status_code == 200, response.text
+    length = int(response.headers["inference-header-content-length"])
+    answered = {out["name"]: out for out in orjson.loads(response.content[:length])["outputs"]}
+    for name, spec in specs.items():
+        got = answered[name]
+        where = f"model '{model}' output '{name}': metadata {spec}, infer {got}"
+        assert got["datatype"] == spec["datatype"], where
+        assert len(got["shape"]) == len(spec["shape"]), where
+        for want, have in zip(spec["shape"], got["shape"], strict=True):
+            assert want in (-1, have), where
+    return answered

@@ -20,6 +20,11 @@ def iris(tmp_path_factory):
     server.stop()
 
 
+ZERO_TIMES_HUGE_HEADER = (
+    b'{"inputs":[{"name":"input-0","shape":[9223372036854775808,0],"datatype":"FP32",'
+    b'"parameters":{"binary_data_size":0}}]}'
+)
+
 OVERRUN_HEADER = (
     b'{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32",'
     b'"parameters":{"binary_data_size":16}}]}'
@@ -108,6 +113,30 @@ CASES = [
         ["needs 8 elements", "has 4"],
     ),
     ("bad-shape", "/v2/models/iris/infer", {"json": v2_input(shape=[1, -4])}, 400, ["shape"]),
+    (
+        "rank-65",
+        "/v2/models/iris/infer",
+        {"json": v2_input(shape=[1] * 65, data=[1])},
+        400,
+        ["65 dimensions (at most 64)"],
+    ),
+    (
+        "huge-dim-times-zero",
+        "/v2/models/iris/infer",
+        {"json": v2_input(shape=[2**63, 0], data=[])},
+        400,
+        ["input-0", "shape"],
+    ),
+    (
+        "huge-dim-times-zero-binary",
+        "/v2/models/iris/infer",
+        {
+            "content": ZERO_TIMES_HUGE_HEADER,
+            "headers": {"Inference-Header-Content-Length": str(len(ZERO_TIMES_HUGE_HEADER))},
+        },
+        400,
+        ["input-0", "shape"],
+    ),
     (
         "wrong-features",
         "/v2/models/iris/infer",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import orjson
 import pytest
 import tritonclient.http as triton
 
-from modelport.base.errors import InvalidInput
+from modelport.base.errors import InferenceFailed, InvalidInput, OutputNotRepresentable
 from modelport.base.messages import InferRequest, InferResponse, RequestedOutput, Tensor
 from modelport.base.protocol import v2
 
@@ -162,3 +164,115 @@ def test_v1_json_ready_handles_scalars_half_floats_and_bytes():
         option=orjson.OPT_SERIALIZE_NUMPY,
     )
     assert orjson.loads(body) == {"predictions": 7}
+
+
+def _tensor_body(shape, **fields) -> bytes:
+    return orjson.dumps({"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", **fields}]})
+
+
+@pytest.mark.parametrize(
+    ("shape", "words"),
+    [
+        ([1] * 65, r"65 dimensions \(at most 64\)"),
+        ([9223372036854775808, 0], "non-zero dimensions multiply past"),
+        ([2**62, 4, 0], "non-zero dimensions multiply past"),
+        ([2**40, 2**40], "more than"),
+    ],
+    ids=["rank-65", "huge-times-zero", "overflow-times-zero", "product-overflows"],
+)
+def test_shapes_numpy_cannot_build_are_400_in_json_and_binary(shape, words):
+    json_body = _tensor_body(shape, data=[])
+    with pytest.raises(InvalidInput, match=words):
+        v2.decode_request(json_body, None, LIMITS)
+    header = _tensor_body(shape, parameters={"binary_data_size": 0})
+    with pytest.raises(InvalidInput, match=words):
+        v2.decode_request(header, len(header), LIMITS)
+
+
+def test_empty_tensors_within_the_caps_still_decode():
+    body = _tensor_body([3, 0, 64], data=[])
+    assert v2.decode_request(body, None, LIMITS).inputs[0].data.shape == (3, 0, 64)
+
+
+INT_EXTREMES = {
+    "UINT64": [0, 1, 2**63, 2**64 - 1],
+    "INT64": [-(2**63), -1, 0, 2**63 - 1],
+}
+
+
+@pytest.mark.parametrize("datatype", list(INT_EXTREMES))
+def test_64_bit_extremes_round_trip_exactly_in_json_and_binary(datatype):
+    values = INT_EXTREMES[datatype]
+    body = orjson.dumps(
+        {"inputs": [{"name": "x", "shape": [4], "datatype": datatype, "data": values}]}
+    )
+    decoded = v2.decode_request(body, None, LIMITS).inputs[0]
+    assert decoded.data.dtype == triton.triton_to_np_dtype(datatype)
+    assert decoded.data.tolist() == values
+    for binary in (False, True):
+        request = InferRequest([], outputs=[RequestedOutput("y", {"binary_data": binary})])
+        payload, length = v2.encode_response(
+            InferResponse([Tensor("y", decoded.data)]), request, "m", None
+        )
+        result = triton.InferResult.from_response_body(payload, header_length=length)
+        assert result.as_numpy("y").tolist() == values
+        if not binary:
+            assert orjson.loads(payload)["outputs"][0]["data"] == values
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "words"),
+    [
+        ("UINT64", [2**64, 1], "out of range for UINT64"),
+        ("UINT64", [-1, 2**63], "out of range for UINT64"),
+        ("INT64", [2**63, 1], "out of range for INT64"),
+        ("UINT64", [2**63, 1.5], "non-integer data for a UINT64"),
+    ],
+)
+def test_64_bit_values_that_do_not_fit_are_400(datatype, data, words):
+    body = json.dumps({"inputs": [{"name": "x", "shape": [2], "datatype": datatype, "data": data}]})
+    with pytest.raises(InvalidInput, match=words):
+        v2.decode_request(body, None, LIMITS)
+
+
+@pytest.mark.parametrize(
+    "data", [[1.0, None], ["NaN", 1.0], [1.0, "Infinity"], [1.0, 1e39]], ids=str
+)
+def test_json_inputs_carry_finite_numbers_only(data):
+    body = orjson.dumps({"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": data}]})
+    with pytest.raises(InvalidInput, match=r"input 'x'.*FP32"):
+        v2.decode_request(body, None, LIMITS)
+
+
+def test_binary_inputs_carry_nan_and_infinity_exactly():
+    values = np.array([np.nan, np.inf, -np.inf, 2.5], dtype=np.float32)
+    tensor = triton.InferInput("x", [4], "FP32")
+    tensor.set_data_from_numpy(values, binary_data=True)
+    body, length = triton.InferenceServerClient.generate_request_body([tensor])
+    decoded = v2.decode_request(body, length, LIMITS).inputs[0].data
+    assert decoded.tobytes() == values.tobytes()
+
+
+def test_non_finite_outputs_in_json_ask_for_binary_and_are_a_500():
+    data = np.array([1.0, np.nan], dtype=np.float32)
+    with pytest.raises(OutputNotRepresentable, match="binary_data") as raised:
+        v2.encode_response(InferResponse([Tensor("y", data)]), InferRequest([]), "m", None)
+    assert raised.value.status == 500
+
+
+@pytest.mark.parametrize(
+    ("value", "binary"), [("false", False), ("FALSE", False), ("true", True), (True, True)]
+)
+def test_binary_data_accepts_booleans_as_strings(value, binary):
+    request = InferRequest([], parameters={"binary_data_output": value})
+    _, length = v2.encode_response(InferResponse([Tensor("y", np.arange(3))]), request, "m", None)
+    assert (length is not None) is binary
+
+
+def test_no_outputs_is_one_500_in_v1_and_v2():
+    from modelport.base.protocol import v1
+
+    with pytest.raises(InferenceFailed, match="produced no outputs"):
+        v2.encode_response(InferResponse([]), InferRequest([]), "m", None)
+    with pytest.raises(InferenceFailed, match="produced no outputs"):
+        v1.encode_response(InferResponse([]))

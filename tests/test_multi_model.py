@@ -48,9 +48,15 @@ def test_index_load_unload(serve, three_models):
         "unload": True,
     }
     assert "nines" not in server.get("/v2/models").json()["models"]
+    # Unloaded on purpose: a 4xx that says so (a retry will not help), as Triton's 404.
     response = predict(server, "nines")
-    assert response.status_code == 503
-    assert "nines" in response.json()["error"]
+    assert response.status_code == 404
+    assert "model 'nines' is unloaded" in response.json()["error"]
+    v2 = server.post("/v2/models/nines/infer", json={"inputs": []})
+    assert v2.status_code == 404 and "unloaded" in v2.json()["error"]
+    ready = server.get("/v2/models/nines/ready")
+    assert ready.status_code == 404 and ready.json() == {"name": "nines", "ready": False}
+    assert server.get("/v2/models/nines").status_code == 404
     rows = {row["name"]: row for row in server.post("/v2/repository/index").json()}
     assert rows["nines"]["state"] == "UNAVAILABLE" and rows["nines"]["reason"] == "unloaded"
     # Readiness of the server is unaffected by an explicit unload.
@@ -191,5 +197,7 @@ def test_memory_budget_evicts_least_recently_used(serve, three_models):
     assert ready() == ["sevens"]
     assert predict(server, "iris").json() == {"predictions": [1, 1]}
     assert ready() == ["iris"]
+    # Evicted, not unloaded: the next request loads it again, so not ready is a 503.
+    assert server.get("/v2/models/sevens/ready").status_code == 503
     reasons = {row["name"]: row["reason"] for row in server.get("/v2/repository/index").json()}
     assert "evicted" in reasons["sevens"]

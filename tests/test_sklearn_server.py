@@ -9,7 +9,7 @@ import pytest
 import tritonclient.http as triton
 
 from tests.models import IRIS_ROWS, adult_pipeline, iris_logistic
-from tests.servers import start_server
+from tests.servers import start_server, triton_infer
 
 V2_IRIS = {
     "inputs": [
@@ -109,6 +109,14 @@ def test_x_request_id_is_echoed(iris):
     response = iris.get("/v2/health/ready", headers={"x-request-id": "abc-123"})
     assert response.headers["x-request-id"] == "abc-123"
     assert iris.get("/v2/health/live").headers["x-request-id"]
+
+
+def test_grpc_infer_with_requested_outputs(iris):
+    rows = np.array(IRIS_ROWS, dtype=np.float32)
+    wanted = {"predict": True, "predict_proba": True}
+    result = triton_infer(iris, "iris", [("input-0", rows, "FP32", True)], wanted, "grpc")
+    assert result.as_numpy("predict").tolist() == [1, 1]
+    assert result.as_numpy("predict_proba").shape == (2, 3)
 
 
 @pytest.mark.parametrize("binary", [False, True])
@@ -219,3 +227,44 @@ def test_default_output_can_be_requested_by_its_name(iris):
     assert response.json()["outputs"] == [
         {"name": "output-0", "datatype": "INT64", "shape": [2], "data": [1, 1]}
     ]
+
+
+@pytest.fixture(scope="module")
+def estimators(tmp_path_factory):
+    """One server over estimators whose outputs differ in datatype and rank."""
+    import joblib
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    names = np.array(["setosa", "versicolor", "virginica"], dtype=object)[y]
+    models = {
+        "int-labels": LogisticRegression(max_iter=1000).fit(x, y),
+        "text-labels": LogisticRegression(max_iter=1000).fit(x, names),
+        "regressor": LinearRegression().fit(x, y.astype(float)),
+        "two-targets": LinearRegression().fit(x, np.stack([y, 2 * y], axis=1)),
+        "clusters": KMeans(n_clusters=3, n_init=2, random_state=0).fit(x),
+        "forest": RandomForestClassifier(n_estimators=5, max_depth=3, random_state=0).fit(x, y),
+    }
+    root = tmp_path_factory.mktemp("estimators")
+    for name, model in models.items():
+        (root / name).mkdir()
+        joblib.dump(model, root / name / "model.joblib")
+    server = start_server("sklearn", root)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    "model", ["int-labels", "text-labels", "regressor", "two-targets", "clusters", "forest"]
+)
+def test_metadata_describes_what_infer_answers(estimators, model):
+    from tests.servers import assert_metadata_describes_infer
+
+    inputs = [{**V2_IRIS["inputs"][0], "datatype": "FP64"}]
+    answered = assert_metadata_describes_infer(estimators, model, inputs)
+    if model == "int-labels":  # the case the issue saw: metadata said FP64 [-1, -1]
+        assert answered["predict"]["datatype"] == "INT64"
+        assert answered["predict"]["shape"] == [2]

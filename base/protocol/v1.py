@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from modelport.base.errors import InvalidInput
+from modelport.base.errors import NO_OUTPUTS, InferenceFailed, InvalidInput
 from modelport.base.messages import InferRequest, InferResponse, Tensor
 
 DEFAULT_INPUT = "input-0"
@@ -73,7 +73,7 @@ def records_to_request(records: list[dict[str, Any]]) -> InferRequest:
 def encode_response(response: InferResponse) -> dict[str, Any]:
     """The first output as `predictions` (V1 has one prediction per instance)."""
     if not response.outputs:
-        raise InvalidInput("the model produced no outputs")
+        raise InferenceFailed(NO_OUTPUTS)
     return {"predictions": json_ready(response.outputs[0])}
 
 

@@ -18,7 +18,12 @@ import numpy as np
 import orjson
 
 from modelport.base.datatypes import TO_NUMPY, to_numpy
-from modelport.base.errors import InvalidInput
+from modelport.base.errors import (
+    NO_OUTPUTS,
+    InferenceFailed,
+    InvalidInput,
+    OutputNotRepresentable,
+)
 from modelport.base.messages import InferRequest, InferResponse, RequestedOutput, Tensor
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -28,12 +33,23 @@ _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _BINARY_ONLY = {"BF16": np.dtype(np.uint16)}
 
 
+# numpy's limit on dimensions.
+MAX_RANK = 64
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Caps checked before anything large is allocated."""
 
     max_inputs: int = 128
     max_tensor_elements: int = 64 * 1024 * 1024
+
+
+def flag(value: Any) -> bool:
+    """A boolean parameter as the OIP allows it: a JSON boolean, or "true"/"false" text."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
 
 
 def parse_json(raw: bytes | memoryview, what: str = "request body") -> Any:
@@ -52,15 +68,26 @@ def _as_dict(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def _shape(name: str, shape: Any, limits: Limits) -> tuple[int, ...]:
+def check_shape(name: str, shape: Any, limits: Limits) -> tuple[int, ...]:
+    """A client's shape, checked before anything is allocated: rank, and the product of
+    the non-zero dimensions against the element cap, so an empty shape such as
+    `[2**63, 0]` cannot overflow numpy's size arithmetic in `reshape`."""
     if not isinstance(shape, list) or not all(
         isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape
     ):
         raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers")
-    if math.prod(shape) > limits.max_tensor_elements:
+    if len(shape) > MAX_RANK:
         raise InvalidInput(
-            f"input '{name}': shape {shape} has more than {limits.max_tensor_elements} elements"
+            f"input '{name}': shape has {len(shape)} dimensions (at most {MAX_RANK})"
         )
+    cap = limits.max_tensor_elements
+    if math.prod(dim for dim in shape if dim) > cap:
+        if 0 in shape:
+            raise InvalidInput(
+                f"input '{name}': shape {shape} is too large: its non-zero dimensions "
+                f"multiply past {cap} elements"
+            )
+        raise InvalidInput(f"input '{name}': shape {shape} has more than {cap} elements")
     return tuple(shape)
 
 
@@ -89,6 +116,10 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
             raise InvalidInput(f"input '{name}': BYTES data must be strings")
         return array.reshape(shape)
     kind = array.dtype.kind
+    if dtype.kind in "iu" and kind in "fO" and array.size:
+        # numpy promotes ints above 2**63 mixed with small ones to float64 (or keeps them
+        # as objects past 2**64): convert the original Python ints exactly instead.
+        return _exact_integers(name, datatype, dtype, shape, data)
     if array.size and not _kind_fits(kind, dtype):
         found = "non-numeric" if kind in "OUS" else array.dtype.name
         raise InvalidInput(f"input '{name}': {found} data for a {datatype} tensor")
@@ -97,6 +128,23 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
         if array.min() < info.min or array.max() > info.max:
             raise InvalidInput(f"input '{name}': values out of range for {datatype}")
     return array.astype(dtype, copy=False).reshape(shape)
+
+
+def _exact_integers(
+    name: str, datatype: str, dtype: np.dtype, shape: tuple[int, ...], data: list[Any]
+) -> np.ndarray:
+    """JSON integers of any size to an integer tensor, exactly, or a 400 saying why not."""
+    values = np.array(data, dtype=object)
+    others = [value for value in values.flat if type(value) is not int]
+    if others:
+        # orjson reads integers past 64 bits as floats: those are out of range, not decimals.
+        huge = all(isinstance(v, float) and v.is_integer() and abs(v) >= 2**63 for v in others)
+        problem = "values out of range for" if huge else "non-integer data for a"
+        raise InvalidInput(f"input '{name}': {problem} {datatype} tensor")
+    try:
+        return values.astype(dtype).reshape(shape)
+    except OverflowError:
+        raise InvalidInput(f"input '{name}': values out of range for {datatype}") from None
 
 
 def _floats_from_json(
@@ -115,7 +163,8 @@ def _floats_from_json(
         found = "boolean" if isinstance(first, bool) else "non-numeric"
         raise InvalidInput(f"input '{name}': {found} data for a {datatype} tensor")
     try:
-        array = np.array(data, dtype=dtype)
+        with np.errstate(over="ignore"):  # beyond the datatype's range: refused below
+            array = np.array(data, dtype=dtype)
     except (ValueError, TypeError):
         raise InvalidInput(
             f"input '{name}': 'data' must be numbers in rows of equal length for a {datatype} "
@@ -126,8 +175,14 @@ def _floats_from_json(
             f"input '{name}': shape {list(shape)} needs {math.prod(shape)} elements, "
             f"data has {array.size}"
         )
-    if np.isnan(array).any():
-        raise InvalidInput(f"input '{name}': null or non-numeric data for a {datatype} tensor")
+    if not np.isfinite(array).all():
+        # JSON has no NaN or infinity: a null, a string or a number beyond the datatype's
+        # range got here. Non-finite values travel in binary only (see README).
+        raise InvalidInput(
+            f"input '{name}': null, non-numeric or non-finite data for a {datatype} tensor "
+            "(JSON carries finite numbers only: send NaN or infinity with the binary tensor "
+            "extension)"
+        )
     return array.reshape(shape)
 
 
@@ -140,8 +195,9 @@ def _kind_fits(kind: str, dtype: np.dtype) -> bool:
     return kind in "iuf"
 
 
-def _from_binary(name: str, datatype: str, shape: tuple[int, ...], raw: memoryview) -> np.ndarray:
-    """View raw little-endian bytes as an array (zero-copy) or split BYTES elements."""
+def decode_binary(name: str, datatype: str, shape: tuple[int, ...], raw: memoryview) -> np.ndarray:
+    """Raw little-endian tensor bytes (REST binary extension, gRPC raw contents) as an array
+    (zero-copy), or BYTES elements split."""
     if datatype == "BYTES":
         array = deserialize_bytes(raw, name)
         if array.size != math.prod(shape):
@@ -224,7 +280,7 @@ def decode_request(body: bytes, header_length: int | None, limits: Limits) -> In
             to_numpy(datatype)  # raises the uniform unsupported-datatype error
         if "shape" not in item:
             raise InvalidInput(f"input '{name}': missing 'shape'")
-        shape = _shape(name, item["shape"], limits)
+        shape = check_shape(name, item["shape"], limits)
         parameters = _as_dict(item.get("parameters"), f"input '{name}': 'parameters'")
         size = parameters.get("binary_data_size")
         if size is not None:
@@ -232,7 +288,7 @@ def decode_request(body: bytes, header_length: int | None, limits: Limits) -> In
                 raise InvalidInput(
                     f"input '{name}': binary_data_size {size} exceeds the binary data sent"
                 )
-            data = _from_binary(name, datatype, shape, tail[offset : offset + size])
+            data = decode_binary(name, datatype, shape, tail[offset : offset + size])
             offset += size
         elif "data" in item:
             data = _from_json(name, datatype, shape, item["data"])
@@ -275,12 +331,14 @@ def encode_response(
     model_version: str | None,
 ) -> tuple[bytes, int | None]:
     """Encode outputs as JSON, appending binary ones; returns (body, json header length)."""
-    binary_default = bool(request.parameters.get("binary_data_output", False))
+    if not response.outputs:
+        raise InferenceFailed(NO_OUTPUTS)
+    binary_default = flag(request.parameters.get("binary_data_output", False))
     wants = {output.name: output.parameters for output in request.outputs}
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for tensor in response.outputs:
-        binary = bool(wants.get(tensor.name, {}).get("binary_data", binary_default))
+        binary = flag(wants.get(tensor.name, {}).get("binary_data", binary_default))
         entry: dict[str, Any] = {
             "name": tensor.name,
             "datatype": tensor.datatype,
@@ -288,7 +346,7 @@ def encode_response(
         }
         parameters = dict(tensor.parameters)
         if binary:
-            blob = _to_binary(tensor)
+            blob = encode_binary(tensor)
             parameters["binary_data_size"] = len(blob)
             blobs.append(blob)
         else:
@@ -310,7 +368,8 @@ def encode_response(
     return b"".join([header, *blobs]), len(header)
 
 
-def _to_binary(tensor: Tensor) -> bytes:
+def encode_binary(tensor: Tensor) -> bytes:
+    """A tensor as raw little-endian bytes (BYTES: length-prefixed elements)."""
     if tensor.datatype == "BYTES":
         return serialize_bytes(tensor.data)
     return np.ascontiguousarray(tensor.data).astype(tensor.data.dtype.newbyteorder("<")).tobytes()
@@ -325,7 +384,15 @@ def _to_json_data(tensor: Tensor) -> Any:
         )
     if tensor.datatype == "BYTES":
         return [_text(item) for item in tensor.data.flat]
-    return np.ascontiguousarray(tensor.data).reshape(-1)
+    data = np.ascontiguousarray(tensor.data).reshape(-1)
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        # JSON has no NaN or infinity (orjson would write null, which reads as missing
+        # data): the binary form carries them exactly. The model made them: a 500.
+        raise OutputNotRepresentable(
+            f"output '{tensor.name}' holds NaN or infinity, which JSON cannot carry: request "
+            "it with the binary tensor extension ('binary_data': true)"
+        )
+    return data
 
 
 def _text(item: Any) -> str:

@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from modelport.base.datatypes import from_numpy
 from modelport.base.errors import ModelLoadError
+from modelport.base.messages import TensorSpec
 from modelport.base.model import load_artifact
 from modelport.base.onnxgraph import (
     Conversion,
@@ -82,6 +84,24 @@ class LightGBMPredictor(TabularPredictor):
 
     def output_functions(self) -> dict[str, OutputFunction]:
         return self.functions
+
+    def output_spec(self, name: str) -> TensorSpec:
+        """LightGBM answers FP64, one column per class for multiclass; labels keep the
+        wrapper's class dtype (INT64 indices for a bare booster)."""
+        classes = self.booster.num_model_per_iteration()
+        scores = [-1, classes] if classes > 1 else [-1]
+        if name in ("raw", "margin"):
+            return TensorSpec(name, "FP64", scores)
+        if name == "predict":
+            if self.objective not in CLASSIFIERS:
+                return TensorSpec(name, "FP64", scores)
+            labels = np.dtype(np.int64) if self.classes is None else self.classes.dtype
+            return TensorSpec(name, "BYTES" if labels.kind in "OUS" else from_numpy(labels), [-1])
+        if name == "predict_proba":
+            return TensorSpec(name, "FP64", [-1, max(classes, 2)])
+        if name == "contributions":
+            return self.contributions_spec(classes)
+        return super().output_spec(name)
 
     def raw(self, features: Any, **options: Any) -> np.ndarray:
         return self.booster.predict(features, num_threads=self.nthread, **options)

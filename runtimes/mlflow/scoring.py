@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from modelport.base.errors import InvalidInput
+from modelport.base.errors import NO_OUTPUTS, InferenceFailed, InvalidInput
 from modelport.base.messages import InferRequest, InferResponse, Tensor
 from modelport.base.protocol import v1
 
@@ -167,7 +167,7 @@ def encode_response(response: InferResponse) -> dict[str, Any]:
     """
     outputs = response.outputs
     if not outputs:
-        raise InvalidInput("the model produced no outputs")
+        raise InferenceFailed(NO_OUTPUTS)
     if response.parameters.get("content_type") == "pd":
         columns = [(tensor.name, _jsonable(tensor.data)) for tensor in outputs]
         rows = len(columns[0][1])

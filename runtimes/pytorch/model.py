@@ -7,6 +7,9 @@ with a message saying how to export the model. Inputs bind to `forward`'s argume
 `output-0..n` for a tuple and the keys of a returned dict. Dtypes pass through exactly
 (BF16 travels as raw 16-bit words in the binary extension); V1 numbers, which JSON leaves
 untyped, take the model's declared dtype when known and torch's float32 default otherwise.
+Metadata: an exported program declares its outputs; TorchScript declares neither dtypes nor
+ranks, so its metadata is a guess until the first inference and what it answered after.
+A RuntimeError is the client's mistake only when torch says the input does not fit.
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ class PyTorchPredictor(Predictor):
             self.input_names = [argument.name for argument in arguments]
             self.required = sum(not argument.has_default_value() for argument in arguments)
         self.input_dtypes = self._declared_dtypes()
+        # TorchScript outputs as first answered (names, datatypes, ranks), for metadata.
+        self.answered: list[TensorSpec] = []
         log.info(
             "pytorch model loaded",
             extra={"model": self.name, "device": str(self.device), "file": path.name},
@@ -126,6 +131,8 @@ class PyTorchPredictor(Predictor):
             else:
                 names = [f"output-{index}" for index in range(len(leaves))]
             return [_spec(name, value) for name, value in zip(names, leaves, strict=True)]
+        if self.answered:  # TorchScript declares neither dtypes nor ranks: what it answered
+            return list(self.answered)
         returns = self.module.forward.schema.returns  # type: ignore[attr-defined]
         datatype = _datatype(self._parameter_dtype())
         kind = returns[0].type.kind() if len(returns) == 1 else ""
@@ -152,8 +159,10 @@ class PyTorchPredictor(Predictor):
         except torch.OutOfMemoryError as exc:
             raise InferenceFailed(f"model '{self.name}' ran out of memory: {exc}") from exc
         except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
-            raise InvalidInput(f"model '{self.name}' rejected the input: {_message(exc)}") from exc
+            raise _classify(self.name, exc) from exc
         outputs = [_to_tensor(name, value) for name, value in _named(result)]
+        if self.program is None and not self.answered:
+            self.answered = [TensorSpec(t.name, t.datatype, [-1] * t.data.ndim) for t in outputs]
         return InferResponse(outputs=select_outputs(outputs, request, self.name), id=request.id)
 
     def _bind(self, inputs: list[Tensor]) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
@@ -374,6 +383,31 @@ def _stack(name: str, values: list[Any], dtype: torch.dtype | None) -> np.ndarra
     if array.dtype == np.float64:
         return array.astype(np.float32)  # torch.tensor()'s default for Python floats
     return array
+
+
+# What torch says when the input does not fit the model (shapes, ranks, dtypes). Torch
+# raises RuntimeError for those and for device faults alike (TorchScript wraps everything
+# in one), so only these messages make a RuntimeError the client's mistake.
+_INPUT_MISMATCH = re.compile(
+    r"shapes cannot be multiplied|size mismatch|must match the size of tensor"
+    r"|is invalid for input of size|dimension out of range|expected .*input"
+    r"|to have \d+ channels|expected scalar type|to have the same dtype"
+    r"|not implemented for '\w+'|expected input at",
+    re.IGNORECASE,
+)
+
+
+def _classify(model: str, exc: Exception) -> ModelportError:
+    """A 400 when the input detectably did not fit the model, else a 500 (a model or
+    device fault: a CUDA error, an assertion on the device, a bug in forward).
+
+    torch's argument checks raise ValueError, TypeError and IndexError for bad
+    arguments, and a failed `assert` in forward is the model checking its input."""
+    message = _message(exc)
+    blamed = not isinstance(exc, RuntimeError) or bool(_INPUT_MISMATCH.search(message))
+    if blamed:
+        return InvalidInput(f"model '{model}' rejected the input: {message}")
+    return InferenceFailed(f"model '{model}' failed: {type(exc).__name__}: {message}")
 
 
 def _message(exc: BaseException) -> str:

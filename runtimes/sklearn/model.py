@@ -20,6 +20,9 @@ from typing import Any
 import joblib
 import numpy as np
 
+from modelport.base.datatypes import from_numpy
+from modelport.base.errors import InvalidInput
+from modelport.base.messages import TensorSpec
 from modelport.base.model import load_artifact
 from modelport.base.onnxgraph import (
     Conversion,
@@ -67,6 +70,33 @@ class SKLearnPredictor(TabularPredictor):
             bias = np.full((rows, 1), base[0])
         names = self.feature_names or [f"f{index}" for index in range(values.shape[-1])]
         return np.concatenate([values, bias], axis=-1), names
+
+    def output_spec(self, name: str) -> TensorSpec:
+        """From the fitted (final) estimator: class labels keep their dtype, regressors
+        answer FP64, one column per target when there are several."""
+        estimator = getattr(self.model, "_final_estimator", self.model)
+        classes: Any = getattr(estimator, "classes_", None)
+        single = isinstance(classes, np.ndarray)
+        if name == "predict":
+            if single:
+                return TensorSpec(name, _labels_datatype(classes.dtype), [-1])
+            if isinstance(classes, list):  # multi-output classifier: one column per target
+                dtype = np.result_type(*(np.asarray(c).dtype for c in classes))
+                return TensorSpec(name, _labels_datatype(dtype), [-1, len(classes)])
+            if hasattr(estimator, "cluster_centers_"):  # KMeans and kin answer int32 labels
+                return TensorSpec(name, "INT32", [-1])
+            targets = _targets(estimator)
+            return TensorSpec(name, "FP64", [-1] if targets == 1 else [-1, targets])
+        if name == "predict_proba":
+            return TensorSpec(name, "FP64", [-1, len(classes) if single else -1])
+        if name == "contributions":
+            # SHAP gives tree classifiers one slice per class, except binary gradient
+            # boosting, which explains the single log-odds margin.
+            count = len(classes) if single else 1
+            if count == 2 and type(estimator).__name__ == "GradientBoostingClassifier":
+                count = 1
+            return self.contributions_spec(count)
+        return super().output_spec(name)
 
     def output_functions(self) -> dict[str, OutputFunction]:
         functions: dict[str, OutputFunction] = {"predict": self.model.predict}
@@ -146,3 +176,20 @@ def _final_step(model: Any) -> Any:
 
 def _is_classifier(model: Any) -> bool:
     return model is not None and hasattr(model, "classes_") and hasattr(model, "predict_proba")
+
+
+def _labels_datatype(dtype: np.dtype) -> str:
+    """Class labels: their own datatype; text (object) labels are BYTES."""
+    try:
+        return from_numpy(dtype)
+    except InvalidInput:
+        return "BYTES"
+
+
+def _targets(estimator: Any) -> int:
+    """How many targets a regressor predicts (trees say so; linear models by `coef_`)."""
+    count = getattr(estimator, "n_outputs_", None)
+    if count is None:
+        coef = getattr(estimator, "coef_", None)
+        count = coef.shape[0] if coef is not None and np.ndim(coef) == 2 else 1
+    return int(count)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from modelport.base.messages import TensorSpec
 from modelport.base.model import load_artifact
 from modelport.base.onnxgraph import Conversion, OutputMap, threshold_probes
 from modelport.base.tabular import OutputFunction, TabularPredictor, import_without
@@ -67,7 +68,10 @@ class XGBoostPredictor(TabularPredictor):
         learner = json.loads(self.booster.save_config())["learner"]
         self.objective: str = learner["objective"]["name"]
         # Several binary targets (multi-label) keep one probability column per label.
-        self.multilabel = int(learner["learner_model_param"].get("num_target", 1)) > 1
+        params = learner["learner_model_param"]
+        self.targets = int(params.get("num_target", 1))
+        self.classes = int(params.get("num_class", 0))
+        self.multilabel = self.targets > 1
         self.n_features = self.booster.num_features()
         self.feature_names = self.booster.feature_names
         self.functions: dict[str, OutputFunction] = {"raw": self.raw, "margin": self.margin}
@@ -81,6 +85,27 @@ class XGBoostPredictor(TabularPredictor):
 
     def output_functions(self) -> dict[str, OutputFunction]:
         return self.functions
+
+    def output_spec(self, name: str) -> TensorSpec:
+        """XGBoost answers FP32; labels are INT64; multiclass scores one column per class."""
+        objective = self.objective
+        columns = [-1, self.targets] if self.targets > 1 else [-1]
+        scores = [-1, self.classes] if objective.startswith("multi:") else columns
+        if name == "raw":
+            return TensorSpec(name, "FP32", columns if objective == "multi:softmax" else scores)
+        if name == "margin":
+            return TensorSpec(name, "FP32", scores)
+        if name == "predict":
+            if objective in PROBABILISTIC or objective in LABELS_ONLY:
+                return TensorSpec(name, "INT64", columns)
+            return TensorSpec(name, "FP32", columns)
+        if name == "predict_proba":
+            binary = objective.startswith("binary:") and not self.multilabel
+            return TensorSpec(name, "FP32", [-1, 2] if binary else scores)
+        if name == "contributions":
+            spec = self.contributions_spec(self.classes if objective.startswith("multi:") else 1)
+            return TensorSpec(name, "FP32", spec.shape)
+        return super().output_spec(name)
 
     def dmatrix(self, features: Any) -> Any:
         """Arrays are positional (the model's names and types); DataFrames keep theirs."""

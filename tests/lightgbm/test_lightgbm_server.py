@@ -14,7 +14,15 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.boosters import assert_adds_up, assert_bad, colors_frame, outputs, save, v2_rows
+from tests.boosters import (
+    assert_adds_up,
+    assert_bad,
+    check_metadata,
+    colors_frame,
+    outputs,
+    save,
+    v2_rows,
+)
 from tests.models import IRIS_ROWS
 from tests.servers import ServerProcess, start_server, triton_infer
 
@@ -258,10 +266,14 @@ def test_explain_regression(regression_server: ServerProcess, regression_model: 
 # --- binary protocol ----------------------------------------------------------------------
 
 
-def test_tritonclient_binary_round_trip(iris_server: ServerProcess, multiclass: Any) -> None:
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_tritonclient_binary_round_trip(
+    protocol: str, iris_server: ServerProcess, multiclass: Any
+) -> None:
     rows = np.array(IRIS_ROWS, dtype=np.float32)
     wanted = {"raw": True, "contributions": True, "predict": False}
-    result = triton_infer(iris_server, "iris", [("input-0", rows, "FP32", True)], wanted)
+    inputs = [("input-0", rows, "FP32", True)]
+    result = triton_infer(iris_server, "iris", inputs, wanted, protocol)
     raw = result.as_numpy("raw")
     assert raw.dtype == np.float64 and raw.shape == (2, 3)
     np.testing.assert_allclose(raw, multiclass.predict(rows), rtol=1e-12)
@@ -349,3 +361,8 @@ def test_runtime_imports_neither_sklearn_nor_xgboost(iris_server: ServerProcess)
     assert "lib_lightgbm" in maps
     assert "/sklearn/" not in maps
     assert "libxgboost" not in maps
+
+
+@pytest.mark.parametrize("model", ["iris", "colors", "reg"])
+def test_metadata_describes_what_infer_answers(request: pytest.FixtureRequest, model: str) -> None:
+    check_metadata(request, model)

@@ -10,7 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from tests.servers import ServerProcess, start_server, triton_infer
+from tests.servers import ServerProcess, output_datatype, start_server, triton_infer
 
 torch = pytest.importorskip("torch")  # the `pytorch` extra; `make test` installs it
 
@@ -54,14 +54,24 @@ class Doubler(torch.nn.Module):
         return x * 2
 
 
+class Faulty(torch.nn.Module):
+    """Fails like a device does (a RuntimeError that says nothing about the input)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x.sum() > 100):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return x + 1
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """One model repository (a subdirectory per model) plus the eager modules."""
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("torch-models")
     two, classifier = TwoInputs().eval(), Classifier().eval()
-    for name in ("two", "classifier", "doubler", "exported"):
+    for name in ("two", "classifier", "doubler", "exported", "faulty"):
         (root / name).mkdir()
+    torch.jit.save(torch.jit.script(Faulty()), root / "faulty" / "model.pt")
     torch.jit.save(torch.jit.script(two), root / "two" / "model.pt")
     torch.jit.save(torch.jit.script(classifier), root / "classifier" / "model.pt")
     torch.jit.save(torch.jit.script(Doubler()), root / "doubler" / "model.pth")
@@ -123,14 +133,15 @@ def test_v2_inputs_bind_by_position(server: ServerProcess, models):
     np.testing.assert_allclose(outputs_of(response.json())["sum"], expected["sum"].numpy())
 
 
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
 @pytest.mark.parametrize("model", ["two", "exported"])
-def test_binary_round_trip_with_tritonclient(server: ServerProcess, models, model):
+def test_binary_round_trip_with_tritonclient(server: ServerProcess, models, model, protocol):
     x = RNG.standard_normal((5, 3)).astype(np.float32)
     y = RNG.standard_normal((5, 2)).astype(np.float32)
     inputs = [("x", x, "FP32", True), ("y", y, "FP32", True)]
-    result = triton_infer(server, model, inputs, {"prod": True})
+    result = triton_infer(server, model, inputs, {"prod": True}, protocol)
     expected = eager(models["two"], x, y)["prod"].numpy()
-    assert result.get_output("prod")["datatype"] == "FP32"
+    assert output_datatype(result, "prod") == "FP32"
     assert result.as_numpy("sum") is None
     np.testing.assert_allclose(result.as_numpy("prod"), expected, rtol=1e-6)
 
@@ -315,3 +326,28 @@ def test_cuda_device_without_gpu_fails_at_load(tmp_path):
     torch.jit.save(torch.jit.script(Doubler()), tmp_path / "model.pt")
     log = refused(tmp_path, "--device=cuda")
     assert "--device cuda but CUDA is not available" in log
+
+
+@pytest.mark.parametrize("model", ["exported", "two", "classifier", "doubler"])
+def test_metadata_describes_what_infer_answers(server: ServerProcess, model: str):
+    from tests.servers import assert_metadata_describes_infer
+
+    x, y = np.ones((2, 3), dtype=np.float32), np.ones((2, 2), dtype=np.float32)
+    inputs = {
+        "exported": v2_inputs(x, y),
+        "two": v2_inputs(x, y),
+        "classifier": v2_inputs(np.ones((2, 4), dtype=np.float32), y)[:1],
+        "doubler": v2_inputs(x, y)[:1],
+    }[model]
+    # An exported program declares its outputs; TorchScript shows them once it has answered.
+    assert_metadata_describes_infer(server, model, inputs, infer_first=model != "exported")
+
+
+def test_runtime_error_that_is_not_the_inputs_fault_is_500(server: ServerProcess):
+    fine = np.ones((1, 3), dtype=np.float32)
+    response = server.post("/v2/models/faulty/infer", json={"inputs": v2_inputs(fine, fine)[:1]})
+    assert response.status_code == 200, response.text
+    big = np.full((1, 3), 50, dtype=np.float32)
+    fault = server.post("/v2/models/faulty/infer", json={"inputs": v2_inputs(big, big)[:1]})
+    assert fault.status_code == 500, fault.text
+    assert "illegal memory access" in fault.json()["error"]

@@ -218,12 +218,13 @@ def test_v1_columnar_format_and_signature_name(server: ServerProcess):
     }
 
 
-def test_v2_binary_multi_input_with_tritonclient(server: ServerProcess):
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_v2_binary_multi_input_with_tritonclient(server: ServerProcess, protocol: str):
     rng = np.random.default_rng(11)
     x = rng.standard_normal((4, 3)).astype(np.float32)
     y = rng.standard_normal((4, 3)).astype(np.float32)
     inputs = [("y", y, "FP32", True), ("x", x, "FP32", True)]
-    result = triton_infer(server, "calc", inputs, {"prod": True}, model_version="1")
+    result = triton_infer(server, "calc", inputs, {"prod": True}, protocol, model_version="1")
     np.testing.assert_allclose(result.as_numpy("prod"), x * y, rtol=1e-6)
     assert result.as_numpy("sum") is None
 
@@ -307,3 +308,17 @@ def test_signature_flag_on_a_plain_saved_model_dir(models):
         assert response.json() == {"predictions": [[10.0, 10.0, 10.0]]}
     finally:
         process.stop()
+
+
+@pytest.mark.parametrize("model", ["calc", "keras"])
+def test_metadata_describes_what_infer_answers(server: ServerProcess, model: str):
+    from tests.servers import assert_metadata_describes_infer
+
+    rows = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    inputs = {
+        "calc": [
+            {"name": name, "shape": [2, 3], "datatype": "FP32", "data": rows} for name in "xy"
+        ],
+        "keras": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],
+    }[model]
+    assert_metadata_describes_infer(server, model, inputs)

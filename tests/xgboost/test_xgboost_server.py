@@ -11,7 +11,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.boosters import assert_adds_up, assert_bad, colors_frame, outputs, save, v2_rows
+from tests.boosters import (
+    assert_adds_up,
+    assert_bad,
+    check_metadata,
+    colors_frame,
+    outputs,
+    save,
+    v2_rows,
+)
 from tests.models import IRIS_ROWS
 from tests.servers import ServerProcess, start_server, triton_infer
 
@@ -309,10 +317,14 @@ def test_explain_regression_unnamed_features(
 # --- binary protocol ----------------------------------------------------------------------
 
 
-def test_tritonclient_binary_round_trip(iris_server: ServerProcess, softprob: Any) -> None:
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_tritonclient_binary_round_trip(
+    protocol: str, iris_server: ServerProcess, softprob: Any
+) -> None:
     rows = np.array(IRIS_ROWS, dtype=np.float32)
     wanted = {"raw": True, "contributions": True, "predict": False}
-    result = triton_infer(iris_server, "iris", [("input-0", rows, "FP32", True)], wanted)
+    inputs = [("input-0", rows, "FP32", True)]
+    result = triton_infer(iris_server, "iris", inputs, wanted, protocol)
     raw = result.as_numpy("raw")
     assert raw.dtype == np.float32 and raw.shape == (2, 3)
     expected = softprob.predict(xgb.DMatrix(rows, feature_names=NAMES))
@@ -371,3 +383,8 @@ def test_metadata_lists_outputs_and_features(iris_server: ServerProcess) -> None
     assert [item["name"] for item in doc["inputs"]] == NAMES
     names = [item["name"] for item in doc["outputs"]]
     assert set(names) == {"raw", "margin", "predict", "predict_proba", "contributions"}
+
+
+@pytest.mark.parametrize("model", ["iris", "colors", "reg"])
+def test_metadata_describes_what_infer_answers(request: pytest.FixtureRequest, model: str) -> None:
+    check_metadata(request, model)
