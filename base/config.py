@@ -147,7 +147,7 @@ def build_parser(
     for name, kind, text in _FLAGS:
         default = getattr(defaults, name)
         # KServe passes boolean flags bare (`--enable_grpc`) as well as with a value.
-        bare = {"nargs": "?", "const": True} if kind is _bool else {}
+        bare: dict[str, Any] = {"nargs": "?", "const": True} if kind is _bool else {}
         parser.add_argument(
             f"--{name}", type=kind, default=default, help=f"{text} (default: {default})", **bare
         )

@@ -268,7 +268,7 @@ _PAGE = """<!doctype html>
 
 def routes(config: ServerConfig) -> list[BaseRoute]:
     """`/openapi.json`, `/docs` and the Swagger UI's assets under `/docs/static`."""
-    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+    from swagger_ui_bundle import swagger_ui_path
 
     doc = document(config)
 

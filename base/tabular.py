@@ -301,7 +301,7 @@ class TabularPredictor(Predictor):
         models give `[classes][features]` contributions and one base value per class.
         """
         if not self.explainable:
-            return super().explain(request)
+            raise NotAvailable(f"model '{self.name}' has no explainer")
         features = self.features(request)
         predictions = self.call(self.all_outputs()[self.default_output()], features)
         values, names = self.guarded(self.contributions, features)

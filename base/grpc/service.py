@@ -35,7 +35,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _answer(
         self,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: grpc.aio.ServicerContext,
         endpoint: str,
         model: str,
         work: Awaitable[T],
@@ -62,7 +62,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     def _observe(
         self,
-        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
+        context: grpc.aio.ServicerContext,
         endpoint: str,
         model: str,
         code: str,
