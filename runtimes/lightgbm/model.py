@@ -130,8 +130,11 @@ class LightGBMPredictor(TabularPredictor):
         classes = None if self.classes is None else np.asarray(self.classes)
 
         def convert() -> bytes:
-            from onnxmltools.convert import convert_lightgbm
-            from onnxmltools.convert.common.data_types import FloatTensorType
+            try:
+                from onnxmltools.convert import convert_lightgbm
+                from onnxmltools.convert.common.data_types import FloatTensorType
+            except ImportError as exc:
+                raise ImportError(f"{exc}: pip install --no-deps onnxmltools") from None
 
             initial = [("input", FloatTensorType([None, width]))]
             graph = convert_lightgbm(booster, initial_types=initial, zipmap=False)

@@ -155,8 +155,11 @@ class XGBoostPredictor(TabularPredictor):
         booster, width = self.booster, self.n_features
 
         def convert() -> bytes:
-            from onnxmltools.convert import convert_xgboost
-            from onnxmltools.convert.common.data_types import FloatTensorType
+            try:
+                from onnxmltools.convert import convert_xgboost
+                from onnxmltools.convert.common.data_types import FloatTensorType
+            except ImportError as exc:
+                raise ImportError(f"{exc}: pip install --no-deps onnxmltools") from None
 
             initial = [("input", FloatTensorType([None, width]))]
             return bytes(convert_xgboost(booster, initial_types=initial).SerializeToString())
