@@ -16,21 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from modelport.base.errors import InvalidInput, ModelLoadError, ModelportError, NotAvailable
-from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
+from modelport.base import registry
+from modelport.base.errors import ModelLoadError, ModelportError, NotAvailable
+from modelport.base.messages import InferRequest, InferResponse, TensorSpec
 from modelport.base.protocol import v1
-
-# Runtime names (as in model-settings.json `runtime` or KServe's modelFormat) to their
-# predictor classes; imported only when a model asks for them, so no framework is
-# imported by a server that does not serve it.
-RUNTIMES: dict[str, str] = {
-    "sklearn": "modelport.runtimes.sklearn.model:SKLearnPredictor",
-    "xgboost": "modelport.runtimes.xgboost.model:XGBoostPredictor",
-    "lightgbm": "modelport.runtimes.lightgbm.model:LightGBMPredictor",
-    "pytorch": "modelport.runtimes.pytorch.model:PyTorchPredictor",
-    "tensorflow": "modelport.runtimes.tensorflow.model:TensorFlowPredictor",
-    "mlflow": "modelport.runtimes.mlflow.model:MLflowPredictor",
-}
 
 
 #: Set once the server accepts requests (the app's start-up): background work after a load,
@@ -169,21 +158,6 @@ def find_model_file(directory: Path, extensions: tuple[str, ...], name: str | No
 T = TypeVar("T")
 
 
-def select_outputs(outputs: list[Tensor], request: InferRequest, model: str) -> list[Tensor]:
-    """The outputs a request names, in its order (all when it names none); for runtimes
-    that learn their output names only by running the model. Unknown names are a 400."""
-    wanted = request.requested_output_names
-    if not wanted:
-        return outputs
-    by_name = {tensor.name: tensor for tensor in outputs}
-    for name in wanted:
-        if name not in by_name:
-            raise InvalidInput(
-                f"unknown output '{name}'; model '{model}' offers: {', '.join(by_name)}"
-            )
-    return [by_name[name] for name in wanted]
-
-
 def load_artifact(loader: Callable[[Path], T], path: Path) -> T:
     """Call a framework's loader, turning any failure into an error naming the file."""
     try:
@@ -197,17 +171,19 @@ def load_artifact(loader: Callable[[Path], T], path: Path) -> T:
 
 
 def runtime_class(name: str) -> type[Predictor]:
-    """Import the predictor class of a runtime by name (or `module:Class` path)."""
-    target = RUNTIMES.get(name, name)
+    """Import the predictor class of a runtime by name, KServe modelFormat name (see
+    `registry`) or `module:Class` path; only then is its framework imported."""
+    known = registry.find(name)
+    target = known.predictor if known else name
     module_name, _, class_name = target.partition(":")
     if not class_name:
-        raise ModelLoadError(f"unknown runtime '{name}'; known: {', '.join(RUNTIMES)}")
+        names = ", ".join(runtime.name for runtime in registry.RUNTIMES)
+        raise ModelLoadError(f"unknown runtime '{name}'; known: {names}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ModelLoadError(
-            f"runtime '{name}' is not installed here ({exc}); install modelport[{name}]"
-        ) from None
+        extra = f"; install modelport[{known.extra}]" if known else ""
+        raise ModelLoadError(f"runtime '{name}' is not installed here ({exc}){extra}") from None
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Predictor)):
         raise ModelLoadError(f"'{target}' is not a Predictor class")

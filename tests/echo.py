@@ -14,7 +14,8 @@ from pathlib import Path
 import orjson
 
 from modelport.base.messages import InferRequest, InferResponse, Tensor
-from modelport.base.model import Predictor, select_outputs
+from modelport.base.model import Predictor
+from modelport.base.tensors import select_outputs
 
 
 class EchoPredictor(Predictor):

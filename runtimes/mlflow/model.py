@@ -19,7 +19,8 @@ from typing import Any
 
 from modelport.base.errors import ModelLoadError, ModelportError
 from modelport.base.messages import InferRequest, InferResponse, TensorSpec
-from modelport.base.model import Predictor, load_artifact, select_outputs
+from modelport.base.model import Predictor, load_artifact
+from modelport.base.tensors import select_outputs
 from modelport.runtimes.mlflow import scoring
 from modelport.runtimes.mlflow.requirements import (
     MLMODEL,

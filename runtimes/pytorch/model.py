@@ -27,11 +27,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from modelport.base.datatypes import from_numpy
 from modelport.base.errors import InferenceFailed, InvalidInput, ModelLoadError, ModelportError
 from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
-from modelport.base.model import Predictor, load_artifact, select_outputs
-from modelport.base.protocol import v1
+from modelport.base.model import Predictor, load_artifact
+from modelport.base.tensors import (
+    bind_inputs,
+    datatype_of,
+    decode_instances,
+    device_flag,
+    encode_rows,
+    output_tensor,
+    select_outputs,
+    wrong_datatype,
+)
 
 log = logging.getLogger("modelport.pytorch")
 
@@ -45,13 +53,6 @@ _EXPORT_ADVICE = (
     "save it with torch.jit.save(torch.jit.script(model), 'model.pt') or "
     "torch.export.save(torch.export.export(model, example_inputs), 'model.pt2')"
 )
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-
-
-def _device_flag(text: str) -> str:
-    if not _DEVICE.match(text):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got '{text}'")
-    return text
 
 
 class PyTorchPredictor(Predictor):
@@ -62,7 +63,7 @@ class PyTorchPredictor(Predictor):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--device",
-            type=_device_flag,
+            type=device_flag,
             default="auto",
             help="auto (CUDA when available), cpu, cuda or cuda:N (default: auto)",
         )
@@ -167,32 +168,20 @@ class PyTorchPredictor(Predictor):
 
     def _bind(self, inputs: list[Tensor]) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         """Request tensors to forward's arguments: all by name, or else by position."""
-        expected = ", ".join(self.input_names) or "no inputs"
         for tensor in inputs:
             if tensor.datatype == "BYTES":
                 raise InvalidInput(f"input '{tensor.name}': BYTES has no torch tensor equivalent")
-        names = [tensor.name for tensor in inputs]
-        if names and set(names) <= set(self.input_names) and len(set(names)) == len(names):
-            given = dict(zip(names, inputs, strict=True))
-            missing = [name for name in self.input_names[: self.required] if name not in given]
-            if missing:
-                raise InvalidInput(f"missing input '{missing[0]}'; model takes: {expected}")
-            if self.program is not None:  # exported programs take positional arguments only
-                return [self._to_torch(given[name], name) for name in self.input_names], {}
-            return [], {name: self._to_torch(tensor, name) for name, tensor in given.items()}
-        if not self.required <= len(inputs) <= len(self.input_names):
-            raise InvalidInput(
-                f"model '{self.name}' takes {self._arity()} input(s) ({expected}), got "
-                f"{len(inputs)} ({', '.join(names)})"
-            )
-        return [
-            self._to_torch(tensor, name)
-            for tensor, name in zip(inputs, self.input_names, strict=False)
-        ], {}
-
-    def _arity(self) -> str:
-        total = len(self.input_names)
-        return str(total) if self.required == total else f"{self.required} to {total}"
+        given = bind_inputs(
+            inputs,
+            self.input_names,
+            f"model '{self.name}'",
+            required=self.required,
+            positional=True,
+        )
+        values = {name: self._to_torch(tensor, name) for name, tensor in given.items()}
+        if self.program is not None:  # exported programs take positional arguments only
+            return list(values.values()), {}
+        return [], values
 
     def _to_torch(self, tensor: Tensor, argument: str) -> torch.Tensor:
         """An exact-dtype torch view of a request tensor, on the model's device."""
@@ -204,47 +193,20 @@ class PyTorchPredictor(Predictor):
             value = value.view(torch.bfloat16)
         declared = self.input_dtypes.get(argument)
         if declared is not None and declared != value.dtype:
-            raise InvalidInput(
-                f"input '{tensor.name}': model '{self.name}' takes {_datatype(declared)} for "
-                f"'{argument}', got {tensor.datatype}"
-            )
+            raise wrong_datatype(tensor, _datatype(declared), f"model '{self.name}'", argument)
         return value.to(self.device)
 
     # --- V1 -----------------------------------------------------------------------------
 
     def decode_v1(self, body: Any) -> InferRequest:
-        """Instances are rows of one input, or objects whose keys name forward's arguments."""
-        instances = v1.instances_of(body)
-        if all(isinstance(instance, dict) for instance in instances):
-            names = list(dict.fromkeys(key for instance in instances for key in instance))
-            columns = [(name, [instance.get(name) for instance in instances]) for name in names]
-        else:
-            columns = [(v1.DEFAULT_INPUT, instances)]
-        tensors = []
-        for position, (name, values) in enumerate(columns):
-            dtype = self.input_dtypes.get(name)
-            if dtype is None and position < len(self.input_names):
-                dtype = self.input_dtypes.get(self.input_names[position])
-            tensors.append(Tensor(name, _stack(name, values, dtype)))
-        return InferRequest(inputs=tensors)
+        """Instances are rows of one input, or objects whose keys name forward's arguments;
+        numbers take the dtype an exported program declares."""
+        datatypes = {name: _datatype(dtype) for name, dtype in self.input_dtypes.items()}
+        return decode_instances(body, self.input_names, datatypes)
 
     def encode_v1(self, response: InferResponse) -> dict[str, Any]:
         """One output: its rows; several: one object per instance (TF Serving's shape)."""
-        if not response.outputs:
-            raise InferenceFailed("the model produced no outputs")
-        values = {tensor.name: v1.json_ready(tensor) for tensor in response.outputs}
-        if len(values) == 1:
-            return {"predictions": next(iter(values.values()))}
-        rows = {np.shape(value)[0] if np.ndim(value) else None for value in values.values()}
-        if len(rows) != 1 or None in rows:
-            return {"predictions": values}
-        count = rows.pop()
-        assert count is not None  # checked above
-        return {
-            "predictions": [
-                {name: value[index] for name, value in values.items()} for index in range(count)
-            ]
-        }
+        return encode_rows(response)
 
 
 # --- loading helpers ----------------------------------------------------------------------
@@ -317,12 +279,12 @@ def load_torchscript(path: Path, device: torch.device) -> Any:
 
 
 def _datatype(dtype: torch.dtype) -> str:
-    if dtype == torch.bfloat16:
-        return "BF16"
+    """The OIP datatype of a torch dtype (torch's own name where the protocol has none)."""
     try:
-        return from_numpy(torch.empty(0, dtype=dtype).numpy().dtype)
-    except (TypeError, ModelportError):
-        return str(dtype).removeprefix("torch.").upper()
+        numpy_dtype = None if dtype == torch.bfloat16 else torch.empty(0, dtype=dtype).numpy().dtype
+    except TypeError:
+        numpy_dtype = None
+    return datatype_of(numpy_dtype, str(dtype))
 
 
 def _placeholder_values(program: Any) -> dict[str, Any]:
@@ -360,29 +322,14 @@ def _to_tensor(name: str, value: Any) -> Tensor:
         raise InferenceFailed(f"output '{name}' is a {type(value).__name__}, not a tensor")
     value = value.detach().cpu()
     if value.dtype == torch.bfloat16:
-        return Tensor(name, value.view(torch.int16).numpy().view(np.uint16), "BF16")
+        return output_tensor(name, value.view(torch.int16).numpy(), "BF16")
     try:
         array = value.numpy()
-        return Tensor(name, array, from_numpy(array.dtype))
-    except (TypeError, ModelportError):
+    except TypeError:
         raise InferenceFailed(
             f"output '{name}' has dtype {value.dtype}, which the inference protocol cannot carry"
         ) from None
-
-
-def _stack(name: str, values: list[Any], dtype: torch.dtype | None) -> np.ndarray:
-    """V1 instances of one input stacked into rows, typed as the model declares."""
-    if any(value is None for value in values):
-        raise InvalidInput(f"input '{name}' is missing from some instances")
-    array = v1.json_array(values, f"input '{name}': instances", "numbers", kinds="biuf")
-    if dtype is not None and dtype != torch.bfloat16:
-        target = torch.empty(0, dtype=dtype).numpy().dtype
-        if array.dtype.kind == "f" and target.kind in "biu":
-            raise InvalidInput(f"input '{name}': the model takes {_datatype(dtype)}, got decimals")
-        return array.astype(target)
-    if array.dtype == np.float64:
-        return array.astype(np.float32)  # torch.tensor()'s default for Python floats
-    return array
+    return output_tensor(name, array)
 
 
 # What torch says when the input does not fit the model (shapes, ranks, dtypes). Torch

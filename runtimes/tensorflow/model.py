@@ -20,10 +20,17 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ info banners are not JSON logs
 import tensorflow as tf
-from modelport.base.datatypes import from_numpy
-from modelport.base.errors import InferenceFailed, InvalidInput, ModelLoadError, ModelportError
+from modelport.base.errors import InferenceFailed, InvalidInput, ModelLoadError
 from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
 from modelport.base.model import Predictor, load_artifact
+from modelport.base.tensors import (
+    bind_inputs,
+    check_shape,
+    datatype_of,
+    output_tensor,
+    requested_outputs,
+    wrong_datatype,
+)
 from modelport.runtimes.tensorflow import tfserving
 from modelport.runtimes.tensorflow.tfserving import SIGNATURE
 
@@ -104,13 +111,7 @@ class TensorFlowPredictor(Predictor):
     def infer(self, request: InferRequest) -> InferResponse:
         signature = self.signature(request.parameters.get(SIGNATURE))
         feed = _feed(signature, request.inputs)
-        wanted = request.requested_output_names
-        for name in wanted:
-            if name not in signature.outputs:
-                raise InvalidInput(
-                    f"unknown output '{name}'; signature '{signature.name}' offers: "
-                    f"{', '.join(signature.outputs)}"
-                )
+        wanted = requested_outputs(request, signature.outputs, f"signature '{signature.name}'")
         try:
             result = signature.run(feed)
         except tf.errors.InvalidArgumentError as exc:
@@ -199,32 +200,15 @@ def keras_signature(path: Path) -> Signature:
 
 def _feed(signature: Signature, inputs: list[Tensor]) -> Feed:
     """Request tensors by the signature's names (a sole input also by position)."""
-    specs = signature.inputs
-    expected = ", ".join(specs)
-    if len(specs) == 1 and len(inputs) == 1 and inputs[0].name not in specs:
-        (name,) = specs
-        return {name: _to_tf(inputs[0], specs[name], signature.name)}
-    given = {tensor.name: tensor for tensor in inputs}
-    for name in given:
-        if name not in specs:
-            raise InvalidInput(
-                f"unknown input '{name}'; signature '{signature.name}' takes: {expected}"
-            )
-    for name in specs:
-        if name not in given:
-            raise InvalidInput(
-                f"missing input '{name}'; signature '{signature.name}' takes: {expected}"
-            )
-    return {name: _to_tf(given[name], spec, signature.name) for name, spec in specs.items()}
+    owner = f"signature '{signature.name}'"
+    given = bind_inputs(inputs, list(signature.inputs), owner)
+    return {name: _to_tf(tensor, signature.inputs[name], owner) for name, tensor in given.items()}
 
 
-def _to_tf(tensor: Tensor, spec: tf.TensorSpec, signature: str) -> tf.Tensor:
+def _to_tf(tensor: Tensor, spec: tf.TensorSpec, owner: str) -> tf.Tensor:
     """Convert to the signature's dtype when that loses no kind (no float -> int, no text)."""
     data, name = tensor.data, tensor.name
-    wanted = _datatype(spec.dtype)
-    refusal = InvalidInput(
-        f"input '{name}': signature '{signature}' takes {wanted}, got {tensor.datatype}"
-    )
+    refusal = wrong_datatype(tensor, _datatype(spec.dtype), owner)
     if spec.dtype == tf.string:
         if data.dtype != object:
             raise refusal
@@ -245,11 +229,7 @@ def _to_tf(tensor: Tensor, spec: tf.TensorSpec, signature: str) -> tf.Tensor:
         if data.dtype != target:
             data = _cast(data, target, refusal)
         value = tf.constant(data)
-    if not spec.shape.is_compatible_with(value.shape):
-        raise InvalidInput(
-            f"input '{name}': shape {list(value.shape)} does not fit signature '{signature}' "
-            f"shape {_shape(spec.shape)}"
-        )
+    check_shape(tensor, None if spec.shape.rank is None else _shape(spec.shape), owner)
     return value
 
 
@@ -276,17 +256,10 @@ def _cast(data: np.ndarray, target: np.dtype, refusal: InvalidInput) -> np.ndarr
 def _from_tf(name: str, value: tf.Tensor) -> Tensor:
     """An output as a protocol tensor (BF16 as raw 16-bit words, strings as objects)."""
     if value.dtype == tf.bfloat16:
-        return Tensor(name, tf.bitcast(value, tf.uint16).numpy(), "BF16")
+        return output_tensor(name, tf.bitcast(value, tf.uint16).numpy(), "BF16")
     if value.dtype == tf.string:
-        return Tensor(name, np.asarray(value.numpy(), dtype=object), "BYTES")
-    array = np.asarray(value.numpy())
-    try:
-        return Tensor(name, array, from_numpy(array.dtype))
-    except ModelportError:
-        raise InferenceFailed(
-            f"output '{name}' has dtype {value.dtype.name}, which the inference protocol "
-            "cannot carry"
-        ) from None
+        return output_tensor(name, np.asarray(value.numpy(), dtype=object), "BYTES")
+    return output_tensor(name, np.asarray(value.numpy()))
 
 
 # --- metadata helpers ---------------------------------------------------------------------
@@ -294,14 +267,11 @@ def _from_tf(name: str, value: tf.Tensor) -> Tensor:
 
 def _datatype(dtype: tf.DType) -> str:
     """The OIP datatype name; TF-only dtypes keep TF's name so metadata still says something."""
-    if dtype == tf.string:
-        return "BYTES"
-    if dtype == tf.bfloat16:
-        return "BF16"
     try:
-        return from_numpy(np.dtype(dtype.as_numpy_dtype))
-    except (TypeError, ModelportError):
-        return dtype.name.upper()
+        numpy_dtype = np.dtype(dtype.as_numpy_dtype)
+    except TypeError:
+        numpy_dtype = None
+    return datatype_of(numpy_dtype, dtype.name)
 
 
 def _shape(shape: tf.TensorShape) -> list[int]:

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from modelport.base.errors import InferenceFailed, InvalidInput
+from modelport.base.errors import NO_OUTPUTS, InferenceFailed, InvalidInput
 from modelport.base.messages import InferRequest, InferResponse, Parameters, Tensor
 from modelport.base.protocol import v1
+from modelport.base.tensors import split_rows
 
 # TF Serving's body field; also the V2 request parameter and the `--signature_name` setting.
 SIGNATURE = "signature_name"
@@ -68,7 +69,7 @@ def response_parameters(request: InferRequest) -> Parameters:
 def encode_response(response: InferResponse) -> dict[str, Any]:
     """Columnar answers keep whole tensors; row answers split them per instance."""
     if not response.outputs:
-        raise InferenceFailed("the model produced no outputs")
+        raise InferenceFailed(NO_OUTPUTS)
     values = {tensor.name: _json_ready(tensor) for tensor in response.outputs}
     columnar = response.parameters.get(FORMAT) == "columnar"
     key = "outputs" if columnar else "predictions"
@@ -76,20 +77,14 @@ def encode_response(response: InferResponse) -> dict[str, Any]:
         return {key: _plain(next(iter(values.values())))}
     if columnar:
         return {key: {name: _plain(value) for name, value in values.items()}}
-    rows = {np.shape(value)[0] if np.ndim(value) else None for value in values.values()}
-    if len(rows) != 1 or None in rows:
-        sizes = ", ".join(f"{n}: {list(v.shape)}" for n, v in values.items())
+    rows = split_rows(values)
+    if rows is None:
+        sizes = ", ".join(f"{n}: {list(np.shape(v))}" for n, v in values.items())
         raise InvalidInput(
             f"outputs do not share a batch size ({sizes}), so they cannot be returned per "
             "instance: send the columnar format ({'inputs': ...}) instead"
         )
-    count = rows.pop()
-    assert count is not None  # checked above
-    return {
-        key: [
-            {name: _plain(value[index]) for name, value in values.items()} for index in range(count)
-        ]
-    }
+    return {key: [{name: _plain(value) for name, value in row.items()} for row in rows]}
 
 
 # --- JSON -> arrays -----------------------------------------------------------------------

@@ -3,8 +3,9 @@
 One server hosts every model (multi-model layout, one subdirectory each) so MLflow is
 imported once: a KServe wine-quality style ElasticNet (sklearn flavour, named columns), an
 XGBoost regressor (tensor signature), a custom pyfunc with params and a string column, a
-pyfunc over named tensors, a model with unmet pinned requirements, and models reached
-through MLflow URIs in `model-settings.json`.
+pyfunc over named tensors, a model with unmet pinned requirements, models reached
+through MLflow URIs in `model-settings.json`, and an iris forest saved with MLflow 3's
+defaults (the skops format).
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ import pytest
 import xgboost as xgb
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import Schema, TensorSpec
+from sklearn.datasets import load_iris
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import ElasticNet
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from tests.servers import ServerProcess, start_server, triton_infer
 
@@ -87,6 +92,20 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         pip_requirements=[*PIP, "scikit-learn"],
     )
 
+    # MLflow 3's default serialization is skops: what the mlflow image must load unchanged.
+    # A tree model stores a type skops only loads when the saver trusted it (kept in MLmodel).
+    iris_x, iris_y = load_iris(return_X_y=True)
+    forest = make_pipeline(
+        StandardScaler(), RandomForestClassifier(n_estimators=5, random_state=0)
+    ).fit(iris_x, iris_y)
+    mlflow.sklearn.save_model(
+        forest,
+        root / "iris-skops",
+        signature=infer_signature(iris_x, forest.predict(iris_x)),
+        pip_requirements=[*PIP, "scikit-learn", "skops"],
+        skops_trusted_types=["sklearn.tree._tree.Tree"],
+    )
+
     features = train.to_numpy(np.float32)[:, :4]
     booster = xgb.XGBRegressor(n_estimators=8, max_depth=3, random_state=0).fit(
         features, quality.to_numpy()
@@ -145,7 +164,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     (root / "by-relative-uri" / "model-settings.json").write_text(
         json.dumps({"parameters": {"uri": "artifacts/model"}})
     )
-    return {"root": root, "wine": wine, "booster": booster}
+    return {"root": root, "wine": wine, "booster": booster, "forest": forest}
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +225,35 @@ def test_v1_dataframe_split_matches_the_model(server: ServerProcess, models) -> 
     assert "index" in body["dataframe_split"]
     got = expect_ok(server.post("/v1/models/wine:predict", json=body))["predictions"]
     np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+
+IRIS_ROWS = [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]
+
+
+def test_skops_format_sklearn_model_served(server: ServerProcess, models) -> None:
+    """MLflow 3 saves mlflow.sklearn models as skops by default; V1 and V2 serve them."""
+    mlmodel = (models["root"] / "iris-skops" / "MLmodel").read_text()
+    assert "serialization_format: skops" in mlmodel
+    expected = models["forest"].predict(np.array(IRIS_ROWS)).tolist()
+    assert expected == [1, 1]
+    v1 = expect_ok(server.post("/v1/models/iris-skops:predict", json={"instances": IRIS_ROWS}))
+    assert v1["predictions"] == expected
+    v2 = expect_ok(
+        server.post(
+            "/v2/models/iris-skops/infer",
+            json={
+                "inputs": [
+                    {
+                        "name": "input-0",
+                        "shape": [2, 4],
+                        "datatype": "FP64",
+                        "data": [v for row in IRIS_ROWS for v in row],
+                    }
+                ]
+            },
+        )
+    )
+    assert v2["outputs"][0]["data"] == expected
 
 
 def test_v1_other_mlflow_formats_agree(server: ServerProcess, models) -> None:

@@ -1,0 +1,1 @@
+"""ONNX runtime: `.onnx` graphs served by ONNX Runtime on CPU or CUDA."""
