@@ -21,7 +21,6 @@ from modelport.base.errors import ModelLoadError, ModelportError, NotAvailable
 from modelport.base.messages import InferRequest, InferResponse, TensorSpec
 from modelport.base.protocol import v1
 
-
 #: Set once the server accepts requests (the app's start-up): background work after a load,
 #: such as acceleration, waits for it so that start-up to ready does not pay for it.
 SERVING = threading.Event()
