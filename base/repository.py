@@ -167,6 +167,8 @@ class ModelRepository:
             settings.version = str(doc["version"])
         if isinstance(doc.get("parameters"), dict):
             settings.parameters.update(doc["parameters"])
+        if "accelerate" in doc:  # tabular runtimes: `auto` or `off`, as the flag
+            settings.parameters["accelerate"] = doc["accelerate"]
         for key, kind in (("max_batch_size", int), ("max_batch_time", float)):
             if key in doc:
                 setattr(settings, key, kind(doc[key]))
@@ -278,6 +280,7 @@ class ModelRepository:
             predictor = entry.runtime(entry.settings)
             try:
                 await loop.run_in_executor(None, predictor.load)
+                predictor.loaded()
             except Exception as exc:
                 entry.state, entry.reason = State.UNAVAILABLE, _reason(name, exc)
                 log.error("model load failed", extra={"model": name, "reason": entry.reason})
