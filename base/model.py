@@ -122,6 +122,10 @@ class Predictor(ABC):
         raise NotAvailable(f"model '{self.name}' has no explainer")
 
 
+# Files of the server's own, never a model artifact (an XGBoost model may be `.json`).
+NOT_ARTIFACTS = frozenset({"model-settings.json"})
+
+
 def _candidates(directory: Path, extensions: tuple[str, ...]) -> list[Path]:
     """Non-hidden regular files in `directory` whose suffix is one of `extensions`."""
     if not directory.is_dir():
@@ -129,7 +133,10 @@ def _candidates(directory: Path, extensions: tuple[str, ...]) -> list[Path]:
     return sorted(
         path
         for path in directory.iterdir()
-        if not path.name.startswith(".") and path.suffix.lower() in extensions and path.is_file()
+        if not path.name.startswith(".")
+        and path.name not in NOT_ARTIFACTS
+        and path.suffix.lower() in extensions
+        and path.is_file()
     )
 
 

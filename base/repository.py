@@ -41,7 +41,7 @@ from modelport.base.model import ModelSettings, Predictor, runtime_class
 
 log = logging.getLogger("modelport.repository")
 
-SETTINGS_FILE = "model-settings.json"
+SETTINGS_FILE = "model-settings.json"  # listed in model.NOT_ARTIFACTS too
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
