@@ -84,6 +84,10 @@ FRAMEWORK_pytorch    ?= torch==2.13.0
 FRAMEWORK_tensorflow ?= tensorflow-cpu==2.21.0
 FRAMEWORK_mlflow     ?= mlflow-skinny==3.17.2
 FRAMEWORK_onnx       ?= onnxruntime==1.32.0
+# Installed without their declared dependencies: onnxmltools' XGBoost and LightGBM converters
+# need neither skl2onnx nor scikit-learn, which it declares (about 145 MB the images skip).
+NODEPS_xgboost  ?= onnxmltools==1.16.0
+NODEPS_lightgbm ?= onnxmltools==1.16.0
 # Debian packages a framework's wheels load at run time (LightGBM links the system OpenMP).
 APT_xgboost  ?= libgomp1
 APT_lightgbm ?= libgomp1
@@ -129,6 +133,7 @@ image-%:
 	  --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg RUNTIME=$* \
 	  --build-arg EXTRA=$(or $(EXTRA_$*),$*) \
 	  --build-arg "FRAMEWORK_REQ=$(FRAMEWORK_$*)" --build-arg "APT_PACKAGES=$(APT_$*)" \
+	  --build-arg "NODEPS_REQ=$(NODEPS_$*)" \
 	  --build-arg "PIP_EXTRA_INDEX_URL=$(INDEX_$*)" \
 	  --build-arg MODELPORT_VERSION=$(MODELPORT_VERSION) --build-arg VCS_REF=$(VCS_REF) \
 	  $(if $(filter storage,$*),--build-arg MODULE=modelport.storage) \

@@ -28,6 +28,7 @@ from modelport.base.config import ServerConfig
 from modelport.base.dataplane import DataPlane, log_failure
 from modelport.base.errors import InvalidInput, ModelportError, PayloadTooLarge
 from modelport.base.middleware import ObservabilityMiddleware
+from modelport.base.model import SERVING
 from modelport.base.protocol import v2
 from modelport.base.repository import ModelRepository
 
@@ -279,6 +280,7 @@ def create_app(
         if not repository.ready_models():
             await repository.load_all()
         plane.metrics.loaded_models.set(len(repository.ready_models()))
+        SERVING.set()  # background work after loads (acceleration) may begin
         yield
         plane.shutdown()
 

@@ -119,7 +119,10 @@ class Batcher:
             self.first_arrival = loop.time()
         self.pending.append((request, key, future))
         self._schedule()
-        return await future
+        try:
+            return await future
+        finally:
+            del future  # no exception -> traceback -> frame -> future cycle (see pool.run)
 
     def _schedule(self) -> None:
         """Start the next batch if the model is idle and the batch is full or due."""

@@ -72,6 +72,10 @@ class ServerConfig:
     request_timeout: float = 0.0
     max_queued_requests: int = 1024
     inline_predict_limit: float = 0.001
+    # Server process (issue 16): worker supervision and connection guards.
+    max_worker_restarts: int = 5
+    request_header_timeout: float = 10.0
+    max_connections: int | None = 1000
     runtime_options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -133,6 +137,23 @@ _FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
         "predicts measured below this many seconds run on the event loop when the model is "
         "otherwise idle (0: always on the predict pool)",
     ),
+    # --- server process: worker supervision and connection guards ---
+    (
+        "max_worker_restarts",
+        int,
+        "--workers N: dead workers are replaced; more than this many deaths within 60 s "
+        "is a crash loop and the server exits 1",
+    ),
+    (
+        "request_header_timeout",
+        float,
+        "seconds a connection may take to send its request line and headers (0: no limit)",
+    ),
+    (
+        "max_connections",
+        int,
+        "open connections per worker; beyond, requests are answered 503 (health probes excepted)",
+    ),
 ]
 
 RuntimeArguments = Callable[[argparse.ArgumentParser], None]
@@ -189,5 +210,11 @@ def _check(parser: argparse.ArgumentParser, config: ServerConfig) -> None:
         parser.error("--inline_predict_limit must not be negative")
     if config.max_batch_size is not None and config.max_batch_size < 1:
         parser.error("--max_batch_size must be at least 1")
+    if config.max_worker_restarts < 0:
+        parser.error("--max_worker_restarts must be 0 or more")
+    if config.request_header_timeout < 0:
+        parser.error("--request_header_timeout must be 0 (no limit) or more")
+    if config.max_connections is not None and config.max_connections < 1:
+        parser.error("--max_connections must be at least 1")
     if config.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
         parser.error(f"--log_level: unknown level '{config.log_level}'")

@@ -268,6 +268,7 @@ async def _is_ready(entry: ModelVersion) -> bool:
 
 
 def log_failure(where: str, exc: ModelportError) -> None:
-    """Server-side faults are logged once, without a traceback; client errors are not."""
+    """Server-side faults are logged once, with the traceback (the model's, through the
+    exception's cause); client errors are not logged. Answers never carry tracebacks."""
     if exc.status >= 500 and not isinstance(exc, NotAvailable):
-        log.warning("request failed", extra={"path": where, "error": exc.message})
+        log.warning("request failed", extra={"path": where, "error": exc.message}, exc_info=exc)

@@ -65,6 +65,14 @@ class Metrics:
             "modelport_loaded_models", "models loaded and ready", multiprocess_mode="livesum"
         )
     )
+    engine: Gauge = field(
+        default_factory=lambda: Gauge(
+            "modelport_model_engine",
+            "1 when the engine (native, onnxruntime) serves some of a model's predictions",
+            ["model", "engine"],
+            multiprocess_mode="livemax",
+        )
+    )
 
     series: dict[tuple[str, str, str, int | str], tuple[Any, Any]] = field(default_factory=dict)
 

@@ -1,7 +1,7 @@
 """Per-request observability as one pure-ASGI layer: request id, metrics, access log.
 
-It also turns an unexpected exception into a 500 `{"error": ...}` without a traceback per
-request (Starlette's error middleware would re-raise it to the server's logger), and while the
+It also turns an unexpected exception into a 500 `{"error": ...}` (the traceback goes to the
+log once, never into the body; Starlette's error middleware would re-raise it), and while the
 server drains it answers with `Connection: close`, so keep-alive clients open a new
 connection (to another replica) instead of writing onto one about to close.
 """
@@ -86,6 +86,7 @@ class ObservabilityMiddleware:
                     "request_id": request_id,
                     "error": f"{type(exc).__name__}: {exc}",
                 },
+                exc_info=exc,
             )
             if not response_started:
                 body = orjson.dumps(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,10 @@ from modelport.base import registry
 from modelport.base.errors import ModelLoadError, ModelportError, NotAvailable
 from modelport.base.messages import InferRequest, InferResponse, TensorSpec
 from modelport.base.protocol import v1
+
+#: Set once the server accepts requests (the app's start-up): background work after a load,
+#: such as acceleration, waits for it so that start-up to ready does not pay for it.
+SERVING = threading.Event()
 
 
 @dataclass(slots=True)
@@ -83,6 +88,10 @@ class Predictor(ABC):
     def infer(self, request: InferRequest) -> InferResponse | Awaitable[InferResponse]:
         """Run one (possibly batched) inference."""
 
+    def loaded(self) -> None:
+        """Called right after `load` succeeds: start background work here (it must not
+        block); raise to fail the load."""
+
     def unload(self) -> None:
         """Release resources; the default relies on garbage collection."""
 
@@ -116,6 +125,10 @@ class Predictor(ABC):
         raise NotAvailable(f"model '{self.name}' has no explainer")
 
 
+# Files of the server's own, never a model artifact (an XGBoost model may be `.json`).
+NOT_ARTIFACTS = frozenset({"model-settings.json"})
+
+
 def _candidates(directory: Path, extensions: tuple[str, ...]) -> list[Path]:
     """Non-hidden regular files in `directory` whose suffix is one of `extensions`."""
     if not directory.is_dir():
@@ -123,7 +136,10 @@ def _candidates(directory: Path, extensions: tuple[str, ...]) -> list[Path]:
     return sorted(
         path
         for path in directory.iterdir()
-        if not path.name.startswith(".") and path.suffix.lower() in extensions and path.is_file()
+        if not path.name.startswith(".")
+        and path.name not in NOT_ARTIFACTS
+        and path.suffix.lower() in extensions
+        and path.is_file()
     )
 
 

@@ -44,7 +44,13 @@ class PredictPool:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self.jobs.put((loop, future, function, argument))
-        return await future
+        try:
+            return await future
+        finally:
+            # A failed future holds the exception, whose traceback holds this frame: drop
+            # the local so no cycle keeps the request (and its tensors) alive until the
+            # cyclic GC happens to run (seen: +60 MB per failed 60 MB request).
+            del future
 
     def shutdown(self) -> None:
         for _ in self.threads:
@@ -66,6 +72,9 @@ def _run(
         result = function(argument)
     except BaseException as exc:
         _post(loop, future, None, exc)
+        # The traceback holds this frame: without these the future (which holds the
+        # exception) makes a cycle that keeps the request alive until a cyclic GC.
+        del future, argument
     else:
         _post(loop, future, result, None)
 

@@ -17,12 +17,8 @@ model loads it again transparently.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
-import gc
 import logging
 import re
-import resource
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -31,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from modelport.base import memory
 from modelport.base.config import ServerConfig
 from modelport.base.errors import (
     InvalidInput,
@@ -44,7 +41,7 @@ from modelport.base.model import ModelSettings, Predictor, runtime_class
 
 log = logging.getLogger("modelport.repository")
 
-SETTINGS_FILE = "model-settings.json"
+SETTINGS_FILE = "model-settings.json"  # listed in model.NOT_ARTIFACTS too
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -175,6 +172,8 @@ class ModelRepository:
             settings.version = str(doc["version"])
         if isinstance(doc.get("parameters"), dict):
             settings.parameters.update(doc["parameters"])
+        if "accelerate" in doc:  # tabular runtimes: `auto` or `off`, as the flag
+            settings.parameters["accelerate"] = doc["accelerate"]
         for key, kind in (("max_batch_size", int), ("max_batch_time", float)):
             if key in doc:
                 setattr(settings, key, kind(doc[key]))
@@ -267,25 +266,34 @@ class ModelRepository:
         model = self.models.get(name)
         if model is None:
             model = self._find_new(name)
-        async with model.lock, self._load_lock:
+        # Lock order, everywhere: the load lock, then at most one model's lock at a time
+        # (eviction takes each victim's lock, then this model's is taken to load it).
+        async with self._load_lock:
             if not reload and not model.evicted:
                 return
             await self._evict_for(model)
-            loop = asyncio.get_running_loop()
-            for entry in model.versions.values():
-                entry.state, entry.reason = State.LOADING, ""
-                predictor = entry.runtime(entry.settings)
-                try:
-                    await loop.run_in_executor(None, predictor.load)
-                except Exception as exc:
-                    entry.state, entry.reason = State.UNAVAILABLE, _reason(name, exc)
-                    log.error("model load failed", extra={"model": name, "reason": entry.reason})
-                    continue
-                entry.predictor, entry.state, entry.reason = predictor, State.READY, ""
-            model.evicted = False
-            model.last_used = time.monotonic()
-            log.info("model loaded", extra={"model": name, "state": model.state.value})
+            async with model.lock:
+                await self._load_versions(model)
         self._changed()
+
+    async def _load_versions(self, model: Model) -> None:
+        """Load every version of `model` (caller holds the load lock and its lock)."""
+        name = model.name
+        loop = asyncio.get_running_loop()
+        for entry in model.versions.values():
+            entry.state, entry.reason = State.LOADING, ""
+            predictor = entry.runtime(entry.settings)
+            try:
+                await loop.run_in_executor(None, predictor.load)
+                predictor.loaded()
+            except Exception as exc:
+                entry.state, entry.reason = State.UNAVAILABLE, _reason(name, exc)
+                log.error("model load failed", extra={"model": name, "reason": entry.reason})
+                continue
+            entry.predictor, entry.state, entry.reason = predictor, State.READY, ""
+        model.evicted = False
+        model.last_used = time.monotonic()
+        log.info("model loaded", extra={"model": name, "state": model.state.value})
 
     async def unload(self, name: str, reason: str = "unloaded") -> None:
         """Unload every version of a model; in-flight requests keep their predictor."""
@@ -306,7 +314,7 @@ class ModelRepository:
             predictor = None
             entry.state, entry.reason = State.UNAVAILABLE, reason
         model.evicted = reason.startswith("evicted")
-        await loop.run_in_executor(None, _return_memory)
+        await loop.run_in_executor(None, memory.return_memory)
         log.info("model unloaded", extra={"model": model.name, "reason": reason})
 
     async def _evict_for(self, incoming: Model) -> None:
@@ -317,13 +325,20 @@ class ModelRepository:
                 m for m in self.models.values() if m is not incoming and m.state is State.READY
             ]
             over_count = limit is not None and len(loaded) + 1 > limit
-            over_memory = budget is not None and _rss() > budget
+            over_memory = budget is not None and await self._resident() > budget
             if not loaded or not (over_count or over_memory):
                 return
             victim = min(loaded, key=lambda m: m.last_used)
             async with victim.lock:
                 await self._release(victim, "evicted (least recently used)")
             self._changed()
+
+    @staticmethod
+    async def _resident() -> int:
+        """RSS after a collection and a malloc trim: memory freed by requests (kept by the
+        allocator until trimmed) must not count against the models' budget."""
+        await asyncio.get_running_loop().run_in_executor(None, memory.return_memory)
+        return memory.rss()
 
     def _find_new(self, name: str) -> Model:
         """A model not yet known: only a directory name directly under the root."""
@@ -360,19 +375,3 @@ def _reason(name: str, exc: BaseException) -> str:
     if isinstance(exc, ModelportError):
         return f"model '{name}': {exc.message}"
     return f"model '{name}': {type(exc).__name__}: {exc}"
-
-
-def _rss() -> int:
-    """Resident set size of this process in bytes (Linux /proc, else peak RSS)."""
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * resource.getpagesize()
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _return_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS so RSS reflects unloads."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -1,12 +1,11 @@
 """Process entry point: flags -> config -> models -> uvicorn, with graceful shutdown.
 
 `main(SKLearnPredictor)` is all a runtime's `__main__` does. With `--workers N` the parent
-binds the port and starts N spawned worker processes that each load their own models after
-start (never inherited through fork: the LightGBM/OpenMP fork hazard), and share metrics
-through prometheus_client's multiprocess directory.
+supervises N spawned worker processes (see `supervisor.py`).
 
 SIGTERM: readiness turns false at once, liveness stays true, requests in flight finish
-(up to `--graceful_shutdown_timeout` seconds), then the process exits 0.
+(up to `--graceful_shutdown_timeout` seconds), then the process exits 0. A second SIGTERM
+or SIGINT stops at once, quietly (one log line, no traceback), with exit code 128+signal.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import multiprocessing
 import os
 import shutil
 import signal
@@ -24,17 +22,18 @@ import tempfile
 import time
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 
-from modelport.base import logs
+from modelport.base import connections, logs, memory
 from modelport.base.app import create_app
 from modelport.base.config import ServerConfig, parse_config
 from modelport.base.dataplane import DataPlane
 from modelport.base.errors import ModelportError
 from modelport.base.model import Predictor
 from modelport.base.repository import ModelRepository
+from modelport.base.supervisor import WORKER_BOOT_FAILED, Supervisor
 
 log = logging.getLogger("modelport.server")
 _URI_SCHEMES = ("s3://", "gs://", "http://", "https://", "pvc://", "file://")
@@ -72,9 +71,7 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.state.draining:  # a second signal: stop now
-            self.should_exit = True
-            self.force_exit = True
-            return
+            stop_now(sig, frame)
         self.state.draining = True
         self.deadline = time.monotonic() + self.grace
         log.info("draining", extra={"in_flight": self.state.in_flight, "grace_s": self.grace})
@@ -84,6 +81,24 @@ class DrainingServer(uvicorn.Server):
         if self.state.draining and drained:
             self.should_exit = True
         return await super().on_tick(counter)
+
+
+def stop_now(sig: int, frame: FrameType | None) -> NoReturn:
+    """Exit at once on a signal, quietly: no traceback from cancelled requests or threads
+    (asyncio teardown would log each cancelled request as an error and wait for threads
+    stuck in native code). In-flight requests are dropped: that is what was asked."""
+    log.info("stopping now", extra={"signal": signal.Signals(sig).name})
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(128 + sig)
+
+
+def _quiet_signals() -> None:
+    """Before uvicorn installs its draining handlers (model loading) and after it restores
+    them (final teardown), a SIGTERM or SIGINT stops the process at once, quietly."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(sig, stop_now)
 
 
 def resolve_model_dir(model_dir: str) -> str:
@@ -107,6 +122,8 @@ def resolve_model_dir(model_dir: str) -> str:
 
 def serve(config: ServerConfig, runtime: type[Predictor], sock: socket.socket | None = None) -> int:
     """Load the models, then serve until drained. Returns the process exit code."""
+    memory.tune_malloc()  # before any thread allocates
+    _quiet_signals()
     repository = ModelRepository(config, runtime)
     try:
         repository.discover()
@@ -124,6 +141,9 @@ def serve(config: ServerConfig, runtime: type[Predictor], sock: socket.socket | 
         access_log=False,
         timeout_graceful_shutdown=int(config.graceful_shutdown_timeout) or None,
         server_header=False,
+        http=connections.protocol_class(
+            config.request_header_timeout or None, config.max_connections
+        ),
     )
     server = DrainingServer(uvicorn_config, app.state.dataplane, config.graceful_shutdown_timeout)
     server.run(sockets=[sock] if sock is not None else None)
@@ -133,51 +153,13 @@ def serve(config: ServerConfig, runtime: type[Predictor], sock: socket.socket | 
 def _worker(config: ServerConfig, runtime: type[Predictor], sock: socket.socket) -> None:
     logs.configure(config.log_level, config.access_log)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM
-    sys.exit(serve(config, runtime, sock))
+    code = serve(config, runtime, sock)
+    sys.exit(WORKER_BOOT_FAILED if code == 1 else code)
 
 
 def supervise(config: ServerConfig, runtime: type[Predictor]) -> int:
-    """Run `config.workers` spawned workers on one bound socket; exit when they all do."""
-    metrics_dir = os.environ.setdefault(
-        "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="modelport-metrics-")
-    )
-    for stale in os.listdir(metrics_dir):
-        os.remove(os.path.join(metrics_dir, stale))
-    sock = socket.create_server((config.host, config.http_port), reuse_port=False, backlog=2048)
-    sock.set_inheritable(True)
-    context = multiprocessing.get_context("spawn")
-    workers = [
-        context.Process(target=_worker, args=(config, runtime, sock), name=f"worker-{i}")
-        for i in range(config.workers)
-    ]
-    for worker in workers:
-        worker.start()
-
-    def forward(sig: int, frame: FrameType | None) -> None:
-        for worker in workers:
-            if worker.is_alive() and worker.pid is not None:
-                os.kill(worker.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    from prometheus_client import multiprocess
-
-    code = 0
-    remaining = list(workers)
-    while remaining:
-        for worker in list(remaining):
-            worker.join(timeout=0.2)
-            if worker.exitcode is None:
-                continue
-            remaining.remove(worker)
-            if worker.pid is not None:
-                multiprocess.mark_process_dead(worker.pid)
-            if worker.exitcode != 0:
-                code = 1
-                log.error("worker exited", extra={"worker": worker.name, "code": worker.exitcode})
-                forward(signal.SIGTERM, None)
-    sock.close()
-    return code
+    """Run `config.workers` spawned workers on one bound socket, replacing dead ones."""
+    return Supervisor(config, runtime, _worker).run()
 
 
 def main(runtime: type[Predictor], argv: Sequence[str] | None = None) -> None:

@@ -8,20 +8,34 @@ to 400s, so each framework module only loads its model and names its output func
 
 from __future__ import annotations
 
+import argparse
 import functools
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from modelport.base.errors import InferenceFailed, InvalidInput, ModelportError, NotAvailable
+from modelport.base.errors import (
+    InferenceFailed,
+    InvalidInput,
+    ModelLoadError,
+    ModelportError,
+    NotAvailable,
+)
 from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
-from modelport.base.model import Predictor
+from modelport.base.model import SERVING, Predictor
 from modelport.base.protocol.v1 import DEFAULT_INPUT
+
+if TYPE_CHECKING:
+    from modelport.base.accelerate import Accelerator
+    from modelport.base.onnxgraph import Conversion
+
+log = logging.getLogger("modelport.accelerate")
 
 OutputFunction = Callable[[Any], np.ndarray]
 DEFAULT_OUTPUT = "output-0"
@@ -72,6 +86,98 @@ class TabularPredictor(Predictor):
     #: Text columns of DataFrame inputs become pandas categoricals (XGBoost and LightGBM
     #: take categorical features that way and re-code them to the model's categories).
     text_as_category: ClassVar[bool] = False
+    #: The ONNX Runtime engine that may take over (see base/accelerate.py), once loaded.
+    accelerator: Accelerator | None = None
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--accelerate",
+            choices=("auto", "off"),
+            default="auto",
+            help="auto: after start-up, convert the model to ONNX and serve through ONNX "
+            "Runtime where it answers the same as the model and faster; off: always native",
+        )
+        parser.add_argument(
+            "--accelerate_tolerance",
+            type=float,
+            default=1e-5,
+            help="largest score difference (absolute and relative) the ONNX graph may have "
+            "from the native model on the verification rows; labels must match exactly",
+        )
+
+    # --- acceleration: what a runtime contributes ------------------------------------------
+
+    def conversion(self) -> Conversion | None:
+        """How to convert this model to ONNX; None when the runtime cannot."""
+        return None
+
+    def probe_rows(self) -> np.ndarray:
+        """Verification rows made from the model itself (thresholds, statistics)."""
+        from modelport.base.onnxgraph import statistic_probes
+
+        return statistic_probes(self.n_features or 1)
+
+    # --- acceleration: shared -------------------------------------------------------------
+
+    def loaded(self) -> None:
+        """Serve natively now; convert, verify and switch in the background."""
+        mode = str(self.settings.parameters.get("accelerate") or "auto").lower()
+        if mode not in ("auto", "off"):
+            raise ModelLoadError(f"accelerate must be 'auto' or 'off', got '{mode}'")
+        self.accelerate_mode = mode
+        conversion, reason = None, "no ONNX conversion for this model"
+        try:
+            conversion = self.conversion() if mode == "auto" and self.n_features else None
+        except (TypeError, ValueError) as exc:
+            reason = f"cannot convert: {exc}"
+        if mode == "auto" and conversion is None:
+            self.accelerate_reason = reason
+            log.warning("serving natively", extra={"model": self.name, "reason": reason})
+        if conversion is not None:
+            from modelport.base.accelerate import Accelerator
+
+            self.accelerator = Accelerator(
+                self.name,
+                self.model_file(),
+                conversion,
+                self.probe_rows,
+                lambda name, rows: np.asarray(self.all_outputs()[name](rows)),
+                self.default_output(),
+                self.settings.parameters,
+                on_change=self._report_engine,
+            )
+            self.accelerator.start(after=SERVING)
+        self._report_engine()
+
+    def unload(self) -> None:
+        if self.accelerator is not None:
+            self.accelerator.cancel()
+        self._report_engine(unloaded=True)
+
+    def engine(self) -> str:
+        """Which engine serves: `onnxruntime` once a verified graph serves some batch sizes."""
+        return "native" if self.accelerator is None else self.accelerator.engine_name
+
+    def metadata_parameters(self) -> dict[str, Any]:
+        mode = getattr(self, "accelerate_mode", "auto")
+        if self.accelerator is not None:
+            status = self.accelerator.status
+        elif mode == "off":
+            status = "off"
+        else:
+            status = f"native: {getattr(self, 'accelerate_reason', 'no ONNX conversion')}"
+        return {"engine": self.engine(), "accelerate": status}
+
+    def _report_engine(self, unloaded: bool = False) -> None:
+        """The `modelport_model_engine` gauge: 1 for each engine serving some requests."""
+        from modelport.base.metrics import process_metrics
+
+        gauge = process_metrics().engine
+        onnx = not unloaded and self.engine() == "onnxruntime"
+        everything = onnx and self.accelerator is not None and self.accelerator.serves_all()
+        gauge.labels(self.name, "onnxruntime").set(int(onnx))
+        gauge.labels(self.name, "native").set(int(not unloaded and not everything))
 
     def output_functions(self) -> dict[str, OutputFunction]:
         """Output name -> function of the features. Subclasses add to `predict`."""
@@ -177,6 +283,13 @@ class TabularPredictor(Predictor):
                     f"unknown output '{name}'; model '{self.name}' offers: {', '.join(functions)}"
                 )
         features = self.features(request)
+        if self.accelerator is not None:
+            default = self.default_output()
+            names = [default if name == DEFAULT_OUTPUT else name for name in wanted]
+            answers = self.accelerator.answer(features, names)
+            if answers is not None:
+                outputs = [Tensor(n, a) for n, a in zip(wanted, answers, strict=True)]
+                return InferResponse(outputs=outputs, id=request.id)
         outputs = [Tensor(name, self.call(functions[name], features)) for name in wanted]
         return InferResponse(outputs=outputs, id=request.id)
 

@@ -35,6 +35,9 @@ PATHS = {
     "v2": "/v2/models/{name}/infer",
     "ready": "/v2/models/{name}/ready",
 }
+# The modelport runtime serving each model (the floors and peers know scikit-learn only,
+# except the floors, which also predict XGBoost and LightGBM boosters natively).
+MODEL_RUNTIME = {"iris": "sklearn", "rf20": "sklearn", "xgb20": "xgboost", "lgb20": "lightgbm"}
 ML_MODULES = ("sklearn", "scipy", "pandas", "torch", "tensorflow", "xgboost", "lightgbm", "mlflow")
 README_START = "<!-- bench:latest:start -->"
 README_END = "<!-- bench:latest:end -->"
@@ -52,16 +55,24 @@ def server_table(args):
     """Every server the bench knows. `cmd(model, port, run_dir)` gives argv and env."""
     w, py = args.work, args.modelport_python
 
-    def floor(model, port, run):
-        argv = [f"{w}/floor-venv/bin/python", "-m", "uvicorn", "floor_app:app"]
-        argv += ["--app-dir", os.path.join(HERE, "servers"), "--host", "127.0.0.1"]
-        argv += ["--port", str(port), "--loop", "uvloop", "--http", "httptools"]
-        argv += ["--no-access-log", "--log-level", "warning"]
-        return argv, {"MODEL_DIR": f"{w}/models/{model}", "MODEL_NAME": model}
+    def floor(engine):
+        def cmd(model, port, run):
+            # Boosters and the ONNX graph need modelport's venv (xgboost, lightgbm, onnxruntime).
+            native_sklearn = engine == "native" and MODEL_RUNTIME.get(model) == "sklearn"
+            python = f"{w}/floor-venv/bin/python" if native_sklearn else py
+            argv = [python, "-m", "uvicorn", "floor_app:app"]
+            argv += ["--app-dir", os.path.join(HERE, "servers"), "--host", "127.0.0.1"]
+            argv += ["--port", str(port), "--loop", "uvloop", "--http", "httptools"]
+            argv += ["--no-access-log", "--log-level", "warning"]
+            env = {"MODEL_DIR": f"{w}/models/{model}", "MODEL_NAME": model}
+            return argv, {**env, "FLOOR_ENGINE": engine}
+
+        return cmd
 
     def modelport(extra):
         def cmd(model, port, run):
-            argv = [py, "-m", "modelport.runtimes.sklearn", f"--model_name={model}"]
+            runtime = MODEL_RUNTIME.get(model, "sklearn")
+            argv = [py, "-m", f"modelport.runtimes.{runtime}", f"--model_name={model}"]
             argv += [f"--model_dir={w}/models/{model}", f"--http_port={port}"]
             if "--grpc_port" in args.modelport_help:  # keep side ports off other servers
                 argv.append(f"--grpc_port={port + 1}")
@@ -128,7 +139,21 @@ def server_table(args):
 
     return [
         dict(
-            name="floor", cmd=floor, protocols=all_payloads, ready="/", venv="floor-venv", pkgs=pkgs
+            name="floor",
+            cmd=floor("native"),
+            protocols=all_payloads,
+            ready="/",
+            venv="floor-venv",
+            pkgs=pkgs,
+        ),
+        # The same floor predicting with modelport's ONNX graph: the limit acceleration aims at.
+        dict(
+            name="floor-onnx",
+            cmd=floor("onnx"),
+            protocols=all_payloads,
+            ready="/",
+            venv=None,
+            pkgs="onnxruntime skl2onnx onnxmltools xgboost-cpu lightgbm",
         ),
         dict(
             name="modelport",
@@ -139,11 +164,13 @@ def server_table(args):
         ),
         variant("modelport-quiet", ["--access_log=false"]),
         variant("modelport-inline", ["--predict_threads=0"]),
+        variant("modelport-native", ["--accelerate=off"]),
         variant("modelport-nobatch", ["--max_batch_size=1"], batch_only=True),
         variant("modelport-batch", batch_flags, batch_only=True),
         # kserve 0.21 implements the binary tensor extension on its V2 REST endpoint.
         dict(
             name="kserve",
+            sklearn_only=True,
             cmd=kserve([], {}),
             protocols=all_payloads,
             venv="kserve-venv",
@@ -151,6 +178,7 @@ def server_table(args):
         ),
         dict(
             name="kserve-quiet",
+            sklearn_only=True,
             cmd=kserve(
                 ["--enable_latency_logging=false", "--configure_logging=false"],
                 {"PYTHONWARNINGS": "ignore"},
@@ -162,6 +190,7 @@ def server_table(args):
         # MLServer speaks V2 only and has no binary tensor extension on REST.
         dict(
             name="mlserver",
+            sklearn_only=True,
             cmd=mlserver({}, {}),
             protocols=("v2",),
             venv="mlserver-venv",
@@ -169,6 +198,7 @@ def server_table(args):
         ),
         dict(
             name="mlserver-pw0",
+            sklearn_only=True,
             cmd=mlserver({"parallel_workers": 0}, {}),
             protocols=("v2",),
             venv="mlserver-venv",
@@ -176,6 +206,7 @@ def server_table(args):
         ),
         dict(
             name="mlserver-batch",
+            sklearn_only=True,
             cmd=mlserver({"parallel_workers": 0}, batch_settings),
             protocols=("v2",),
             batch_only=True,
@@ -370,6 +401,31 @@ def predictions(scen, headers, data):
     return flat, "json"
 
 
+def agree(answer, expected):
+    """Labels equal; scores (XGBoost, LightGBM probabilities) within FP32 rounding."""
+    if isinstance(expected, float) and isinstance(answer, int | float):
+        return abs(answer - expected) <= 1e-5 * (1 + abs(expected))
+    return answer == expected
+
+
+def wait_engine(server, timeout=180):
+    """Poll modelport's model metadata until acceleration has a verdict; its parameters."""
+    deadline = time.monotonic() + timeout
+    params = {}
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            conn.request("GET", f"/v2/models/{server.model}")
+            params = json.loads(conn.getresponse().read()).get("parameters") or {}
+            conn.close()
+        except (OSError, ValueError):
+            pass
+        if params.get("accelerate") not in (None, "pending", "converting"):
+            return params
+        time.sleep(0.2)
+    return {**params, "timeout": True}
+
+
 def check(server, scenarios):
     """Send each payload once; compare with the in-process predictions."""
     with open(os.path.join(server.args.work, "payloads", server.model, "expected.json")) as f:
@@ -388,9 +444,8 @@ def check(server, scenarios):
             if status == 200:
                 preds, res["encoding"] = predictions(scen, headers, data)
                 if len(preds) == len(exp):
-                    res["agreement"] = sum(a == b for a, b in zip(preds, exp, strict=True)) / len(
-                        exp
-                    )
+                    same = sum(agree(a, b) for a, b in zip(preds, exp, strict=True))
+                    res["agreement"] = same / len(exp)
                 # Single rows must match exactly; FP32 rounding may flip a rare batch row.
                 res["ok"] = res["agreement"] == 1.0 or (len(exp) > 1 and res["agreement"] >= 0.999)
         except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
@@ -471,6 +526,10 @@ def session(servers, model, args, results):
                 "rss_ready_mb": s.rss_mb(),
             }
             live.append(s)
+        for s in live:  # acceleration switches after ready: cells measure the settled server
+            if s.name.startswith("modelport") and s.name != "modelport-native":
+                engine = results["engines"][f"{s.name}/{model}"] = wait_engine(s)
+                log(f"engine {s.name}/{model}: {engine}")
         for s in live:
             checks = results["checks"][f"{s.name}/{model}"] = check(s, SCENARIOS)
             s.failed_checks = {scen for scen, c in checks.items() if not c["ok"]}
@@ -647,6 +706,7 @@ def targets(results):
                 1.2,
                 inline(cell("modelport-inline", "iris", scen, 1), "p50_ms"),
             )
+    accelerate_targets(t, models, add, cell, ratio, x_floor, results)
     for model in models:
         for conc in (16, 1):
             b = cell("modelport", model, "v2b-1000", conc)
@@ -699,6 +759,67 @@ def targets(results):
             }
         )
     return out
+
+
+def accelerate_targets(t, models, add, cell, ratio, x_floor, results):
+    """Issue 15: ONNX Runtime under the tabular runtimes."""
+    if "rf20" in models:
+        mp = cell("modelport", "rf20", "v2-1", 16)
+        add("rf20 V2 1 row c16: req/s ÷ floor", x_floor(mp, "rps"), ">=", 20)
+        add(
+            "rf20 V2 1 row c16: req/s ÷ floor-onnx",
+            ratio(mp, cell("floor-onnx", "rf20", "v2-1", 16)),
+            ">=",
+            0.8,
+        )
+    if "iris" in models:
+        mp = cell("modelport", "iris", "v2-1", 1)
+        add("iris V2 1 row c1: p50 ÷ floor", x_floor(mp, "p50_ms"), "<=", 0.8)
+        onnx = cell("floor-onnx", "iris", "v2-1", 1)
+        add("iris V2 1 row c1: p50 ÷ floor-onnx", ratio(mp, onnx, "p50_ms"), "<=", 1.2)
+        native = cell("modelport-native", "iris", "v2-1", 1)
+        add("iris V2 1 row c1, --accelerate off: p50 ÷ floor", x_floor(native, "p50_ms"), "<=", 1.2)
+    for model in ("xgb20", "lgb20"):
+        if model not in models:
+            continue
+        for scen in ("v2-1", "v2-1000"):
+            for conc in (1, 16):
+                acc, nat = (
+                    cell("modelport", model, scen, conc),
+                    cell("modelport-native", model, scen, conc),
+                )
+                add(
+                    f"{model} {scen} c{conc}: req/s accelerated ÷ native",
+                    ratio(acc, nat),
+                    ">=",
+                    0.95,
+                )
+        acc, nat = cell("modelport", model, "v2-1", 16), cell("modelport-native", model, "v2-1", 16)
+        if model == "xgb20":
+            add(
+                "xgb20 V2 1 row c16: CPU µs/req accelerated ÷ native",
+                ratio(acc, nat, "cpu_us_per_req"),
+                "<=",
+                0.9,
+            )
+    start = results["startup"]
+    for model in models:
+        acc, nat = start.get(f"modelport/{model}"), start.get(f"modelport-native/{model}")
+        if acc and nat:
+            add(
+                f"{model}: start-up s accelerated ÷ native",
+                round(acc["ready_s"] / nat["ready_s"], 2),
+                "<=",
+                1.1,
+            )
+            a, n = acc.get("rss_after_load_mb"), nat.get("rss_after_load_mb")
+            add(
+                f"{model}: RSS after load accelerated ÷ native",
+                round(a / n, 2) if a and n else None,
+                "<=",
+                1.5,
+                f"{fmt(a, '.0f')} MB vs {fmt(n, '.0f')} MB",
+            )
 
 
 def fmt(v, spec=".2f"):
@@ -806,6 +927,33 @@ def markdown(results, args):
         context = x.get("context", "")
         out.append(f"| {x['target']} | {x['goal']} | {v} | {x['status']} | {context} |")
 
+    corr = results.get("correctness") or {}
+    if corr:
+        out += [
+            "",
+            "#### Native vs accelerated (10,000 FP32 rows, `bench/correctness.py`)",
+            "",
+            "Both engines answer every row (whatever batch sizes the timings give ONNX Runtime); "
+            "labels are `predict`, scores `predict_proba`.",
+            "",
+            "| model | engine | identical labels | largest score difference | verdict |",
+            "|---|---|---:|---:|---|",
+        ]
+        for model, c in corr.items():
+            if not isinstance(c, dict):
+                continue
+            share = c.get("identical_labels")
+            out.append(
+                f"| {model} | {c.get('engine', DASH)} | "
+                f"{DASH if share is None else f'{share:.2%}'} | "
+                f"{fmt(c.get('max_score_diff'), '.2g')} | "
+                f"{c.get('status') or c.get('error', '')} |"
+            )
+    engines = results.get("engines") or {}
+    if engines:
+        out += ["", "Engines after the switch (model metadata `parameters`):", ""]
+        out += [f"- **{k}**: {v.get('engine')} ({v.get('accelerate')})" for k, v in engines.items()]
+
     out += [
         "",
         "#### Correctness (before timing; batch = share of 1000 predictions equal to in-process)",
@@ -884,6 +1032,20 @@ def machine_info(args, cfgs):
     return info
 
 
+def correctness(args):
+    """Native vs accelerated answers on 10,000 rows per model (bench/correctness.py)."""
+    script = os.path.join(HERE, "correctness.py")
+    p = subprocess.run(
+        [args.modelport_python, script, "--work", args.work, "--models", ",".join(args.models)],
+        capture_output=True,
+        text=True,
+    )
+    try:
+        return json.loads(p.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": (p.stderr.strip().splitlines() or ["?"])[-1][:300]}
+
+
 def import_check(python):
     """Time `import modelport.base`, then import every base submodule: list ML frameworks."""
     code = (
@@ -923,12 +1085,12 @@ def parse_args(argv=None):
     )
     ap.add_argument(
         "--servers",
-        default="floor,modelport,modelport-inline,modelport-nobatch,modelport-batch,kserve,"
-        "mlserver,mlserver-pw0",
+        default="floor,floor-onnx,modelport,modelport-native,modelport-inline,modelport-nobatch,"
+        "modelport-batch,kserve,mlserver,mlserver-pw0",
         help="comma list; 'floor' is always added (ratios need it). Known: floor, modelport, "
-        "modelport-quiet, modelport-inline, modelport-nobatch, modelport-batch, kserve, kserve-quiet, mlserver, mlserver-pw0, mlserver-batch",
+        "floor-onnx, modelport-quiet, modelport-inline, modelport-native, modelport-nobatch, modelport-batch, kserve, kserve-quiet, mlserver, mlserver-pw0, mlserver-batch",
     )
-    ap.add_argument("--models", default="iris,rf20")
+    ap.add_argument("--models", default="iris,rf20,xgb20,lgb20")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="payload cells")
     ap.add_argument("--conc", default="1,16", help="wrk connections")
     ap.add_argument(
@@ -1014,6 +1176,7 @@ def main(argv=None):
         "runs": [],
         "checks": {},
         "startup": {},
+        "engines": {},
         "failed": [],
     }
     results["meta"]["loadavg_start"] = loadavg()
@@ -1025,11 +1188,14 @@ def main(argv=None):
             for i, c in enumerate(cfgs)
             # batch-only servers start only for models that have batching cells
             if not c.get("batch_only") or any(b.startswith(f"{model}/") for b in args.batch_cells)
+            if not c.get("sklearn_only") or MODEL_RUNTIME.get(model, "sklearn") == "sklearn"
         ]
         for s in servers:
             os.makedirs(s.run_dir, exist_ok=True)
         session(servers, model, args, results)
     results["meta"]["loadavg_end"] = loadavg()
+    if any(s.startswith("modelport") for s in args.servers):
+        results["correctness"] = correctness(args)
     results["table"] = summarize(results, args)
     results["targets"] = targets(results)
     report = markdown(results, args)

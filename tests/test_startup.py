@@ -116,3 +116,13 @@ def test_imports_pull_no_other_framework(module, forbidden):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == ""
+
+
+def test_model_settings_json_is_never_taken_for_a_json_model(tmp_path):
+    """An XGBoost model may be `model.json`: `model-settings.json` beside it is not a second
+    model file."""
+    from modelport.base.model import find_model_file
+
+    (tmp_path / "model.json").write_text("{}")
+    (tmp_path / "model-settings.json").write_text('{"name": "m"}')
+    assert find_model_file(tmp_path, (".json", ".ubj")) == tmp_path / "model.json"

@@ -3,7 +3,10 @@
 It reads the body, parses it (orjson, or the binary tensor extension), calls
 model.predict and writes JSON: the least work a Python HTTP model server can do, so
 its req/s is the practical limit for Python serving on this CPU.
-Env: MODEL_DIR (holds model.joblib), MODEL_NAME. Any POST path: V1
+Env: MODEL_DIR (holds model.joblib, or model.json for XGBoost, model.txt for LightGBM),
+MODEL_NAME; FLOOR_ENGINE=onnx (`floor-onnx`) predicts with the ONNX graph modelport's
+runtime converts the model to, in ONNX Runtime with modelport's session settings (this
+needs modelport's venv), else the framework predicts (`floor`). Any POST path: V1
 {"instances": ...} or V2 {"inputs": [...]} (JSON data, or binary_data_size with an
 Inference-Header-Content-Length header); any GET answers 200 (readiness).
 """
@@ -15,7 +18,62 @@ import numpy as np
 import orjson
 
 NAME = os.environ.get("MODEL_NAME", "model")
-MODEL = joblib.load(os.path.join(os.environ["MODEL_DIR"], "model.joblib"))
+MODEL_DIR = os.environ["MODEL_DIR"]
+
+
+def native_predict():
+    """The framework's own predict, as its server calls it (one thread)."""
+    if os.path.exists(os.path.join(MODEL_DIR, "model.json")):
+        import xgboost as xgb
+
+        booster = xgb.Booster()
+        booster.load_model(os.path.join(MODEL_DIR, "model.json"))
+        booster.set_param({"nthread": 1})
+        return lambda x: booster.predict(xgb.DMatrix(x, nthread=1))
+    if os.path.exists(os.path.join(MODEL_DIR, "model.txt")):
+        import lightgbm as lgb
+
+        booster = lgb.Booster(model_file=os.path.join(MODEL_DIR, "model.txt"))
+        return lambda x: booster.predict(x, num_threads=1)
+    return joblib.load(os.path.join(MODEL_DIR, "model.joblib")).predict
+
+
+def onnx_predict():
+    """modelport's converted graph for the default output, run as modelport runs it."""
+    from pathlib import Path
+
+    from modelport.base.model import ModelSettings
+    from modelport.base.onnxgraph import Engine
+
+    kinds = {
+        ".json": "modelport.runtimes.xgboost.model:XGBoostPredictor",
+        ".txt": "modelport.runtimes.lightgbm.model:LightGBMPredictor",
+        ".joblib": "modelport.runtimes.sklearn.model:SKLearnPredictor",
+    }
+    path = next(p for p in (Path(MODEL_DIR, f"model{s}") for s in kinds) if p.exists())
+    module, _, cls = kinds[path.suffix].partition(":")
+    predictor = getattr(__import__(module, fromlist=[cls]), cls)(
+        ModelSettings(NAME, Path(MODEL_DIR))
+    )
+    predictor.load()
+    conversion = predictor.conversion()
+    engine = Engine(conversion.convert(), conversion, 1)
+    output = conversion.outputs[predictor.default_output()]
+    dtype = predictor.all_outputs()[predictor.default_output()](
+        np.zeros((1, predictor.n_features), dtype=np.float32)
+    ).dtype
+    session, name, kind = engine.session, engine.input, conversion.input_dtype
+
+    def predict(x):
+        y = np.asarray(output(session.run(None, {name: x.astype(kind, copy=False)})))
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        return y.astype(dtype, copy=False)
+
+    return predict
+
+
+PREDICT = onnx_predict() if os.environ.get("FLOOR_ENGINE") == "onnx" else native_predict()
 READY = orjson.dumps({"name": NAME, "ready": True})
 JSON_HEADERS = [(b"content-type", b"application/json")]
 DTYPES = {"FP32": "<f4", "FP64": "<f8", "INT64": "<i8", "INT32": "<i4"}
@@ -45,14 +103,14 @@ def infer(body, header_len):
         binary = bool((req.get("parameters") or {}).get("binary_data_output", False))
         for out in req.get("outputs") or []:
             binary = bool((out.get("parameters") or {}).get("binary_data", binary))
-        return v2_output(MODEL.predict(x), binary)
+        return v2_output(PREDICT(x), binary)
     req = orjson.loads(body)
     if "instances" in req:  # V1
-        y = MODEL.predict(np.asarray(req["instances"], dtype=np.float64))
+        y = PREDICT(np.asarray(req["instances"], dtype=np.float64))
         return orjson.dumps({"predictions": y.tolist()}), JSON_HEADERS
     inp = req["inputs"][0]  # V2 JSON, first input only
     x = np.asarray(inp["data"], dtype=np.float32).reshape(inp["shape"])
-    return v2_output(MODEL.predict(x), False)
+    return v2_output(PREDICT(x), False)
 
 
 async def reply(send, status, body, headers=JSON_HEADERS):

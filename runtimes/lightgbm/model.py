@@ -4,6 +4,11 @@ The default output is KServe lgbserver's: `Booster.predict` as is (probabilities
 `binary`/`multiclass`, values for regression), FP64 as LightGBM computes it. Requested
 outputs: `raw` (that), `margin` (`raw_score`), `predict` (class labels for classification
 objectives), `predict_proba` and `contributions` (SHAP values, `pred_contrib`).
+
+Acceleration (base/accelerate.py): onnxmltools converts the booster (it needs no
+scikit-learn), probed just either side of every split threshold. LightGBM compares float64
+features with float64 thresholds and the graph works in float32, so only requests whose
+values are exactly float32 (V2 FP32 tensors, small integers) take the graph.
 """
 
 from __future__ import annotations
@@ -18,6 +23,12 @@ from modelport.base.datatypes import from_numpy
 from modelport.base.errors import ModelLoadError
 from modelport.base.messages import TensorSpec
 from modelport.base.model import load_artifact
+from modelport.base.onnxgraph import (
+    Conversion,
+    OutputMap,
+    exact_leq_thresholds,
+    threshold_probes,
+)
 from modelport.base.tabular import OutputFunction, TabularPredictor, import_without
 
 # LightGBM imports scikit-learn whenever it is installed, for wrappers a booster never needs.
@@ -55,6 +66,7 @@ class LightGBMPredictor(TabularPredictor):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        super().add_arguments(parser)
         parser.add_argument("--nthread", type=int, default=1, help="threads per prediction")
 
     def load(self) -> None:
@@ -111,3 +123,49 @@ class LightGBMPredictor(TabularPredictor):
         if classes > 1:  # LightGBM puts the classes side by side: [rows, classes * (f + 1)]
             values = values.reshape(len(values), classes, -1)
         return values, list(self.feature_names or [])
+
+    def conversion(self) -> Conversion | None:
+        """Graph outputs: label, probabilities for classifiers; one value for regressors."""
+        booster, width = self.booster, self.n_features
+        classes = None if self.classes is None else np.asarray(self.classes)
+
+        def convert() -> bytes:
+            try:
+                from onnxmltools.convert import convert_lightgbm
+                from onnxmltools.convert.common.data_types import FloatTensorType
+            except ImportError as exc:
+                raise ImportError(f"{exc}: pip install --no-deps onnxmltools") from None
+
+            initial = [("input", FloatTensorType([None, width]))]
+            graph = convert_lightgbm(booster, initial_types=initial, zipmap=False)
+            return exact_leq_thresholds(bytes(graph.SerializeToString()), self.splits())
+
+        outputs: dict[str, OutputMap] = {}
+        if self.objective in CLASSIFIERS:
+            binary = booster.num_model_per_iteration() == 1
+            outputs["raw"] = (lambda r: r[1][:, 1]) if binary else (lambda r: r[1])
+            outputs["predict_proba"] = lambda r: r[1]
+            if classes is None:
+                outputs["predict"] = lambda r: np.asarray(r[1]).argmax(axis=1)
+            else:
+                outputs["predict"] = lambda r: classes[np.asarray(r[1]).argmax(axis=1)]
+        else:
+            outputs["raw"] = outputs["predict"] = lambda r: r[0]
+        return Conversion(convert, outputs, np.float32, float32_only=True, converter="onnxmltools")
+
+    def probe_rows(self) -> np.ndarray:
+        return threshold_probes(self.splits(), self.n_features or 1)
+
+    def splits(self) -> dict[int, list[float]]:
+        """Numeric split thresholds from the model dump (LightGBM tests `x <= threshold`)."""
+        splits: dict[int, list[float]] = {}
+        for tree in self.booster.dump_model()["tree_info"]:
+            stack = [tree["tree_structure"]]
+            while stack:
+                node = stack.pop()
+                if "split_feature" in node:
+                    if node.get("decision_type") == "<=":
+                        feature = int(node["split_feature"])
+                        splits.setdefault(feature, []).append(float(node["threshold"]))
+                    stack += [node["left_child"], node["right_child"]]
+        return splits

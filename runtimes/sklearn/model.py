@@ -5,6 +5,11 @@ PREDICT_PROBA=true makes it the default). DataFrame inputs (V1 objects, V2 `pd`)
 Pipelines with ColumnTransformers as named columns. Tree models (forests, boosted and
 single trees) explain themselves with SHAP's TreeExplainer where `shap` is installed;
 it is imported on the first explanation only, so serving never pays for it.
+
+Acceleration (base/accelerate.py): skl2onnx converts the estimator or Pipeline, without
+ZipMap; tree models (which predict on float32 features) get a float32 graph probed just
+either side of every split threshold, other models a float64 graph probed around the
+statistics they hold (a leading scaler's means and scales).
 """
 
 from __future__ import annotations
@@ -19,6 +24,12 @@ from modelport.base.datatypes import from_numpy
 from modelport.base.errors import InvalidInput
 from modelport.base.messages import TensorSpec
 from modelport.base.model import load_artifact
+from modelport.base.onnxgraph import (
+    Conversion,
+    first_max,
+    statistic_probes,
+    threshold_probes,
+)
 from modelport.base.tabular import OutputFunction, TabularPredictor
 
 
@@ -92,6 +103,79 @@ class SKLearnPredictor(TabularPredictor):
         if hasattr(self.model, "predict_proba"):
             functions["predict_proba"] = self.model.predict_proba
         return functions
+
+    def conversion(self) -> Conversion | None:
+        model = self.model
+        if not type(model).__module__.startswith("sklearn."):  # skl2onnx knows only these
+            kind = type(model)
+            raise TypeError(f"{kind.__module__}.{kind.__name__} is not a scikit-learn estimator")
+        float_graph = bool(_trees(model))
+        classifiers = [step for step in (model, _final_step(model)) if _is_classifier(step)]
+        width = self.n_features
+
+        def convert() -> bytes:
+            from skl2onnx import convert_sklearn
+            from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+
+            kind = FloatTensorType if float_graph else DoubleTensorType
+            graph = convert_sklearn(
+                model,
+                initial_types=[("input", kind([None, width]))],
+                options={id(step): {"zipmap": False} for step in classifiers},
+            )
+            return bytes(graph.SerializeToString())
+
+        outputs = {"predict": _output(0)}
+        if float_graph and _is_classifier(model) and np.ndim(model.classes_) == 1:
+            # Tree models predict the first most probable class: ONNX Runtime's label breaks
+            # ties (frequent with few fully grown trees) its own way.
+            classes = np.asarray(model.classes_)
+            outputs["predict"] = lambda results: classes[first_max(results[1])]
+        if "predict_proba" in self.output_functions() and classifiers:
+            outputs["predict_proba"] = _output(1)
+        return Conversion(
+            convert, outputs, np.float32 if float_graph else np.float64, converter="skl2onnx"
+        )
+
+    def probe_rows(self) -> np.ndarray:
+        width = self.n_features or 1
+        splits: dict[int, list[float]] = {}
+        for tree in _trees(self.model):
+            internal = tree.children_left >= 0
+            for feature, threshold in zip(
+                tree.feature[internal], tree.threshold[internal], strict=True
+            ):
+                splits.setdefault(int(feature), []).append(float(threshold))
+        if splits:
+            return threshold_probes(splits, width)
+        first = self.model.steps[0][1] if hasattr(self.model, "steps") else self.model
+        mean, scale = getattr(first, "mean_", None), getattr(first, "scale_", None)
+        if mean is None or np.shape(mean) != (width,):
+            mean = scale = None
+        return statistic_probes(width, mean, scale)
+
+
+def _output(index: int) -> Any:
+    return lambda results: results[index]
+
+
+def _trees(model: Any) -> list[Any]:
+    """The fitted `tree_` structures of a tree model or tree ensemble used directly."""
+    if hasattr(model, "tree_"):
+        return [model.tree_]
+    estimators = getattr(model, "estimators_", None)
+    if estimators is None:
+        return []
+    found = [getattr(est, "tree_", None) for est in np.ravel(np.asarray(estimators, dtype=object))]
+    return found if found and all(tree is not None for tree in found) else []
+
+
+def _final_step(model: Any) -> Any:
+    return model.steps[-1][1] if hasattr(model, "steps") else None
+
+
+def _is_classifier(model: Any) -> bool:
+    return model is not None and hasattr(model, "classes_") and hasattr(model, "predict_proba")
 
 
 def _labels_datatype(dtype: np.dtype) -> str:

@@ -5,6 +5,10 @@ The default output is KServe xgbserver's: the booster's own prediction as FP32
 for regression). Requested outputs: `raw` (that), `margin` (untransformed scores),
 `predict` (class labels for classification objectives), `predict_proba` (objectives whose
 scores are probabilities) and `contributions` (SHAP values, `pred_contribs`).
+
+Acceleration (base/accelerate.py): onnxmltools converts the booster (it needs no
+scikit-learn), probed just either side of every split threshold; `margin` and
+`contributions` always come from XGBoost.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 
 from modelport.base.messages import TensorSpec
 from modelport.base.model import load_artifact
+from modelport.base.onnxgraph import Conversion, OutputMap, threshold_probes
 from modelport.base.tabular import OutputFunction, TabularPredictor, import_without
 
 # XGBoost imports scikit-learn whenever it is installed, for wrappers a booster never needs.
@@ -53,6 +58,7 @@ class XGBoostPredictor(TabularPredictor):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        super().add_arguments(parser)
         parser.add_argument("--nthread", type=int, default=1, help="threads per prediction")
 
     def load(self) -> None:
@@ -141,3 +147,49 @@ class XGBoostPredictor(TabularPredictor):
         values = self.booster.predict(self.dmatrix(features), pred_contribs=True)
         names = self.feature_names or [f"f{index}" for index in range(self.booster.num_features())]
         return values, names
+
+    def conversion(self) -> Conversion | None:
+        """Graph outputs: label, probabilities for classifiers; one value for regressors."""
+        if self.multilabel or self.objective in LABELS_ONLY or self.objective == "binary:logitraw":
+            return None
+        booster, width = self.booster, self.n_features
+
+        def convert() -> bytes:
+            try:
+                from onnxmltools.convert import convert_xgboost
+                from onnxmltools.convert.common.data_types import FloatTensorType
+            except ImportError as exc:
+                raise ImportError(f"{exc}: pip install --no-deps onnxmltools") from None
+
+            initial = [("input", FloatTensorType([None, width]))]
+            return bytes(convert_xgboost(booster, initial_types=initial).SerializeToString())
+
+        outputs: dict[str, OutputMap] = {}
+        if self.objective in ("binary:logistic", "multi:softprob"):
+            binary = self.objective.startswith("binary:")
+            outputs["raw"] = (lambda r: r[1][:, 1]) if binary else (lambda r: r[1])
+            outputs["predict_proba"] = lambda r: r[1]
+            outputs["predict"] = lambda r: np.asarray(r[1]).argmax(axis=1)
+        elif self.objective == "multi:softmax":
+            outputs["raw"] = lambda r: r[0]
+        elif self.objective not in PROBABILISTIC:
+            outputs["raw"] = outputs["predict"] = lambda r: r[0]
+        return Conversion(convert, outputs, np.float32, converter="onnxmltools")
+
+    def probe_rows(self) -> np.ndarray:
+        """Split thresholds from the JSON dump (XGBoost tests `x < threshold` in float32)."""
+        names = {name: index for index, name in enumerate(self.feature_names or [])}
+        splits: dict[int, list[float]] = {}
+        for text in self.booster.get_dump(dump_format="json"):
+            stack = [json.loads(text)]
+            while stack:
+                node = stack.pop()
+                if "split_condition" in node and not isinstance(node["split_condition"], list):
+                    split = str(node["split"])
+                    index = names.get(split)
+                    if index is None and split.startswith("f") and split[1:].isdigit():
+                        index = int(split[1:])
+                    if index is not None:
+                        splits.setdefault(index, []).append(float(node["split_condition"]))
+                stack.extend(node.get("children", []))
+        return threshold_probes(splits, self.n_features or 1)

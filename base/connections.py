@@ -1,0 +1,147 @@
+"""Per-connection guards uvicorn lacks, as a small subclass of its httptools protocol.
+
+- Request head deadline: a connection that has not completed its request line and
+  headers `header_timeout` seconds after it opened (or after the first byte of its next
+  request) is closed, so slow or silent clients cannot hold sockets forever. The idle
+  time between keep-alive requests stays uvicorn's keep-alive timeout.
+- Connection cap: beyond `max_connections` open connections in this worker, a request is
+  answered 503 `{"error": ...}` with `Connection: close` (uvicorn's own
+  `limit_concurrency` answers in plain text). Health probes are always answered, so an
+  overloaded but healthy worker is not restarted by its liveness probe.
+- Large bodies: after a request whose body reached `memory.LARGE_BODY` bytes, the
+  process' malloc trimmer is asked to return freed memory to the OS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from modelport.base import memory
+
+log = logging.getLogger("modelport.server")
+
+# Paths answered even above the connection cap (liveness/readiness probes).
+PROBES = frozenset({b"/", b"/v2/health/live", b"/v2/health/ready"})
+_WARN_EVERY = 10.0
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a request-head deadline and a connection cap."""
+
+    header_timeout: float | None = None
+    max_connections: int | None = None
+    _last_warning = 0.0
+    _refused = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.modelport_app = self.app
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.body_bytes = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        # The first bytes of a new request (not the body of the current one) start its clock.
+        if self.head_timer is None and (self.cycle is None or self.cycle.response_complete):
+            self._arm_head_timer()
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._cancel_head_timer()
+        self.body_bytes = 0
+        self.app = self.modelport_app if self._admit() else self.refuse
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        super().on_body(body)
+
+    def on_response_complete(self) -> None:
+        if self.body_bytes >= memory.LARGE_BODY:
+            memory.trimmer().request()
+        self.body_bytes = 0
+        super().on_response_complete()
+
+    # --- head deadline -------------------------------------------------------------
+
+    def _arm_head_timer(self) -> None:
+        if self.header_timeout is not None and self.header_timeout > 0:
+            self._cancel_head_timer()
+            self.head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self.head_timer = None
+        if not self.transport.is_closing():
+            log.debug("request head not complete in time: connection closed")
+            self.transport.close()
+
+    # --- connection cap ----------------------------------------------------------------
+
+    def _admit(self) -> bool:
+        cap = self.max_connections
+        if cap is None or len(self.connections) <= cap:
+            return True
+        if self.url.partition(b"?")[0] in PROBES:
+            return True
+        cls = type(self)
+        cls._refused += 1
+        now = time.monotonic()
+        if now - cls._last_warning >= _WARN_EVERY:  # one line per burst, not per request
+            log.warning(
+                "connection cap reached: answering 503",
+                extra={"max_connections": cap, "refused": cls._refused},
+            )
+            cls._last_warning = now
+            cls._refused = 0
+        return False
+
+    async def refuse(self, scope: Any, receive: Any, send: Any) -> None:
+        """The answer above the cap: 503 with a JSON error, and the connection closed."""
+        body = orjson.dumps(
+            {
+                "error": f"server busy: more than {self.max_connections} open connections "
+                "in this worker; retry later"
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                    (b"retry-after", b"1"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def protocol_class(
+    header_timeout: float | None, max_connections: int | None
+) -> type[GuardedHttpProtocol]:
+    """A protocol class for `uvicorn.Config(http=...)` carrying this server's limits."""
+    return type(
+        "GuardedHttpProtocol",
+        (GuardedHttpProtocol,),
+        {"header_timeout": header_timeout, "max_connections": max_connections},
+    )

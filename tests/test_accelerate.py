@@ -1,0 +1,357 @@
+"""Acceleration of the tabular runtimes: ONNX Runtime answers as the native model does.
+
+Real servers with models trained here; each server gets its own TMPDIR, so its conversion
+cache starts empty. The switch happens in the background: tests poll the metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.boosters import outputs, save
+from tests.servers import ServerProcess
+
+
+def v2_body(rows: np.ndarray, *names: str, datatype: str = "FP32") -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": list(rows.shape),
+                "datatype": datatype,
+                "data": rows.ravel().tolist(),
+            }
+        ]
+    }
+    if names:
+        body["outputs"] = [{"name": name} for name in names]
+    return body
+
+
+def wait_accelerate(server: ServerProcess, model: str, timeout: float = 120) -> dict[str, Any]:
+    """Poll the model metadata until acceleration has a verdict; its `parameters`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        parameters = server.get(f"/v2/models/{model}").json().get("parameters", {})
+        if parameters.get("accelerate") not in (None, "pending", "converting"):
+            return parameters
+        time.sleep(0.2)
+    raise TimeoutError(f"no acceleration verdict after {timeout}s:\n{server.log()}")
+
+
+def engine_metric(server: ServerProcess, model: str) -> dict[str, float]:
+    values = {}
+    for line in server.get("/metrics").text.splitlines():
+        if line.startswith("modelport_model_engine{") and f'model="{model}"' in line:
+            engine = line.split('engine="')[1].split('"')[0]
+            values[engine] = float(line.rsplit(" ", 1)[1])
+    return values
+
+
+def log_lines(server: ServerProcess, message: str) -> list[dict[str, Any]]:
+    found = []
+    for line in server.log().splitlines():
+        if line.startswith("{") and json.loads(line).get("logger") == "modelport.accelerate":
+            record = json.loads(line)
+            if record["msg"] == message:
+                found.append(record)
+    return found
+
+
+@pytest.fixture
+def tmp_env(tmp_path: Path) -> dict[str, str]:
+    """A fresh TMPDIR per server: an empty conversion cache."""
+    directory = tmp_path / "tmp"
+    directory.mkdir()
+    return {"TMPDIR": str(directory)}
+
+
+def forest(directory: Path) -> tuple[Any, np.ndarray]:
+    import joblib
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import RandomForestClassifier
+
+    x, y = make_classification(n_samples=600, n_features=8, n_informative=5, random_state=0)
+    model = RandomForestClassifier(n_estimators=20, random_state=0).fit(x, y)
+    directory.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, directory / "model.joblib")
+    return model, x.astype(np.float32)
+
+
+def test_sklearn_forest_answers_as_native(serve, tmp_path, tmp_env):
+    model, x = forest(tmp_path / "rf")
+    server = serve("sklearn", tmp_path / "rf", "--model_name=rf", env=tmp_env)
+    parameters = wait_accelerate(server, "rf")
+    assert parameters["engine"] == "onnxruntime", parameters
+    assert engine_metric(server, "rf")["onnxruntime"] == 1.0
+    [verdict] = log_lines(server, "accelerated")
+    assert verdict["verdict"] == "converted and verified"
+    for rows in (x[:1], x[:300]):
+        answer = outputs(server.post("/v2/models/rf/infer", json=v2_body(rows)))
+        np.testing.assert_array_equal(answer["output-0"], model.predict(rows))
+        proba = outputs(server.post("/v2/models/rf/infer", json=v2_body(rows, "predict_proba")))[
+            "predict_proba"
+        ]
+        np.testing.assert_allclose(proba, model.predict_proba(rows), rtol=1e-5, atol=1e-5)
+    metadata = server.post("/v2/models/rf/infer", json=v2_body(x[:2], "predict")).json()
+    assert metadata["outputs"][0]["datatype"] == "INT64"
+
+
+def test_sklearn_logistic_answers_as_native_v1(serve, tmp_path, tmp_env):
+    from tests.models import IRIS_ROWS, iris_logistic
+
+    iris_logistic(tmp_path / "iris")
+    server = serve("sklearn", tmp_path / "iris", "--model_name=iris", env=tmp_env)
+    parameters = wait_accelerate(server, "iris")
+    assert parameters["engine"] == "onnxruntime", parameters
+    import joblib
+
+    model = joblib.load(tmp_path / "iris" / "model.joblib")
+    rows = np.random.default_rng(1).uniform(0, 8, (200, 4))
+    response = server.post("/v1/models/iris:predict", json={"instances": rows.tolist()})
+    assert response.json()["predictions"] == model.predict(rows).tolist()
+    assert server.post("/v1/models/iris:predict", json={"instances": IRIS_ROWS}).json() == {
+        "predictions": [1, 1]
+    }
+    proba = outputs(
+        server.post("/v2/models/iris/infer", json=v2_body(rows, "predict_proba", datatype="FP64"))
+    )["predict_proba"]
+    np.testing.assert_allclose(proba, model.predict_proba(rows), rtol=1e-9, atol=1e-9)
+
+
+def booster_data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 6)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] * x[:, 2] > 0).astype(int) + (x[:, 3] > 1).astype(int)
+    return x, y
+
+
+def test_xgboost_answers_as_native(serve, tmp_path, tmp_env):
+    import xgboost as xgb
+
+    x, y = booster_data()
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 4, "seed": 0},
+        xgb.DMatrix(x, label=(y > 0).astype(int)),
+        num_boost_round=30,
+    )
+    save(booster, tmp_path / "xgb", "model.json")
+    server = serve("xgboost", tmp_path / "xgb", "--model_name=xgb", env=tmp_env)
+    parameters = wait_accelerate(server, "xgb")
+    assert parameters["engine"] == "onnxruntime", parameters
+    rows = x[:50]
+    answer = outputs(
+        server.post("/v2/models/xgb/infer", json=v2_body(rows, "raw", "predict", "predict_proba"))
+    )
+    native = booster.predict(xgb.DMatrix(rows))
+    np.testing.assert_allclose(answer["raw"], native, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(answer["predict"], (native > 0.5).astype(int))
+    np.testing.assert_allclose(answer["predict_proba"][:, 1], native, rtol=1e-5, atol=1e-5)
+    response = server.post("/v2/models/xgb/infer", json=v2_body(rows[:1])).json()
+    assert response["outputs"][0]["datatype"] == "FP32"  # as XGBoost answers
+
+
+def lightgbm_booster(directory: Path) -> tuple[Any, np.ndarray]:
+    import lightgbm as lgb
+
+    x, y = booster_data()
+    booster = lgb.train(
+        {"objective": "multiclass", "num_class": 3, "verbose": -1, "seed": 0},
+        lgb.Dataset(x, label=y),
+        num_boost_round=20,
+    )
+    save(booster, directory, "model.txt")
+    return booster, x
+
+
+def test_lightgbm_answers_as_native(serve, tmp_path, tmp_env):
+    booster, x = lightgbm_booster(tmp_path / "lgb")
+    server = serve("lightgbm", tmp_path / "lgb", "--model_name=lgb", env=tmp_env)
+    parameters = wait_accelerate(server, "lgb")
+    assert parameters["engine"] == "onnxruntime", parameters
+    rows = x[:50]
+    answer = outputs(
+        server.post("/v2/models/lgb/infer", json=v2_body(rows, "raw", "predict", "output-0"))
+    )
+    native = booster.predict(rows)
+    np.testing.assert_allclose(answer["raw"], native, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(answer["predict"], native.argmax(axis=1))
+    response = server.post("/v2/models/lgb/infer", json=v2_body(rows[:1])).json()
+    assert response["outputs"][0]["datatype"] == "FP64"  # as LightGBM answers
+
+
+def test_lightgbm_zero_tolerance_falls_back(serve, tmp_path, tmp_env):
+    """float32 scores never equal LightGBM's float64 ones exactly: a mismatch, so native."""
+    lightgbm_booster(tmp_path / "lgb")
+    flags = ("--model_name=lgb", "--accelerate_tolerance=0")
+    server = serve("lightgbm", tmp_path / "lgb", *flags, env=tmp_env)
+    parameters = wait_accelerate(server, "lgb")
+    assert parameters["engine"] == "native"
+    assert "differs from native" in parameters["accelerate"]
+    [line] = log_lines(server, "serving natively")
+    assert "differs from native" in line["reason"]
+    assert engine_metric(server, "lgb") == {"onnxruntime": 0.0, "native": 1.0}
+
+
+def test_unconvertible_pipeline_serves_natively(serve, tmp_path, tmp_env):
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    x, y = booster_data()
+    pipeline = make_pipeline(FunctionTransformer(np.log1p), LogisticRegression())
+    pipeline.fit(np.abs(x), y)
+    (tmp_path / "pipe").mkdir()
+    joblib.dump(pipeline, tmp_path / "pipe" / "model.joblib")
+    server = serve("sklearn", tmp_path / "pipe", "--model_name=pipe", env=tmp_env)
+    parameters = wait_accelerate(server, "pipe")
+    assert parameters["engine"] == "native"
+    assert parameters["accelerate"].startswith("native: cannot convert")
+    [line] = log_lines(server, "serving natively")
+    assert "cannot convert" in line["reason"]
+    rows = np.abs(x[:5])
+    answer = outputs(server.post("/v2/models/pipe/infer", json=v2_body(rows)))
+    np.testing.assert_array_equal(answer["output-0"], pipeline.predict(rows))
+
+
+def test_accelerate_off(serve, tmp_path, tmp_env):
+    forest(tmp_path / "rf")
+    server = serve("sklearn", tmp_path / "rf", "--model_name=rf", "--accelerate=off", env=tmp_env)
+    parameters = server.get("/v2/models/rf").json()["parameters"]
+    assert parameters == {"engine": "native", "accelerate": "off"}
+    assert engine_metric(server, "rf") == {"onnxruntime": 0.0, "native": 1.0}
+    assert not list(Path(tmp_env["TMPDIR"]).glob("modelport-accelerate/*"))
+
+
+def test_model_settings_accelerate_off(serve, tmp_path, tmp_env):
+    forest(tmp_path / "rf")
+    (tmp_path / "rf" / "model-settings.json").write_text(json.dumps({"accelerate": "off"}))
+    server = serve("sklearn", tmp_path / "rf", "--model_name=rf", env=tmp_env)
+    assert server.get("/v2/models/rf").json()["parameters"]["accelerate"] == "off"
+
+
+def test_two_workers_convert_once(serve, tmp_path, tmp_env):
+    forest(tmp_path / "rf")
+    server = serve("sklearn", tmp_path / "rf", "--model_name=rf", "--workers=2", env=tmp_env)
+    deadline = time.monotonic() + 120
+    while len(log_lines(server, "accelerated")) < 2:
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.2)
+    verdicts = sorted(line["verdict"] for line in log_lines(server, "accelerated"))
+    assert verdicts == ["converted and verified", "from cache"]
+    assert engine_metric(server, "rf")["onnxruntime"] == 1.0
+
+
+def test_converters_need_no_scikit_learn(tmp_path):
+    """The XGBoost and LightGBM images hold no scikit-learn: conversion must not import it."""
+    import lightgbm as lgb
+    import xgboost as xgb
+
+    x, y = booster_data()
+    xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(x, label=y > 0), 5).save_model(
+        tmp_path / "model.json"
+    )
+    lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(x, label=y > 0), 5).save_model(
+        tmp_path / "model.txt"
+    )
+    code = f"""
+import sys
+sys.modules["sklearn"] = None  # as if not installed
+from pathlib import Path
+from modelport.base.model import ModelSettings
+from modelport.runtimes.xgboost.model import XGBoostPredictor
+from modelport.runtimes.lightgbm.model import LightGBMPredictor
+for cls, name in ((XGBoostPredictor, "model.json"), (LightGBMPredictor, "model.txt")):
+    predictor = cls(ModelSettings("m", Path({str(tmp_path)!r}), model_file=name))
+    predictor.load()
+    assert len(predictor.conversion().convert()) > 100
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+# --- in process: the shared machinery ----------------------------------------------------
+
+
+def loaded_forest(tmp_path: Path) -> Any:
+    from modelport.base.model import ModelSettings
+    from modelport.runtimes.sklearn.model import SKLearnPredictor
+
+    forest(tmp_path / "rf")
+    predictor = SKLearnPredictor(ModelSettings("rf", tmp_path / "rf"))
+    predictor.load()
+    return predictor
+
+
+def accelerator_for(predictor: Any, conversion: Any, **parameters: Any) -> Any:
+    from modelport.base.accelerate import Accelerator
+
+    return Accelerator(
+        predictor.name,
+        predictor.model_file(),
+        conversion,
+        predictor.probe_rows,
+        lambda name, rows: np.asarray(predictor.all_outputs()[name](rows)),
+        predictor.default_output(),
+        parameters,
+    )
+
+
+def test_wrong_converter_is_caught(tmp_path, monkeypatch):
+    """A graph answering other labels never serves: the probes show it."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # an empty conversion cache
+    predictor = loaded_forest(tmp_path)
+    conversion = predictor.conversion()
+    conversion.outputs["predict"] = lambda results: 1 - np.argmax(results[1], axis=1)
+    accelerator = accelerator_for(predictor, conversion)
+    accelerator.run()
+    assert accelerator.engine is None
+    assert accelerator.status.startswith("native: output 'predict' differs")
+    rows = np.zeros((3, 8))
+    assert accelerator.answer(rows, ["predict"]) is None
+
+
+def test_switch_serves_only_eligible_requests(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # an empty conversion cache
+    predictor = loaded_forest(tmp_path)
+    accelerator = accelerator_for(predictor, predictor.conversion())
+    accelerator.run()
+    assert accelerator.engine is not None, accelerator.status
+    engine = accelerator.engine
+    engine.sizes, engine.wins = [1, 8, 64], [True, True, False]
+    rows = np.random.default_rng(0).normal(size=(8, 8)).astype(np.float32)
+    [labels] = accelerator.answer(rows, ["predict"])
+    np.testing.assert_array_equal(labels, predictor.model.predict(rows))
+    assert labels.dtype == predictor.model.predict(rows).dtype
+    assert accelerator.answer(np.zeros((64, 8)), ["predict"]) is None  # native is faster
+    assert accelerator.answer(np.zeros((30, 8)), ["predict"]) is None  # between 8 and 64
+    assert accelerator.answer(np.full((2, 8), np.nan), ["predict"]) is None  # missing values
+    assert accelerator.answer(rows, ["unknown"]) is None
+
+
+def test_probes_lie_either_side_of_thresholds():
+    from modelport.base.onnxgraph import either_side, first_max, threshold_probes
+
+    thresholds = np.array([0.1, 0.5, 1 / 3, 2.0, -7.25])  # exact float32 and not
+    below, above = either_side(thresholds)
+    assert np.all(below.astype(np.float64) < thresholds)
+    assert np.all(above.astype(np.float64) > thresholds)
+    # the nearest float32 on each side: nothing representable between them and the threshold
+    assert np.all(np.nextafter(below, np.float32(np.inf)).astype(np.float64) >= thresholds)
+    assert np.all(np.nextafter(above, np.float32(-np.inf)).astype(np.float64) <= thresholds)
+    rows = threshold_probes({0: [0.5], 2: [1.5, 3.0]}, 3, rows=16)
+    assert rows.shape == (16 + 9, 3)  # random rows, then each of the 9 pool values once
+    assert not np.isin(rows, [0.5, 1.5, 3.0]).any()
+    assert set(np.unique(rows[:, 1])) == {0.0}
+    assert first_max(np.array([[0.5, 0.5 + 1e-8], [0.2, 0.8]])).tolist() == [0, 1]
