@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 EXAMPLE_DIR := examples/iris/model
 
-.PHONY: run test lint bench images clean
+.PHONY: run test lint bench images clean proto
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,15 @@ lint: $(STAMP)
 ## bench: side-by-side benchmark against the floor, KServe and MLServer (see bench/README.md)
 bench: $(VENV)/.installed-run
 	bash bench/run.sh $(BENCH_ARGS)
+
+## proto: regenerate the committed gRPC modules (base/grpc/inference_pb2*.py) from the .proto;
+## committed so that images and CI need no code generator, and reviewed like code
+proto: $(STAMP)
+	rm -rf build/proto && mkdir -p build/proto/modelport/base/grpc
+	cp base/grpc/inference.proto build/proto/modelport/base/grpc/
+	cd build/proto && $(CURDIR)/$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. \
+	  --grpc_python_out=. modelport/base/grpc/inference.proto
+	cp build/proto/modelport/base/grpc/inference_pb2*.py* base/grpc/
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,50 +1,66 @@
-"""The HTTP app: KServe V1 and Open Inference Protocol V2 routes over one ModelRepository.
+"""The REST adapter: KServe V1 and Open Inference Protocol V2 over HTTP, on the data plane.
 
-`create_app` is the only way in: it wires the routes, the error mapping (every error body is
-`{"error": ...}`, never FastAPI's 422 `{"detail": ...}`) and the observability middleware.
-Handlers decode with `modelport.base.protocol`, call the predictor in a bounded thread pool
-(or through the adaptive batcher) and encode; they never see framework objects.
+`create_app` is the only way in. POST inference (V2 infer, V1 predict/explain) is answered
+by a lean ASGI fast path straight from ASGI messages: the hot path of a model server. Every
+other route goes through Starlette. Handlers only decode the wire, call the `DataPlane` and
+encode its answer; every error becomes `{"error": ...}` in one place (`error_reply`).
 """
 
 from __future__ import annotations
 
-import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelport.base import metrics as metrics_module
+from modelport.base import openapi
 from modelport.base.config import ServerConfig
-from modelport.base.errors import ModelportError, NotAvailable, PayloadTooLarge
+from modelport.base.dataplane import DataPlane, log_failure
+from modelport.base.errors import InvalidInput, ModelportError, PayloadTooLarge
 from modelport.base.middleware import ObservabilityMiddleware
-from modelport.base.repository import ModelRepository, State
-from modelport.base.service import Reply, ServerState, json_reply
+from modelport.base.protocol import v2
+from modelport.base.repository import ModelRepository
 
-log = logging.getLogger("modelport.server")
-
-SERVER_NAME = "modelport"
-SERVER_VERSION = "0.1.0"
+JSON = b"application/json"
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 # POST inference paths answered by the fast path (path parameters are already %-decoded).
 _V2_INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 _V1_VERB = re.compile(r"^/v1/models/([^/:]+):(predict|explain)$")
 
 
+class Reply(NamedTuple):
+    """An HTTP answer as bytes: status, body, content type and extra headers."""
+
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def json_reply(doc: Any, status: int = 200) -> Reply:
+    return Reply(status, orjson.dumps(doc, option=_OPTIONS))
+
+
+def error_reply(exc: ModelportError, where: str) -> Reply:
+    """The one place an error becomes an HTTP answer: `{"error": message}` and its status."""
+    log_failure(where, exc)
+    return json_reply({"error": exc.message}, exc.status)
+
+
 def to_response(reply: Reply) -> Response:
     headers = {key.decode(): value.decode() for key, value in reply.headers}
     return Response(reply.body, reply.status, headers, media_type=reply.content_type.decode())
-
-
-def error_reply(status: int, message: str) -> Reply:
-    return json_reply({"error": message}, status)
 
 
 async def read_body(receive: Receive, headers: list[tuple[bytes, bytes]], limit: int) -> bytes:
@@ -69,24 +85,34 @@ async def read_body(receive: Receive, headers: list[tuple[bytes, bytes]], limit:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+def header_dict(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """ASGI headers as a dict with lower-case names (what a transformer forwards)."""
+    return {key.decode("latin-1"): value.decode("latin-1") for key, value in headers}
+
+
+def _header_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     for key, value in headers:
-        if key == name:
-            return value
+        if key == b"inference-header-content-length":
+            try:
+                return int(value)
+            except ValueError:
+                shown = value.decode("latin-1")
+                raise InvalidInput(
+                    f"Inference-Header-Content-Length '{shown}' is not an integer"
+                ) from None
     return None
 
 
 class InferenceFastPath:
-    """POST inference answered straight from ASGI messages, skipping Starlette's routing,
-    Request and Response objects: the hot path of a model server. Everything else, and
-    every other method on these paths, goes on to the Starlette app."""
+    """Inference paths answered straight from ASGI messages, skipping Starlette's routing,
+    Request and Response objects. Everything else goes on to the Starlette app."""
 
-    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+    def __init__(self, app: ASGIApp, dataplane: DataPlane) -> None:
         self.app = app
-        self.state = state
+        self.dataplane = dataplane
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http":
             path = scope["path"]
             v2_match = _V2_INFER.match(path) if path.startswith("/v2/") else None
             v1_match = _V1_VERB.match(path) if v2_match is None else None
@@ -110,131 +136,111 @@ class InferenceFastPath:
         v2_match: re.Match[str] | None,
         v1_match: re.Match[str] | None,
     ) -> Reply:
-        state = self.state
+        if scope["method"] != "POST":
+            return json_reply(
+                {"error": f"method {scope['method']} not allowed for {scope['path']}"}, 405
+            )
+        dataplane = self.dataplane
         headers = scope["headers"]
         try:
-            body = await read_body(receive, headers, state.config.max_request_size)
-            if v2_match is not None:
-                length = _header(headers, b"inference-header-content-length")
-                return await state.v2_infer(v2_match[1], v2_match[2], body, length)
-            assert v1_match is not None
-            if v1_match[2] == "predict":
-                return await state.v1_predict(v1_match[1], body)
-            return await state.v1_explain(v1_match[1], body)
+            with dataplane.track():
+                body = await read_body(receive, headers, dataplane.config.max_request_size)
+                if v2_match is not None:
+                    return await self._v2_infer(v2_match[1], v2_match[2], body, headers)
+                assert v1_match is not None
+                doc = v2.parse_json(body)
+                if v1_match[2] == "predict":
+                    result = await dataplane.predict_v1(v1_match[1], doc, header_dict(headers))
+                else:
+                    result = await dataplane.explain_v1(v1_match[1], doc, header_dict(headers))
+                return json_reply(result)
         except ModelportError as exc:
-            log_model_error(scope["path"], exc)
-            return error_reply(exc.status, exc.message)
+            return error_reply(exc, scope["path"])
 
-
-def log_model_error(path: str, exc: ModelportError) -> None:
-    """Server-side faults are logged once, without a traceback; client errors are not."""
-    if exc.status >= 500 and not isinstance(exc, NotAvailable):
-        log.warning("request failed", extra={"path": path, "error": exc.message})
-
-
-def create_app(config: ServerConfig, repository: ModelRepository) -> Starlette:
-    """Build the ASGI app. Models load at startup (lifespan) unless already loaded."""
-    state = ServerState(config, repository)
-
-    def json_response(doc: Any, status: int = 200) -> Response:
-        return to_response(json_reply(doc, status))
-
-    async def body_of(request: Request) -> bytes:
-        return await read_body(request.receive, request.scope["headers"], config.max_request_size)
-
-    # --- health and metadata ----------------------------------------------------------
-
-    async def root(request: Request) -> Response:
-        return json_response({"status": "alive"})
-
-    async def live(request: Request) -> Response:
-        return json_response({"live": True})
-
-    async def ready(request: Request) -> Response:
-        is_ready = not state.draining and repository.all_ready()
-        return json_response({"ready": is_ready}, 200 if is_ready else 503)
-
-    async def server_metadata(request: Request) -> Response:
-        extensions = ["binary_tensor_data"]
-        if config.enable_model_repository:
-            extensions.append("model_repository")
-        return json_response(
-            {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": extensions}
+    async def _v2_infer(
+        self, name: str, version: str | None, body: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> Reply:
+        dataplane = self.dataplane
+        await dataplane.resolve(name, version)  # unknown model: 404 before any decoding
+        started = time.perf_counter()
+        request = v2.decode_request(body, _header_length(headers), dataplane.limits)
+        request.headers = header_dict(headers)
+        decoded = time.perf_counter()
+        response = await dataplane.infer(name, version, request)
+        encoding = time.perf_counter()
+        payload, json_length = v2.encode_response(
+            response, request, response.model_name, response.model_version
+        )
+        dataplane.observe_codec(name, decoded - started, time.perf_counter() - encoding)
+        if json_length is None:
+            return Reply(200, payload)
+        return Reply(
+            200,
+            payload,
+            b"application/octet-stream",
+            ((b"inference-header-content-length", str(json_length).encode()),),
         )
 
+
+def _routes(dataplane: DataPlane, config: ServerConfig) -> list[BaseRoute]:
+    """Health, metadata, repository and docs: thin calls into the data plane."""
+
+    def reply(doc: Any, status: int = 200) -> Response:
+        return to_response(json_reply(doc, status))
+
+    def model_and_version(request: Request) -> tuple[str, str | None]:
+        return request.path_params["name"], request.path_params.get("version")
+
+    async def root(request: Request) -> Response:
+        return reply({"status": "alive"})
+
+    async def live(request: Request) -> Response:
+        return reply({"live": dataplane.live()})
+
+    async def ready(request: Request) -> Response:
+        is_ready = await dataplane.ready()
+        return reply({"ready": is_ready}, 200 if is_ready else 503)
+
+    async def server_metadata(request: Request) -> Response:
+        return reply(dataplane.server_metadata())
+
     async def list_models(request: Request) -> Response:
-        return json_response({"models": repository.ready_models()})
+        return reply({"models": dataplane.model_names()})
 
     async def v1_model(request: Request) -> Response:
         name = request.path_params["name"]
-        await repository.predictor(name)
-        return json_response({"name": name, "ready": True})
+        await dataplane.resolve(name)
+        return reply({"name": name, "ready": True})
 
     async def model_metadata(request: Request) -> Response:
-        name, version = request.path_params["name"], request.path_params.get("version")
-        predictor = (await repository.predictor(name, version)).predictor
-        assert predictor is not None
-        versions = [key for key in repository.models[name].versions if key is not None]
-        return json_response(
-            {
-                "name": name,
-                "versions": versions,
-                "platform": predictor.runtime,
-                "inputs": [spec.to_dict() for spec in predictor.inputs()],
-                "outputs": [spec.to_dict() for spec in predictor.outputs()],
-            }
-        )
+        return reply(await dataplane.model_metadata(*model_and_version(request)))
 
     async def model_ready(request: Request) -> Response:
-        name, version = request.path_params["name"], request.path_params.get("version")
-        is_ready = repository.version(name, version).state is State.READY
-        return json_response({"name": name, "ready": is_ready}, 200 if is_ready else 503)
-
-    # --- inference (normally answered by the fast path; kept for completeness) ----------
-
-    async def v2_infer(request: Request) -> Response:
-        name, version = request.path_params["name"], request.path_params.get("version")
-        length = request.headers.get("inference-header-content-length")
-        return to_response(await state.v2_infer(name, version, await body_of(request), length))
-
-    async def v1_predict(request: Request) -> Response:
-        return to_response(
-            await state.v1_predict(request.path_params["name"], await body_of(request))
-        )
-
-    async def v1_explain(request: Request) -> Response:
-        return to_response(
-            await state.v1_explain(request.path_params["name"], await body_of(request))
-        )
-
-    # --- model repository extension -----------------------------------------------------
+        name, version = model_and_version(request)
+        is_ready = await dataplane.model_ready(name, version)
+        return reply({"name": name, "ready": is_ready}, 200 if is_ready else 503)
 
     async def repository_index(request: Request) -> Response:
-        return json_response(repository.index())
+        return reply(dataplane.repository_index())
 
     async def repository_load(request: Request) -> Response:
         name = request.path_params["name"]
-        await repository.load(name)
-        entry = repository.version(name)
-        if entry.state is not State.READY:
-            raise ModelportError(entry.reason or f"model '{name}' failed to load")
-        return json_response({"name": name, "load": True})
+        await dataplane.load(name)
+        return reply({"name": name, "load": True})
 
     async def repository_unload(request: Request) -> Response:
         name = request.path_params["name"]
-        await repository.unload(name)
-        return json_response({"name": name, "unload": True})
+        await dataplane.unload(name)
+        return reply({"name": name, "unload": True})
 
     async def metrics_endpoint(request: Request) -> Response:
         body, content_type = metrics_module.render()
         return Response(body, headers={"Content-Type": content_type})
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/", root),
         Route("/metrics", metrics_endpoint),
         Route("/v1/models", list_models),
-        Route("/v1/models/{name}:predict", v1_predict, methods=["POST"]),
-        Route("/v1/models/{name}:explain", v1_explain, methods=["POST"]),
         Route("/v1/models/{name}", v1_model),
         Route("/v2", server_metadata),
         Route("/v2/health/live", live),
@@ -242,10 +248,8 @@ def create_app(config: ServerConfig, repository: ModelRepository) -> Starlette:
         Route("/v2/models", list_models),
         Route("/v2/models/{name}", model_metadata),
         Route("/v2/models/{name}/ready", model_ready),
-        Route("/v2/models/{name}/infer", v2_infer, methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}", model_metadata),
         Route("/v2/models/{name}/versions/{version}/ready", model_ready),
-        Route("/v2/models/{name}/versions/{version}/infer", v2_infer, methods=["POST"]),
     ]
     if config.enable_model_repository:
         routes += [
@@ -253,6 +257,17 @@ def create_app(config: ServerConfig, repository: ModelRepository) -> Starlette:
             Route("/v2/repository/models/{name}/load", repository_load, methods=["POST"]),
             Route("/v2/repository/models/{name}/unload", repository_unload, methods=["POST"]),
         ]
+    if config.enable_docs_url:
+        routes += openapi.routes(config)
+    return routes
+
+
+def create_app(
+    config: ServerConfig, repository: ModelRepository, dataplane: DataPlane | None = None
+) -> Starlette:
+    """Build the ASGI app over `dataplane` (one is made when not given). Models load at
+    startup (lifespan) unless already loaded."""
+    plane = dataplane or DataPlane(config, repository)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -260,26 +275,25 @@ def create_app(config: ServerConfig, repository: ModelRepository) -> Starlette:
             repository.discover()
         if not repository.ready_models():
             await repository.load_all()
-        state.metrics.loaded_models.set(len(repository.ready_models()))
+        plane.metrics.loaded_models.set(len(repository.ready_models()))
         yield
-        state.pool.shutdown()
+        plane.shutdown()
 
     app = Starlette(
-        routes=routes,
+        routes=_routes(plane, config),
         lifespan=lifespan,
         exception_handlers={ModelportError: _modelport_error, HTTPException: _http_error},
     )
-    app.state.server = state
-    # Outermost first: observability sees every request, the fast path the POST inference.
-    app.add_middleware(InferenceFastPath, state=state)
-    app.add_middleware(ObservabilityMiddleware, state=state)
+    app.state.dataplane = plane
+    # Outermost first: observability sees every request, the fast path the inference.
+    app.add_middleware(InferenceFastPath, dataplane=plane)
+    app.add_middleware(ObservabilityMiddleware, dataplane=plane)
     return app
 
 
 async def _modelport_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ModelportError)
-    log_model_error(request.url.path, exc)
-    return to_response(error_reply(exc.status, exc.message))
+    return to_response(error_reply(exc, request.url.path))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -290,4 +304,4 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = f"method {request.method} not allowed for {request.url.path}"
     else:
         message = str(exc.detail)
-    return to_response(error_reply(exc.status_code, message))
+    return to_response(json_reply({"error": message}, exc.status_code))

@@ -14,14 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import numpy as np
 
 from modelport.base.messages import InferRequest, InferResponse, Tensor
-from modelport.base.model import Predictor
-from modelport.base.pool import PredictPool
 
 log = logging.getLogger("modelport.batching")
 # (request, its batch key, the future its caller awaits)
@@ -29,6 +27,9 @@ Pending = tuple[InferRequest, Hashable, "asyncio.Future[InferResponse]"]
 # Input parameters that describe the transport, not the tensor: requests differing only in
 # these still merge (a binary input's byte count follows its row count).
 _TRANSPORT_PARAMETERS = ("binary_data_size",)
+# How the batcher calls its model: `call(request, alone)`, where `alone` says that no other
+# request waits (the runner may then predict on the event loop).
+ModelCall = Callable[[InferRequest, bool], Awaitable[InferResponse]]
 
 
 def batch_key(request: InferRequest) -> Hashable | None:
@@ -64,7 +65,7 @@ def merge(requests: list[InferRequest]) -> InferRequest:
         )
         for i, tensor in enumerate(first.inputs)
     ]
-    return InferRequest(inputs, None, first.parameters, first.outputs)
+    return InferRequest(inputs, None, first.parameters, first.outputs, first.headers)
 
 
 def split(response: InferResponse, rows: list[int]) -> list[InferResponse] | None:
@@ -90,11 +91,8 @@ def split(response: InferResponse, rows: list[int]) -> list[InferResponse] | Non
 class Batcher:
     """The batching queue of one loaded predictor."""
 
-    def __init__(
-        self, predictor: Predictor, pool: PredictPool, max_size: int, max_time: float
-    ) -> None:
-        self.predictor = predictor
-        self.pool = pool
+    def __init__(self, call: ModelCall, max_size: int, max_time: float) -> None:
+        self.call = call
         self.max_size = max_size
         self.max_time = max_time
         self.pending: deque[Pending] = deque()
@@ -108,13 +106,13 @@ class Batcher:
             # Idle model: this request is its own batch, with no queueing cost.
             self.busy = True
             try:
-                return await self.pool.run(self.predictor.infer, request)
+                return await self.call(request, True)
             finally:
                 self.busy = False
                 self._schedule()
         key = batch_key(request)
         if key is None:
-            return await self.pool.run(self.predictor.infer, request)
+            return await self.call(request, False)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[InferResponse] = loop.create_future()
         if not self.pending:
@@ -136,7 +134,13 @@ class Batcher:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        batch = [self.pending.popleft() for _ in range(min(self.max_size, len(self.pending)))]
+        batch: list[Pending] = []
+        while self.pending and len(batch) < self.max_size:
+            pending = self.pending.popleft()
+            if not pending[2].done():  # its caller gave up (disconnect, deadline): skip it
+                batch.append(pending)
+        if not batch:
+            return
         if self.pending:
             self.first_arrival = loop.time()
         self.busy = True
@@ -184,7 +188,7 @@ class Batcher:
             _settle(future, result)
 
     async def _call(self, request: InferRequest) -> InferResponse:
-        return await self.pool.run(self.predictor.infer, request)
+        return await self.call(request, False)
 
 
 def _settle(

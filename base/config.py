@@ -39,16 +39,27 @@ def _size(text: str) -> int:
 class ServerConfig:
     """Everything the server needs to start; runtime-specific flags land in `runtime_options`."""
 
+    @property
+    def grpc_limits(self) -> tuple[int, int]:
+        """(send, receive) message caps: one request-size limit for both transports."""
+        send = self.grpc_max_send_message_length or self.max_request_size
+        receive = self.grpc_max_receive_message_length or self.max_request_size
+        return send, receive
+
     model_name: str = "model"
     model_dir: str = "/mnt/models"
     model_file: str | None = None
     http_port: int = 8080
     grpc_port: int = 8081
+    enable_grpc: bool = True
+    grpc_max_send_message_length: int | None = None
+    grpc_max_receive_message_length: int | None = None
+    enable_docs_url: bool = True
     host: str = "0.0.0.0"
     workers: int = 1
     log_level: str = "info"
     access_log: bool = True
-    max_request_size: int = 64 << 20
+    max_request_size: int = 128 << 20
     max_inputs: int = 128
     max_tensor_elements: int = 64 << 20
     predict_threads: int = 4
@@ -58,6 +69,9 @@ class ServerConfig:
     graceful_shutdown_timeout: float = 30.0
     max_batch_size: int | None = None
     max_batch_time: float = 0.0
+    request_timeout: float = 0.0
+    max_queued_requests: int = 1024
+    inline_predict_limit: float = 0.001
     runtime_options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -67,7 +81,19 @@ _FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("model_dir", str, "local directory (or storage URI) holding the model(s)"),
     ("model_file", str, "model file to load when model_dir holds several candidates"),
     ("http_port", int, "REST port"),
-    ("grpc_port", int, "gRPC port (accepted for KServe compatibility)"),
+    ("grpc_port", int, "gRPC port (Open Inference Protocol, grpc-v2)"),
+    ("enable_grpc", _bool, "serve gRPC on --grpc_port (true/false; bare flag: true)"),
+    (
+        "grpc_max_send_message_length",
+        _size,
+        "largest gRPC message sent (default: --max_request_size)",
+    ),
+    (
+        "grpc_max_receive_message_length",
+        _size,
+        "largest gRPC message received (default: --max_request_size)",
+    ),
+    ("enable_docs_url", _bool, "serve /docs (Swagger UI) and /openapi.json (true/false)"),
     ("host", str, "address to bind"),
     ("workers", int, "server processes sharing the port, each with its own models"),
     ("log_level", str, "debug, info, warning or error"),
@@ -91,6 +117,22 @@ _FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
         "adaptive batching: most requests merged into one predict (1: off; default: the runtime's)",
     ),
     ("max_batch_time", float, "adaptive batching: seconds to wait for a batch to fill"),
+    (
+        "request_timeout",
+        float,
+        "seconds a request's work may take before it is answered 504 (0: no limit)",
+    ),
+    (
+        "max_queued_requests",
+        int,
+        "requests waiting for (or in) one model before more are answered 503 (0: no limit)",
+    ),
+    (
+        "inline_predict_limit",
+        float,
+        "predicts measured below this many seconds run on the event loop when the model is "
+        "otherwise idle (0: always on the predict pool)",
+    ),
 ]
 
 RuntimeArguments = Callable[[argparse.ArgumentParser], None]
@@ -104,8 +146,10 @@ def build_parser(
     defaults = ServerConfig()
     for name, kind, text in _FLAGS:
         default = getattr(defaults, name)
+        # KServe passes boolean flags bare (`--enable_grpc`) as well as with a value.
+        bare = {"nargs": "?", "const": True} if kind is _bool else {}
         parser.add_argument(
-            f"--{name}", type=kind, default=default, help=f"{text} (default: {default})"
+            f"--{name}", type=kind, default=default, help=f"{text} (default: {default})", **bare
         )
     if add_runtime_arguments is not None:
         group = parser.add_argument_group("runtime options")
@@ -139,6 +183,10 @@ def _check(parser: argparse.ArgumentParser, config: ServerConfig) -> None:
         parser.error("--workers must be at least 1")
     if config.predict_threads < 0:
         parser.error("--predict_threads must be 0 (predict on the event loop) or more")
+    if config.request_timeout < 0 or config.max_queued_requests < 0:
+        parser.error("--request_timeout and --max_queued_requests must not be negative")
+    if config.inline_predict_limit < 0:
+        parser.error("--inline_predict_limit must not be negative")
     if config.max_batch_size is not None and config.max_batch_size < 1:
         parser.error("--max_batch_size must be at least 1")
     if config.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):

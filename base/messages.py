@@ -51,6 +51,9 @@ class InferRequest:
     id: str | None = None
     parameters: Parameters = field(default_factory=dict)
     outputs: list[RequestedOutput] = field(default_factory=list)
+    # The incoming request's headers (lower-case names) or gRPC metadata, for components
+    # that forward them (transformers); never written to the wire.
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def content_type(self) -> str | None:
@@ -69,6 +72,9 @@ class InferResponse:
     outputs: list[Tensor]
     id: str | None = None
     parameters: Parameters = field(default_factory=dict)
+    # Set by the data plane: the model and version that answered.
+    model_name: str = ""
+    model_version: str | None = None
 
 
 @dataclass(slots=True)

@@ -36,14 +36,14 @@ class Metrics:
     requests: Counter = field(
         default_factory=lambda: Counter(
             "modelport_requests",
-            "HTTP requests by model, protocol, endpoint and status code",
+            "Requests (HTTP and gRPC) by model, protocol, endpoint and status code",
             ["model", "protocol", "endpoint", "status"],
         )
     )
     latency: Histogram = field(
         default_factory=lambda: Histogram(
             "modelport_request_duration_seconds",
-            "HTTP request latency by model, protocol, endpoint and status code",
+            "Request latency (HTTP and gRPC) by model, protocol, endpoint and status code",
             ["model", "protocol", "endpoint", "status"],
             buckets=_BUCKETS,
         )
@@ -66,11 +66,12 @@ class Metrics:
         )
     )
 
-    series: dict[tuple[str, str, str, int], tuple[Any, Any]] = field(default_factory=dict)
+    series: dict[tuple[str, str, str, int | str], tuple[Any, Any]] = field(default_factory=dict)
 
     def observe_request(
-        self, model: str, protocol: str, endpoint: str, status: int, seconds: float
+        self, model: str, protocol: str, endpoint: str, status: int | str, seconds: float
     ) -> None:
+        """One answered request; `status` is the HTTP status or the gRPC code name."""
         key = (model, protocol, endpoint, status)
         children = self.series.get(key)
         if children is None:  # labelling costs microseconds: do it once per series

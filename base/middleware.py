@@ -1,8 +1,9 @@
 """Per-request observability as one pure-ASGI layer: request id, metrics, access log.
 
 It also turns an unexpected exception into a 500 `{"error": ...}` without a traceback per
-request (Starlette's error middleware would re-raise it to the server's logger), and counts
-inference requests in flight so a graceful shutdown knows when it may exit.
+request (Starlette's error middleware would re-raise it to the server's logger), and while the
+server drains it answers with `Connection: close`, so keep-alive clients open a new
+connection (to another replica) instead of writing onto one about to close.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from modelport.base.logs import AccessLog
 
 if TYPE_CHECKING:
-    from modelport.base.service import ServerState
+    from modelport.base.dataplane import DataPlane
 
 error_log = logging.getLogger("modelport.server")
 _REQUEST_ID = b"x-request-id"
+_CLOSE = (b"connection", b"close")
 
 
 def classify(path: str) -> tuple[str, str, str]:
@@ -44,9 +46,9 @@ def classify(path: str) -> tuple[str, str, str]:
 
 
 class ObservabilityMiddleware:
-    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+    def __init__(self, app: ASGIApp, dataplane: DataPlane) -> None:
         self.app = app
-        self.state = state
+        self.dataplane = dataplane
         self.access_log = AccessLog()
         self.access = self.access_log.enabled
 
@@ -55,7 +57,8 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _header(scope, _REQUEST_ID) or self.state.new_request_id()
+        dataplane = self.dataplane
+        request_id = _header(scope, _REQUEST_ID) or dataplane.new_request_id()
         id_header = (_REQUEST_ID, request_id.encode("latin-1"))
         status = 500
         response_started = False
@@ -65,14 +68,14 @@ class ObservabilityMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                message["headers"] = [*message.get("headers", []), id_header]
+                headers = [*message.get("headers", []), id_header]
+                if dataplane.draining:
+                    headers.append(_CLOSE)
+                message["headers"] = headers
             await send(message)
 
         path: str = scope["path"]
         model, protocol, endpoint = classify(path)
-        counted = endpoint in ("infer", "predict", "explain")
-        if counted:
-            self.state.in_flight += 1
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:
@@ -97,11 +100,9 @@ class ObservabilityMiddleware:
                 )
                 await send({"type": "http.response.body", "body": body})
         finally:
-            if counted:
-                self.state.in_flight -= 1
             elapsed = time.perf_counter() - started
             if endpoint != "other":
-                self.state.metrics.observe_request(model, protocol, endpoint, status, elapsed)
+                dataplane.metrics.observe_request(model, protocol, endpoint, status, elapsed)
             if self.access:
                 self.access_log.write(
                     {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -52,7 +52,9 @@ class ModelSettings:
 
 
 class Predictor(ABC):
-    """One loaded model. `load` and `infer` are blocking: the server runs them in threads."""
+    """One loaded model. `load` is blocking and runs in a thread. `infer` and `explain` are
+    either blocking (run on the predict pool, or inline when measured cheap) or `async def`
+    (awaited on the event loop: for predictors that wait on another service)."""
 
     runtime: ClassVar[str] = ""
     # Adaptive batching when neither the flag nor model-settings.json sets it: only
@@ -86,11 +88,20 @@ class Predictor(ABC):
         """Load the model from `settings.model_dir`; raise to fail loudly."""
 
     @abstractmethod
-    def infer(self, request: InferRequest) -> InferResponse:
+    def infer(self, request: InferRequest) -> InferResponse | Awaitable[InferResponse]:
         """Run one (possibly batched) inference."""
 
     def unload(self) -> None:
         """Release resources; the default relies on garbage collection."""
+
+    def is_ready(self) -> bool | Awaitable[bool]:
+        """Whether this loaded model can serve now; components that depend on another
+        service (a transformer's predictor) override it."""
+        return True
+
+    def metadata_parameters(self) -> dict[str, Any]:
+        """Extra `parameters` for the V2 model metadata (e.g. which engine serves)."""
+        return {}
 
     def inputs(self) -> list[TensorSpec]:
         """Input tensors for V2 metadata, when the framework knows them."""
@@ -108,7 +119,7 @@ class Predictor(ABC):
         """InferResponse to a V1 body."""
         return v1.encode_response(response)
 
-    def explain(self, request: InferRequest) -> dict[str, Any]:
+    def explain(self, request: InferRequest) -> dict[str, Any] | Awaitable[dict[str, Any]]:
         """Per-instance explanations; models without an explainer say so with a 501."""
         raise NotAvailable(f"model '{self.name}' has no explainer")
 

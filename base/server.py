@@ -23,29 +23,51 @@ import tempfile
 import time
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
 from modelport.base import logs
 from modelport.base.app import create_app
 from modelport.base.config import ServerConfig, parse_config
+from modelport.base.dataplane import DataPlane
 from modelport.base.errors import ModelportError
 from modelport.base.model import Predictor
 from modelport.base.repository import ModelRepository
-from modelport.base.service import ServerState
 
 log = logging.getLogger("modelport.server")
 _URI_SCHEMES = ("s3://", "gs://", "http://", "https://", "pvc://", "file://")
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn.Server whose first SIGTERM/SIGINT drains instead of stopping at once."""
+    """uvicorn.Server that also serves gRPC, and whose first SIGTERM/SIGINT drains both
+    transports instead of stopping at once."""
 
-    def __init__(self, config: uvicorn.Config, state: ServerState, grace: float) -> None:
+    def __init__(self, config: uvicorn.Config, state: DataPlane, grace: float) -> None:
         super().__init__(config)
         self.state = state
         self.grace = grace
         self.deadline = 0.0
+        self.grpc: Any = None
+        self.failed = False
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.state.config.enable_grpc and not self.should_exit:
+            from modelport.base.grpc.server import start_grpc
+
+            try:
+                self.grpc = await start_grpc(self.state)
+            except ModelportError as exc:
+                log.error("grpc failed to start", extra={"error": exc.message})
+                print(f"error: {exc.message}", file=sys.stderr)
+                self.failed = True
+                self.should_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.grpc is not None:  # in-flight calls were drained with the HTTP ones
+            await self.grpc.stop(grace=max(self.deadline - time.monotonic(), 0.5))
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.state.draining:  # a second signal: stop now
@@ -96,9 +118,9 @@ def serve(config: ServerConfig, runtime: type[Predictor], sock: socket.socket | 
         timeout_graceful_shutdown=int(config.graceful_shutdown_timeout) or None,
         server_header=False,
     )
-    server = DrainingServer(uvicorn_config, app.state.server, config.graceful_shutdown_timeout)
+    server = DrainingServer(uvicorn_config, app.state.dataplane, config.graceful_shutdown_timeout)
     server.run(sockets=[sock] if sock is not None else None)
-    return 0
+    return 1 if server.failed else 0
 
 
 def _worker(config: ServerConfig, runtime: type[Predictor], sock: socket.socket) -> None:

@@ -55,6 +55,7 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    grpc_port: int = 0
     client: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
@@ -108,6 +109,7 @@ def start_server(
 ) -> ServerProcess:
     """Start a runtime's server process; wait for readiness unless `wait=False`."""
     port = free_port()
+    grpc_port = free_port()
     log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - the server process owns it
         prefix=f"modelport-{runtime}-", suffix=".log", delete=False
     )
@@ -117,6 +119,7 @@ def start_server(
         f"modelport.runtimes.{runtime}",
         f"--model_dir={model_dir}",
         f"--http_port={port}",
+        f"--grpc_port={grpc_port}",
         "--host=127.0.0.1",
         *flags,
     ]
@@ -126,7 +129,7 @@ def start_server(
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
     )
-    server = ServerProcess(process, port, Path(log_file.name))
+    server = ServerProcess(process, port, Path(log_file.name), grpc_port)
     if wait:
         server.wait_ready(timeout)
     return server

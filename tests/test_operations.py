@@ -157,6 +157,7 @@ def test_worker_failing_to_load_stops_the_server(tmp_path):
             f"--model_dir={tmp_path}",
             "--workers=2",
             "--http_port=0",
+            "--grpc_port=0",
         ],
         capture_output=True,
         text=True,

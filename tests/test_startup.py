@@ -13,7 +13,14 @@ from tests.servers import start_server
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "modelport.runtimes.sklearn", "--http_port=0", *args],
+        [
+            sys.executable,
+            "-m",
+            "modelport.runtimes.sklearn",
+            "--http_port=0",
+            "--grpc_port=0",
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -36,6 +36,13 @@ class Limits:
     max_tensor_elements: int = 64 * 1024 * 1024
 
 
+def flag(value: Any) -> bool:
+    """A boolean parameter as the OIP allows it: a JSON boolean, or "true"/"false" text."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
 def parse_json(raw: bytes | memoryview, what: str = "request body") -> Any:
     """orjson.loads with the client's mistake reported as a 400 naming the position."""
     try:
@@ -52,7 +59,8 @@ def _as_dict(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def _shape(name: str, shape: Any, limits: Limits) -> tuple[int, ...]:
+def check_shape(name: str, shape: Any, limits: Limits) -> tuple[int, ...]:
+    """A client's shape, checked before anything is allocated."""
     if not isinstance(shape, list) or not all(
         isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape
     ):
@@ -140,8 +148,9 @@ def _kind_fits(kind: str, dtype: np.dtype) -> bool:
     return kind in "iuf"
 
 
-def _from_binary(name: str, datatype: str, shape: tuple[int, ...], raw: memoryview) -> np.ndarray:
-    """View raw little-endian bytes as an array (zero-copy) or split BYTES elements."""
+def decode_binary(name: str, datatype: str, shape: tuple[int, ...], raw: memoryview) -> np.ndarray:
+    """Raw little-endian tensor bytes (REST binary extension, gRPC raw contents) as an array
+    (zero-copy), or BYTES elements split."""
     if datatype == "BYTES":
         array = deserialize_bytes(raw, name)
         if array.size != math.prod(shape):
@@ -224,7 +233,7 @@ def decode_request(body: bytes, header_length: int | None, limits: Limits) -> In
             to_numpy(datatype)  # raises the uniform unsupported-datatype error
         if "shape" not in item:
             raise InvalidInput(f"input '{name}': missing 'shape'")
-        shape = _shape(name, item["shape"], limits)
+        shape = check_shape(name, item["shape"], limits)
         parameters = _as_dict(item.get("parameters"), f"input '{name}': 'parameters'")
         size = parameters.get("binary_data_size")
         if size is not None:
@@ -232,7 +241,7 @@ def decode_request(body: bytes, header_length: int | None, limits: Limits) -> In
                 raise InvalidInput(
                     f"input '{name}': binary_data_size {size} exceeds the binary data sent"
                 )
-            data = _from_binary(name, datatype, shape, tail[offset : offset + size])
+            data = decode_binary(name, datatype, shape, tail[offset : offset + size])
             offset += size
         elif "data" in item:
             data = _from_json(name, datatype, shape, item["data"])
@@ -275,12 +284,12 @@ def encode_response(
     model_version: str | None,
 ) -> tuple[bytes, int | None]:
     """Encode outputs as JSON, appending binary ones; returns (body, json header length)."""
-    binary_default = bool(request.parameters.get("binary_data_output", False))
+    binary_default = flag(request.parameters.get("binary_data_output", False))
     wants = {output.name: output.parameters for output in request.outputs}
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for tensor in response.outputs:
-        binary = bool(wants.get(tensor.name, {}).get("binary_data", binary_default))
+        binary = flag(wants.get(tensor.name, {}).get("binary_data", binary_default))
         entry: dict[str, Any] = {
             "name": tensor.name,
             "datatype": tensor.datatype,
@@ -288,7 +297,7 @@ def encode_response(
         }
         parameters = dict(tensor.parameters)
         if binary:
-            blob = _to_binary(tensor)
+            blob = encode_binary(tensor)
             parameters["binary_data_size"] = len(blob)
             blobs.append(blob)
         else:
@@ -310,7 +319,8 @@ def encode_response(
     return b"".join([header, *blobs]), len(header)
 
 
-def _to_binary(tensor: Tensor) -> bytes:
+def encode_binary(tensor: Tensor) -> bytes:
+    """A tensor as raw little-endian bytes (BYTES: length-prefixed elements)."""
     if tensor.datatype == "BYTES":
         return serialize_bytes(tensor.data)
     return np.ascontiguousarray(tensor.data).astype(tensor.data.dtype.newbyteorder("<")).tobytes()

@@ -1,0 +1,103 @@
+"""How one loaded predictor's calls run: batched or not, on a pool thread or on the loop.
+
+- Async predictors (`async def infer`, e.g. transformers waiting on a remote predictor) are
+  awaited on the event loop and never take a pool thread.
+- Blocking predictors run on the predict pool, except calls measured to be cheap: once a
+  predict costs microseconds, the hop to a pool thread is most of the request's cost. A call
+  runs inline when this predictor's recent calls of a similar row count took at most
+  `inline_limit` seconds and nothing else is waiting for the model (its batcher is idle), so
+  health checks wait at most about that long and concurrent load still overlaps with predicts.
+  Calls of a row count never seen run on the pool first, so a slow model or a huge request
+  never blocks the loop.
+- `max_queued` bounds the requests waiting for (or in) this model: beyond it, 503.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Awaitable
+from typing import Any, cast
+
+from modelport.base.batching import Batcher
+from modelport.base.errors import Overloaded
+from modelport.base.messages import InferRequest, InferResponse
+from modelport.base.model import Predictor
+from modelport.base.pool import PredictPool
+
+# Exponential moving average weight of the newest measurement.
+_EWMA = 0.2
+
+
+def _row_bucket(request: InferRequest) -> int:
+    """Row counts grouped by powers of two (cost grows with rows, roughly linearly)."""
+    if not request.inputs:
+        return 0
+    data = request.inputs[0].data
+    rows = data.shape[0] if data.ndim else 1
+    return max(rows, 1).bit_length()
+
+
+class ModelRunner:
+    """The call path of one predictor (see the module docstring)."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        pool: PredictPool,
+        *,
+        batch_size: int,
+        batch_time: float,
+        max_queued: int,
+        inline_limit: float,
+    ) -> None:
+        self.predictor = predictor
+        self.pool = pool
+        self.is_async = inspect.iscoroutinefunction(predictor.infer)
+        self.max_queued = max_queued
+        self.inline_limit = inline_limit if pool.threads else 0.0
+        self.batcher = Batcher(self._call, batch_size, batch_time) if batch_size > 1 else None
+        self.active = 0  # requests waiting for or inside this model
+        self.costs: dict[int, float] = {}  # row bucket -> seconds per predict (EWMA)
+
+    async def run(self, request: InferRequest) -> InferResponse:
+        if self.max_queued and self.active >= self.max_queued:
+            raise Overloaded(
+                f"model '{self.predictor.name}' has {self.active} requests queued "
+                f"(--max_queued_requests={self.max_queued}); retry later"
+            )
+        self.active += 1
+        try:
+            if self.batcher is not None:
+                return await self.batcher.submit(request)
+            return await self._call(request, self.active == 1)
+        finally:
+            self.active -= 1
+
+    async def _call(self, request: InferRequest, alone: bool) -> InferResponse:
+        """One predictor call; `alone` says nothing else waits for this model."""
+        if self.is_async:
+            return await cast("Awaitable[InferResponse]", self.predictor.infer(request))
+        bucket = _row_bucket(request)
+        if alone and self.inline_limit:
+            cost = self.costs.get(bucket)
+            if cost is not None and cost <= self.inline_limit:
+                return self._timed((request, bucket))
+        return await self.pool.run(self._timed, (request, bucket))
+
+    def _timed(self, job: tuple[InferRequest, int]) -> InferResponse:
+        """Predict and learn what a call of this size costs (runs on either side)."""
+        request, bucket = job
+        started = time.perf_counter()
+        result = cast(InferResponse, self.predictor.infer(request))
+        elapsed = time.perf_counter() - started
+        previous = self.costs.get(bucket)
+        self.costs[bucket] = (
+            elapsed if previous is None else previous + _EWMA * (elapsed - previous)
+        )
+        return result
+
+    @property
+    def inline_buckets(self) -> list[Any]:
+        """Row buckets currently cheap enough to run inline (for tests and debugging)."""
+        return sorted(b for b, cost in self.costs.items() if cost <= self.inline_limit)
