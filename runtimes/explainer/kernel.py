@@ -32,7 +32,7 @@ class ReplayMismatch(RuntimeError):
     """The second pass asked about rows the first pass did not record (a shap change)."""
 
 
-class _Planning(shap.KernelExplainer):  # type: ignore[misc]
+class _Planning(shap.KernelExplainer):
     """KernelExplainer that skips the regression (its model answers zeros in pass 1)."""
 
     def solve(self, fraction_evaluated: float, dim: int) -> tuple[np.ndarray, np.ndarray]:
