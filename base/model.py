@@ -62,6 +62,9 @@ class Predictor(ABC):
     default_max_batch_size: ClassVar[int] = 1
     # Model file suffixes this runtime loads (lower case, with the dot).
     extensions: ClassVar[tuple[str, ...]] = ()
+    # False for components without artifacts (a transformer): the server then hosts one
+    # model named --model_name whatever --model_dir holds.
+    needs_model_dir: ClassVar[bool] = True
 
     def __init__(self, settings: ModelSettings) -> None:
         self.settings = settings

@@ -107,6 +107,11 @@ class ModelRepository:
 
     def discover(self) -> None:
         """Find the models under the root (no loading). Raises when there are none."""
+        if not self.runtime.needs_model_dir:
+            settings = self._settings(self.config.model_name, self.root, None)
+            entry = ModelVersion(settings, self.runtime)
+            self.models = {settings.name: Model(settings.name, self.root, {None: entry})}
+            return
         if not self.root.is_dir():
             raise ModelLoadError(f"model directory '{self.root}' does not exist")
         if self._is_model_dir(self.root):

@@ -123,9 +123,9 @@ def decode_response(body: bytes, header_length: int | None) -> InferResponse:
             raise InvalidInput(f"output '{name}' has neither 'data' nor binary_data_size")
         outputs.append(Tensor(name, data, datatype, parameters))
     response_id = doc.get("id")
-    parameters = doc.get("parameters")
+    extra = doc.get("parameters")
     return InferResponse(
         outputs=outputs,
         id=None if response_id is None else str(response_id),
-        parameters=dict(parameters) if isinstance(parameters, dict) else {},
+        parameters=dict(extra) if isinstance(extra, dict) else {},
     )
