@@ -50,7 +50,7 @@ def encode_request(request: InferRequest, binary_outputs: bool = True) -> tuple[
         # A size carried over from the request this one was built from is stale.
         parameters = {k: v for k, v in tensor.parameters.items() if k != "binary_data_size"}
         if _binary(tensor):
-            blob = v2._to_binary(tensor)
+            blob = v2.encode_binary(tensor)
             parameters["binary_data_size"] = len(blob)
             blobs.append(blob)
         else:
@@ -108,14 +108,14 @@ def decode_response(body: bytes, header_length: int | None) -> InferResponse:
         name, datatype = item["name"], item.get("datatype")
         if not isinstance(datatype, str):
             raise InvalidInput(f"output '{name}' has no 'datatype'")
-        shape = v2._shape(name, item.get("shape"), _RESPONSE_LIMITS)
+        shape = v2.check_shape(name, item.get("shape"), _RESPONSE_LIMITS)
         parameters = dict(item.get("parameters") or {})
         size = parameters.pop("binary_data_size", None)
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(tail):
                 raise InvalidInput(f"output '{name}': binary_data_size {size} overruns the body")
             # A copy: the caller may keep the tensor after the body is gone, and may write.
-            data = v2._from_binary(name, datatype, shape, tail[offset : offset + size]).copy()
+            data = v2.decode_binary(name, datatype, shape, tail[offset : offset + size]).copy()
             offset += size
         elif "data" in item:
             data = v2._from_json(name, datatype, shape, item["data"])
