@@ -14,6 +14,7 @@ included) waiting while one runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -64,9 +65,21 @@ def _run(
     try:
         result = function(argument)
     except BaseException as exc:
-        loop.call_soon_threadsafe(_settle, future, None, exc)
+        _post(loop, future, None, exc)
     else:
-        loop.call_soon_threadsafe(_settle, future, result, None)
+        _post(loop, future, result, None)
+
+
+def _post(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[Any],
+    result: Any,
+    exc: BaseException | None,
+) -> None:
+    if loop.is_closed():  # the server stopped while this job ran: nobody awaits it
+        return
+    with contextlib.suppress(RuntimeError):  # closed between the check and the call
+        loop.call_soon_threadsafe(_settle, future, result, exc)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:

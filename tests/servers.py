@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,25 +22,50 @@ def triton_infer(
     model: str,
     inputs: list[tuple[str, Any, str, bool]],
     outputs: dict[str, bool] | None = None,
+    protocol: str = "http",
     **options: Any,
 ) -> Any:
-    """One infer call through Triton's HTTP client (the binary tensor extension's reference
-    implementation): inputs as (name, array, datatype, binary), outputs as {name: binary}."""
-    import tritonclient.http as httpclient
+    """One infer call through Triton's client (the reference client of the binary tensor
+    extension, and of OIP gRPC with `protocol="grpc"`): inputs as (name, array, datatype,
+    binary), outputs as {name: binary}. gRPC always carries tensors raw."""
+    if protocol == "grpc":
+        import tritonclient.grpc as client_module
 
-    client = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+        client: Any = client_module.InferenceServerClient(url=f"127.0.0.1:{server.grpc_port}")
+    else:
+        import tritonclient.http as client_module  # type: ignore[no-redef]
+
+        client = client_module.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+    binary_args = (lambda binary: {"binary_data": binary}) if protocol == "http" else (lambda _: {})
     try:
         tensors = []
         for name, array, datatype, binary in inputs:
-            tensor = httpclient.InferInput(name, list(array.shape), datatype)
-            tensor.set_data_from_numpy(array, binary_data=binary)
+            tensor = client_module.InferInput(name, list(array.shape), datatype)
+            tensor.set_data_from_numpy(array, **binary_args(binary))
             tensors.append(tensor)
         wanted = None
         if outputs is not None:
-            wanted = [httpclient.InferRequestedOutput(n, binary_data=b) for n, b in outputs.items()]
+            wanted = [
+                client_module.InferRequestedOutput(n, **binary_args(b)) for n, b in outputs.items()
+            ]
         return client.infer(model, tensors, outputs=wanted, **options)
     finally:
         client.close()
+
+
+def output_datatype(result: Any, name: str) -> str:
+    """An output's datatype from either client's result (HTTP: a dict; gRPC: a message)."""
+    output = result.get_output(name)
+    return str(output["datatype"] if isinstance(output, dict) else output.datatype)
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30.0, every: float = 0.05) -> None:
+    """Poll `condition` until it is true: synchronise on a state, never on a sleep."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout} s: {condition}")
+        time.sleep(every)
 
 
 def free_port() -> int:

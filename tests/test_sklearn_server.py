@@ -9,7 +9,7 @@ import pytest
 import tritonclient.http as triton
 
 from tests.models import IRIS_ROWS, adult_pipeline, iris_logistic
-from tests.servers import start_server
+from tests.servers import start_server, triton_infer
 
 V2_IRIS = {
     "inputs": [
@@ -109,6 +109,14 @@ def test_x_request_id_is_echoed(iris):
     response = iris.get("/v2/health/ready", headers={"x-request-id": "abc-123"})
     assert response.headers["x-request-id"] == "abc-123"
     assert iris.get("/v2/health/live").headers["x-request-id"]
+
+
+def test_grpc_infer_with_requested_outputs(iris):
+    rows = np.array(IRIS_ROWS, dtype=np.float32)
+    wanted = {"predict": True, "predict_proba": True}
+    result = triton_infer(iris, "iris", [("input-0", rows, "FP32", True)], wanted, "grpc")
+    assert result.as_numpy("predict").tolist() == [1, 1]
+    assert result.as_numpy("predict_proba").shape == (2, 3)
 
 
 @pytest.mark.parametrize("binary", [False, True])

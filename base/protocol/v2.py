@@ -28,6 +28,10 @@ _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _BINARY_ONLY = {"BF16": np.dtype(np.uint16)}
 
 
+# numpy's limit on dimensions.
+MAX_RANK = 64
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Caps checked before anything large is allocated."""
@@ -65,7 +69,14 @@ def check_shape(name: str, shape: Any, limits: Limits) -> tuple[int, ...]:
         isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape
     ):
         raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers")
-    if math.prod(shape) > limits.max_tensor_elements:
+    if len(shape) > MAX_RANK:
+        raise InvalidInput(
+            f"input '{name}': shape has {len(shape)} dimensions (at most {MAX_RANK})"
+        )
+    # Each dimension on its own too: [2**63, 0] has no elements but cannot be allocated.
+    if math.prod(shape) > limits.max_tensor_elements or any(
+        dim > limits.max_tensor_elements for dim in shape
+    ):
         raise InvalidInput(
             f"input '{name}': shape {shape} has more than {limits.max_tensor_elements} elements"
         )

@@ -309,14 +309,15 @@ def test_v2_params_from_request_parameters(server: ServerProcess) -> None:
     assert got["outputs"][0]["data"] == ["p?", "q?"]
 
 
-def test_tritonclient_round_trip(server: ServerProcess, models) -> None:
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_tritonclient_round_trip(server: ServerProcess, models, protocol: str) -> None:
     rows = wine_rows(4)
     columns = [(name, rows[name].to_numpy(), "FP64", True) for name in WINE_COLUMNS]
-    result = triton_infer(server, "wine", columns, {"output-0": True})
+    result = triton_infer(server, "wine", columns, {"output-0": True}, protocol)
     np.testing.assert_allclose(result.as_numpy("output-0"), models["wine"].predict(rows))
 
     features = rows.to_numpy(np.float32)[:, :4]
-    result = triton_infer(server, "xgb", [("input-0", features, "FP32", True)])
+    result = triton_infer(server, "xgb", [("input-0", features, "FP32", True)], None, protocol)
     got = result.as_numpy("output-0")
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, models["booster"].predict(features), rtol=1e-6)
@@ -325,7 +326,9 @@ def test_tritonclient_round_trip(server: ServerProcess, models) -> None:
         ("x", np.array([1.0, 3.0]), "FP64", False),
         ("label", np.array([b"u", b"v"], dtype=object), "BYTES", True),
     ]
-    result = triton_infer(server, "scaler", inputs, {"tag": True}, parameters={"suffix": "-ok"})
+    result = triton_infer(
+        server, "scaler", inputs, {"tag": True}, protocol, parameters={"suffix": "-ok"}
+    )
     assert result.as_numpy("tag").tolist() == [b"u-ok", b"v-ok"]
 
 

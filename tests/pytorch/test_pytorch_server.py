@@ -10,7 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from tests.servers import ServerProcess, start_server, triton_infer
+from tests.servers import ServerProcess, output_datatype, start_server, triton_infer
 
 torch = pytest.importorskip("torch")  # the `pytorch` extra; `make test` installs it
 
@@ -123,14 +123,15 @@ def test_v2_inputs_bind_by_position(server: ServerProcess, models):
     np.testing.assert_allclose(outputs_of(response.json())["sum"], expected["sum"].numpy())
 
 
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
 @pytest.mark.parametrize("model", ["two", "exported"])
-def test_binary_round_trip_with_tritonclient(server: ServerProcess, models, model):
+def test_binary_round_trip_with_tritonclient(server: ServerProcess, models, model, protocol):
     x = RNG.standard_normal((5, 3)).astype(np.float32)
     y = RNG.standard_normal((5, 2)).astype(np.float32)
     inputs = [("x", x, "FP32", True), ("y", y, "FP32", True)]
-    result = triton_infer(server, model, inputs, {"prod": True})
+    result = triton_infer(server, model, inputs, {"prod": True}, protocol)
     expected = eager(models["two"], x, y)["prod"].numpy()
-    assert result.get_output("prod")["datatype"] == "FP32"
+    assert output_datatype(result, "prod") == "FP32"
     assert result.as_numpy("sum") is None
     np.testing.assert_allclose(result.as_numpy("prod"), expected, rtol=1e-6)
 

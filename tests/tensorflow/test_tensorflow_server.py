@@ -218,12 +218,13 @@ def test_v1_columnar_format_and_signature_name(server: ServerProcess):
     }
 
 
-def test_v2_binary_multi_input_with_tritonclient(server: ServerProcess):
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_v2_binary_multi_input_with_tritonclient(server: ServerProcess, protocol: str):
     rng = np.random.default_rng(11)
     x = rng.standard_normal((4, 3)).astype(np.float32)
     y = rng.standard_normal((4, 3)).astype(np.float32)
     inputs = [("y", y, "FP32", True), ("x", x, "FP32", True)]
-    result = triton_infer(server, "calc", inputs, {"prod": True}, model_version="1")
+    result = triton_infer(server, "calc", inputs, {"prod": True}, protocol, model_version="1")
     np.testing.assert_allclose(result.as_numpy("prod"), x * y, rtol=1e-6)
     assert result.as_numpy("sum") is None
 

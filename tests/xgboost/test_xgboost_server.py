@@ -309,10 +309,14 @@ def test_explain_regression_unnamed_features(
 # --- binary protocol ----------------------------------------------------------------------
 
 
-def test_tritonclient_binary_round_trip(iris_server: ServerProcess, softprob: Any) -> None:
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_tritonclient_binary_round_trip(
+    protocol: str, iris_server: ServerProcess, softprob: Any
+) -> None:
     rows = np.array(IRIS_ROWS, dtype=np.float32)
     wanted = {"raw": True, "contributions": True, "predict": False}
-    result = triton_infer(iris_server, "iris", [("input-0", rows, "FP32", True)], wanted)
+    inputs = [("input-0", rows, "FP32", True)]
+    result = triton_infer(iris_server, "iris", inputs, wanted, protocol)
     raw = result.as_numpy("raw")
     assert raw.dtype == np.float32 and raw.shape == (2, 3)
     expected = softprob.predict(xgb.DMatrix(rows, feature_names=NAMES))

@@ -1,0 +1,46 @@
+"""A test runtime that answers its inputs back (as `echo-<name>` outputs).
+
+Served through `model-settings.json` (`"runtime": "tests.echo:EchoPredictor"`), it lets the
+transport tests send every datatype (BYTES, BOOL, FP16...) without a framework. A request
+parameter `sleep` (seconds) makes it slow, for drain and deadline tests; `started_file`
+names a file it creates when the call starts, so a test knows the call is in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+
+from modelport.base.messages import InferRequest, InferResponse, Tensor
+from modelport.base.model import Predictor, select_outputs
+
+
+class EchoPredictor(Predictor):
+    runtime = "echo"
+    extensions = (".echo",)
+
+    def load(self) -> None:
+        self.model_file()  # a model dir holds one `.echo` file, like any runtime's artifact
+
+    def infer(self, request: InferRequest) -> InferResponse:
+        marker = request.parameters.get("started_file")
+        if marker:
+            Path(marker).touch()
+        delay = float(request.parameters.get("sleep", 0))
+        if delay:
+            time.sleep(delay)
+        outputs = [
+            Tensor(f"echo-{tensor.name}", tensor.data, tensor.datatype) for tensor in request.inputs
+        ]
+        return InferResponse(select_outputs(outputs, request, self.name))
+
+
+def echo_model(directory: Path, name: str = "echo", **settings: object) -> Path:
+    """A model directory the echo runtime serves."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "model.echo").write_text("echo")
+    doc = {"name": name, "runtime": "tests.echo:EchoPredictor", **settings}
+    (directory / "model-settings.json").write_bytes(orjson.dumps(doc))
+    return directory

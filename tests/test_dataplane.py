@@ -1,0 +1,297 @@
+"""The data plane and the REST adapter in process: httpx over the app factory (ASGI), with
+small fake predictors. Fast checks of logic; real servers are tested elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import httpx
+import numpy as np
+import pytest
+
+from modelport.base.app import create_app
+from modelport.base.config import ServerConfig, parse_config
+from modelport.base.dataplane import DataPlane
+from modelport.base.errors import InvalidInput, ModelNotFound
+from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
+from modelport.base.model import Predictor
+from modelport.base.repository import ModelRepository
+
+
+class Doubler(Predictor):
+    """Answers `2 * x`; `fail` in the request parameters raises as a model or client fault."""
+
+    runtime = "doubler"
+    extensions = (".fake",)
+    calls: ClassVar[list[tuple[int, str]]] = []  # (rows, thread name) per call
+    delay = 0.0
+
+    def load(self) -> None:
+        self.model_file()
+
+    def infer(self, request: InferRequest) -> InferResponse:
+        fail = request.parameters.get("fail")
+        if fail == "client":
+            raise InvalidInput("input 'x': the doubler wants numbers")
+        if fail == "model":
+            raise ZeroDivisionError("the model broke")
+        if self.delay:
+            time.sleep(self.delay)
+        data = request.inputs[0].data
+        type(self).calls.append((data.shape[0], threading.current_thread().name))
+        return InferResponse([Tensor("y", data * 2)])
+
+    def inputs(self) -> list[TensorSpec]:
+        return [TensorSpec("x", "FP64", [-1, 2])]
+
+    def outputs(self) -> list[TensorSpec]:
+        return [TensorSpec("y", "FP64", [-1, 2])]
+
+
+class SlowDoubler(Doubler):
+    delay = 0.01
+
+
+class AsyncEcho(Doubler):
+    """An async predictor: awaited on the event loop, never on a pool thread."""
+
+    ready_flag = True
+
+    async def infer(self, request: InferRequest) -> InferResponse:  # type: ignore[override]
+        await asyncio.sleep(0)
+        type(self).calls.append((len(request.inputs[0].data), threading.current_thread().name))
+        return InferResponse([Tensor("y", request.inputs[0].data)])
+
+    def is_ready(self) -> bool:
+        return self.ready_flag
+
+
+async def make_plane(
+    tmp_path: Path, runtime: type[Predictor] = Doubler, **flags: object
+) -> DataPlane:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "m.fake").write_text("model")
+    config = ServerConfig(model_name="m", model_dir=str(tmp_path), **flags)  # type: ignore[arg-type]
+    repository = ModelRepository(config, runtime)
+    repository.discover()
+    await repository.load_all()
+    runtime.calls = []
+    return DataPlane(config, repository)
+
+
+def client_for(plane: DataPlane) -> httpx.AsyncClient:
+    app = create_app(plane.config, plane.repository, plane)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+def v2_body(rows: list[list[float]], **parameters: object) -> dict[str, object]:
+    return {
+        "inputs": [{"name": "x", "datatype": "FP64", "shape": [len(rows), 2], "data": rows}],
+        "parameters": parameters,
+    }
+
+
+def request_of(rows: list[list[float]]) -> InferRequest:
+    return InferRequest([Tensor("x", np.array(rows, dtype=np.float64))])
+
+
+async def test_health_metadata_and_infer_over_rest(tmp_path):
+    plane = await make_plane(tmp_path)
+    async with client_for(plane) as client:
+        assert (await client.get("/v2/health/live")).json() == {"live": True}
+        assert (await client.get("/v2/health/ready")).json() == {"ready": True}
+        metadata = (await client.get("/v2/models/m")).json()
+        assert metadata["platform"] == "doubler"
+        assert metadata["inputs"] == [{"name": "x", "datatype": "FP64", "shape": [-1, 2]}]
+        response = await client.post("/v2/models/m/infer", json=v2_body([[1, 2]]))
+        assert response.status_code == 200
+        assert response.json()["outputs"][0]["data"] == [2.0, 4.0]
+        v1 = await client.post("/v1/models/m:predict", json={"instances": [[1, 2]]})
+        assert v1.json() == {"predictions": [[2.0, 4.0]]}
+
+
+async def test_errors_are_json_with_the_table_status_and_serving_goes_on(tmp_path):
+    plane = await make_plane(tmp_path)
+    async with client_for(plane) as client:
+        cases = [
+            ("/v2/models/nope/infer", v2_body([[1, 2]]), 404, "nope"),
+            ("/v2/models/m/infer", v2_body([[1, 2]], fail="client"), 400, "numbers"),
+            ("/v2/models/m/infer", v2_body([[1, 2]], fail="model"), 500, "the model broke"),
+            ("/v1/models/m:explain", {"instances": [[1, 2]]}, 501, "explainer"),
+        ]
+        for path, body, status, words in cases:
+            response = await client.post(path, json=body)
+            assert response.status_code == status, response.text
+            assert words in response.json()["error"]
+        bad_json = await client.post("/v2/models/m/infer", content=b"{nope")
+        assert bad_json.status_code == 400
+        assert "JSON" in bad_json.json()["error"]
+        wrong_method = await client.get("/v2/models/m/infer")
+        assert wrong_method.status_code == 405
+        assert "GET" in wrong_method.json()["error"]
+        ok = await client.post("/v2/models/m/infer", json=v2_body([[1, 1]]))
+        assert ok.status_code == 200
+
+
+async def test_concurrent_requests_merge_into_one_batch_and_split_back(tmp_path):
+    plane = await make_plane(tmp_path, max_batch_size=8, max_batch_time=0.5)
+    rows = [[[i, i]] for i in range(4)] + [[[10, 10], [11, 11]]]
+    responses = await asyncio.gather(*(plane.infer("m", None, request_of(r)) for r in rows))
+    assert Doubler.calls == [(6, Doubler.calls[0][1])]  # one predict for all six rows
+    for sent, response in zip(rows, responses, strict=True):
+        assert response.outputs[0].data.tolist() == (np.array(sent) * 2).tolist()
+
+
+async def test_a_bad_request_in_a_batch_does_not_fail_its_neighbours(tmp_path):
+    plane = await make_plane(tmp_path, max_batch_size=8, max_batch_time=0.3)
+    bad = request_of([[1, 1]])
+    bad.parameters["fail"] = "client"
+    good = [request_of([[2, 2]]), request_of([[3, 3]])]
+    results = await asyncio.gather(
+        plane.infer("m", None, bad),
+        *(plane.infer("m", None, r) for r in good),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], InvalidInput)
+    assert [r.outputs[0].data.tolist() for r in results[1:]] == [[[4, 4]], [[6, 6]]]
+
+
+async def test_cheap_predicts_move_onto_the_event_loop_and_slow_ones_never_do(tmp_path):
+    plane = await make_plane(tmp_path)
+    for _ in range(5):
+        await plane.infer("m", None, request_of([[1, 1]]))
+    threads = [name for _, name in Doubler.calls]
+    assert threads[0] != "MainThread"  # first measured on the pool
+    assert threads[-1] == "MainThread"  # then measured cheap: inline
+    # A row count never seen goes to the pool first, whatever the small calls cost.
+    await plane.infer("m", None, request_of([[1, 1]] * 5000))
+    assert Doubler.calls[-1][1] != "MainThread"
+
+    slow = await make_plane(tmp_path / "slow", SlowDoubler)
+    for _ in range(5):
+        await slow.infer("m", None, request_of([[1, 1]]))
+    assert all(name != "MainThread" for _, name in SlowDoubler.calls)
+
+
+async def test_inline_limit_zero_keeps_every_predict_on_the_pool(tmp_path):
+    plane = await make_plane(tmp_path, inline_predict_limit=0.0)
+    for _ in range(5):
+        await plane.infer("m", None, request_of([[1, 1]]))
+    assert all(name != "MainThread" for _, name in Doubler.calls)
+
+
+async def test_async_predictors_are_awaited_on_the_loop_and_batch_too(tmp_path):
+    plane = await make_plane(tmp_path, AsyncEcho, max_batch_size=4, max_batch_time=0.2)
+    results = await asyncio.gather(
+        *(plane.infer("m", None, request_of([[i, i]])) for i in range(4))
+    )
+    assert [r.outputs[0].data.tolist() for r in results] == [[[i, i]] for i in range(4)]
+    assert all(name == "MainThread" for _, name in AsyncEcho.calls)
+    assert len(AsyncEcho.calls) < 4  # merged
+    AsyncEcho.ready_flag = False
+    try:
+        assert not await plane.ready()
+        assert not await plane.model_ready("m")
+    finally:
+        AsyncEcho.ready_flag = True
+    assert await plane.ready()
+
+
+async def test_request_timeout_answers_504_and_frees_the_caller(tmp_path):
+    SlowDoubler.delay = 0.5
+    try:
+        plane = await make_plane(tmp_path, SlowDoubler, request_timeout=0.05)
+        async with client_for(plane) as client:
+            response = await client.post("/v2/models/m/infer", json=v2_body([[1, 2]]))
+        assert response.status_code == 504
+        assert "request_timeout" in response.json()["error"]
+    finally:
+        SlowDoubler.delay = 0.01
+
+
+async def test_queue_cap_answers_503(tmp_path):
+    SlowDoubler.delay = 0.2
+    try:
+        plane = await make_plane(tmp_path, SlowDoubler, max_queued_requests=2)
+        async with client_for(plane) as client:
+            responses = await asyncio.gather(
+                *(client.post("/v2/models/m/infer", json=v2_body([[1, 2]])) for _ in range(4))
+            )
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [200, 200, 503, 503]
+        refused = next(r for r in responses if r.status_code == 503)
+        assert "max_queued_requests" in refused.json()["error"]
+    finally:
+        SlowDoubler.delay = 0.01
+
+
+async def test_draining_answers_with_connection_close(tmp_path):
+    plane = await make_plane(tmp_path)
+    async with client_for(plane) as client:
+        assert "connection" not in (await client.get("/v2/health/live")).headers
+        plane.draining = True
+        live = await client.get("/v2/health/live")
+        assert live.headers["connection"] == "close"
+        ready = await client.get("/v2/health/ready")
+        assert ready.status_code == 503
+        assert (await client.post("/v2/models/m/infer", json=v2_body([[1, 2]]))).status_code == 200
+
+
+async def test_openapi_and_offline_docs(tmp_path):
+    plane = await make_plane(tmp_path)
+    async with client_for(plane) as client:
+        spec = (await client.get("/openapi.json")).json()
+        assert spec["openapi"].startswith("3.")
+        for path in (
+            "/v2/models/{name}/infer",
+            "/v1/models/{name}:predict",
+            "/v2/repository/index",
+        ):
+            assert path in spec["paths"]
+        infer = spec["paths"]["/v2/models/{name}/infer"]["post"]
+        assert infer["responses"]["200"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/InferenceResponse"
+        }
+        page = await client.get("/docs")
+        assert page.status_code == 200
+        assert "/docs/static/swagger-ui-bundle.js" in page.text
+        asset = await client.get("/docs/static/swagger-ui-bundle.js")
+        assert asset.status_code == 200
+        assert len(asset.content) > 100_000  # the real bundle, served by the server itself
+    closed = await make_plane(tmp_path, enable_docs_url=False)
+    async with client_for(closed) as client:
+        assert (await client.get("/docs")).status_code == 404
+
+
+async def test_unknown_model_is_404_in_the_data_plane(tmp_path):
+    plane = await make_plane(tmp_path)
+    with pytest.raises(ModelNotFound):
+        await plane.infer("nope", None, request_of([[1, 1]]))
+    with pytest.raises(ModelNotFound):
+        await plane.model_ready("m", "7")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--enable_grpc"], True),
+        (["--enable_grpc=false"], False),
+        (["--enable_grpc", "false"], False),
+        (["--enable_grpc", "--enable_docs_url"], True),
+        ([], True),
+    ],
+)
+def test_boolean_flags_accept_kserve_spellings(argv, expected):
+    assert parse_config(argv, "test").enable_grpc is expected
+
+
+def test_grpc_limits_default_to_the_request_size_limit():
+    config = parse_config(["--max_request_size=200M"], "test")
+    assert config.grpc_limits == (200 << 20, 200 << 20)
+    assert ServerConfig().max_request_size >= 100 * 1000 * 1000 + 1024  # a 100 MB tensor fits
+    config = parse_config(["--grpc_max_receive_message_length=1M"], "test")
+    assert config.grpc_limits[1] == 1 << 20

@@ -1,0 +1,328 @@
+"""The Open Inference Protocol over gRPC, against real servers, through tritonclient.grpc.
+
+tritonclient registers the `inference.*` protobuf messages in this process, so these tests
+use its generated stubs (`tritonclient.grpc.service_pb2`) for raw calls; modelport's own
+generated modules are only ever imported by the server processes.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as tgrpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+from tests.echo import echo_model
+from tests.models import IRIS_ROWS, iris_logistic
+from tests.servers import ServerProcess, start_server, wait_for
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grpc-models")
+    iris_logistic(root / "iris")
+    echo_model(root / "echo")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(models):
+    process = start_server("sklearn", models)
+    yield process
+    process.stop()
+
+
+def client_for(server: ServerProcess) -> tgrpc.InferenceServerClient:
+    return tgrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+
+
+@pytest.fixture
+def client(server):
+    with client_for(server) as triton:
+        yield triton
+
+
+@pytest.fixture
+def stub(server):
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+
+def iris_input(binary_rows=IRIS_ROWS) -> tgrpc.InferInput:
+    tensor = tgrpc.InferInput("input-0", [len(binary_rows), 4], "FP32")
+    tensor.set_data_from_numpy(np.array(binary_rows, dtype=np.float32))
+    return tensor
+
+
+def typed_iris_request(**fields) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name="iris", **fields)
+    tensor = request.inputs.add(name="input-0", datatype="FP64", shape=[2, 4])
+    tensor.contents.fp64_contents.extend(value for row in IRIS_ROWS for value in row)
+    return request
+
+
+def expect_status(call, code: grpc.StatusCode, *words: str) -> str:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    assert caught.value.code() == code, caught.value.details()
+    details = caught.value.details()
+    for word in words:
+        assert word in details
+    return details
+
+
+def test_health_and_metadata(client):
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("iris")
+    metadata = client.get_server_metadata()
+    assert metadata.name == "modelport"
+    assert "model_repository" in metadata.extensions
+    model = client.get_model_metadata("iris")
+    assert model.name == "iris"
+    assert model.platform == "sklearn"
+    assert [tensor.name for tensor in model.outputs]
+
+
+def test_infer_raw_contents_answers_raw(client):
+    result = client.infer("iris", [iris_input()], request_id="r-1")
+    assert result.get_response().id == "r-1"
+    assert result.as_numpy("output-0").tolist() == [1, 1]
+    assert len(result.get_response().raw_output_contents) == 1
+
+
+def test_infer_typed_contents_answers_typed(stub):
+    response = stub.ModelInfer(typed_iris_request(id="typed"))
+    assert response.id == "typed"
+    assert response.model_name == "iris"
+    assert not response.raw_output_contents
+    (output,) = response.outputs
+    assert output.datatype == "INT64"
+    assert list(output.shape) == [2]
+    assert list(output.contents.int64_contents) == [1, 1]
+
+
+def test_typed_request_asking_binary_answers_raw(stub):
+    request = typed_iris_request()
+    request.parameters["binary_data_output"].bool_param = True
+    response = stub.ModelInfer(request)
+    assert np.frombuffer(response.raw_output_contents[0], "<i8").tolist() == [1, 1]
+
+
+def test_bytes_bool_fp16_round_trip_and_requested_outputs(client):
+    words = tgrpc.InferInput("words", [2], "BYTES")
+    words.set_data_from_numpy(np.array([b"hello", "wörld".encode()], dtype=object))
+    flags = tgrpc.InferInput("flags", [3], "BOOL")
+    flags.set_data_from_numpy(np.array([True, False, True]))
+    half = tgrpc.InferInput("half", [2], "FP16")
+    half.set_data_from_numpy(np.array([1.5, -2.25], dtype=np.float16))
+    result = client.infer("echo", [words, flags, half])
+    assert result.as_numpy("echo-words").tolist() == [b"hello", "wörld".encode()]
+    assert result.as_numpy("echo-flags").tolist() == [True, False, True]
+    assert result.as_numpy("echo-half").tolist() == [1.5, -2.25]
+    only = client.infer("echo", [words, flags], outputs=[tgrpc.InferRequestedOutput("echo-flags")])
+    assert only.as_numpy("echo-flags").tolist() == [True, False, True]
+    assert only.as_numpy("echo-words") is None
+
+
+def test_typed_bytes_and_bool(stub):
+    request = service_pb2.ModelInferRequest(model_name="echo")
+    words = request.inputs.add(name="w", datatype="BYTES", shape=[2])
+    words.contents.bytes_contents.extend([b"a", b"bc"])
+    flags = request.inputs.add(name="f", datatype="BOOL", shape=[1, 2])
+    flags.contents.bool_contents.extend([False, True])
+    small = request.inputs.add(name="i", datatype="INT8", shape=[2])
+    small.contents.int_contents.extend([-3, 4])
+    response = stub.ModelInfer(request)
+    by_name = {output.name: output for output in response.outputs}
+    assert list(by_name["echo-w"].contents.bytes_contents) == [b"a", b"bc"]
+    assert list(by_name["echo-f"].contents.bool_contents) == [False, True]
+    assert list(by_name["echo-f"].shape) == [1, 2]
+    assert list(by_name["echo-i"].contents.int_contents) == [-3, 4]
+
+
+def test_fp16_answer_is_raw_even_for_a_typed_request(stub):
+    request = service_pb2.ModelInferRequest(model_name="echo")
+    request.inputs.add(name="h", datatype="FP16", shape=[1])
+    request.raw_input_contents.append(np.array([0.5], dtype="<f2").tobytes())
+    response = stub.ModelInfer(request)
+    assert np.frombuffer(response.raw_output_contents[0], "<f2").tolist() == [0.5]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "code", "words"),
+    [
+        (lambda r: setattr(r, "model_name", "nope"), grpc.StatusCode.NOT_FOUND, ["nope"]),
+        (
+            lambda r: r.inputs[0].shape.__setitem__(0, 3),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ["input-0"],
+        ),
+        (
+            lambda r: setattr(r.inputs[0], "datatype", "FP128"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ["FP128"],
+        ),
+        (
+            lambda r: setattr(r.inputs[0], "datatype", "FP16"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ["FP16"],
+        ),
+        (
+            lambda r: r.inputs[0].shape.__setitem__(1, -4),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ["shape"],
+        ),
+        (
+            lambda r: r.raw_input_contents.append(b"xx"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ["input-0"],
+        ),
+        (
+            lambda r: r.inputs[0].shape.extend([1] * 70),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ["input-0"],
+        ),
+        (lambda r: r.ClearField("inputs"), grpc.StatusCode.INVALID_ARGUMENT, ["inputs"]),
+        (lambda r: r.outputs.add(name="nope"), grpc.StatusCode.INVALID_ARGUMENT, ["nope"]),
+    ],
+    ids=[
+        "unknown-model",
+        "shape-mismatch",
+        "unknown-datatype",
+        "typed-fp16",
+        "negative-dim",
+        "raw-size",
+        "rank",
+        "no-inputs",
+        "unknown-output",
+    ],
+)
+def test_bad_requests_get_status_codes_and_the_server_keeps_serving(stub, mutate, code, words):
+    request = typed_iris_request()
+    mutate(request)
+    expect_status(lambda: stub.ModelInfer(request), code, *words)
+    # The same channel still answers a good call.
+    assert list(stub.ModelInfer(typed_iris_request()).outputs[0].contents.int64_contents) == [1, 1]
+
+
+def test_rest_and_grpc_say_the_same_thing(server, stub):
+    rest = server.post(
+        "/v2/models/iris/infer",
+        json={
+            "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [3, 4], "data": [1] * 8}]
+        },
+    )
+    assert rest.status_code == 400
+    request = typed_iris_request()
+    request.inputs[0].shape[0] = 3
+    details = expect_status(lambda: stub.ModelInfer(request), grpc.StatusCode.INVALID_ARGUMENT)
+    assert details.split(",")[0].split(":")[0] in rest.json()["error"]
+
+
+def test_triton_only_rpcs_are_unimplemented_by_name(client):
+    with pytest.raises(InferenceServerException) as caught:
+        client.get_model_config("iris")
+    assert "StatusCode.UNIMPLEMENTED" in str(caught.value.status())
+    assert "ModelConfig" in caught.value.message()
+
+
+def test_model_repository(client, stub):
+    index = {model.name: model.state for model in client.get_model_repository_index().models}
+    assert index == {"echo": "READY", "iris": "READY"}
+    client.unload_model("echo")
+    assert not client.is_model_ready("echo")
+    client.load_model("echo")
+    assert client.is_model_ready("echo")
+    # KServe's numbering: the model name in field 1 (Triton's repository_name).
+    stub.RepositoryModelUnload(service_pb2.RepositoryModelUnloadRequest(repository_name="echo"))
+    assert not client.is_model_ready("echo")
+    stub.RepositoryModelLoad(service_pb2.RepositoryModelLoadRequest(repository_name="echo"))
+    assert client.is_model_ready("echo")
+    expect_status(
+        lambda: stub.RepositoryModelLoad(service_pb2.RepositoryModelLoadRequest(model_name="../x")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
+
+def test_health_service_and_reflection(server):
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert health.Check(health_pb2.HealthCheckRequest(service="")).status == serving
+        assert health.Check(health_pb2.HealthCheckRequest(service="iris")).status == serving
+        expect_status(
+            lambda: health.Check(health_pb2.HealthCheckRequest(service="nope")),
+            grpc.StatusCode.NOT_FOUND,
+        )
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        (answer,) = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        services = {s.name for s in answer.list_services_response.service}
+        assert "inference.GRPCInferenceService" in services
+        assert "grpc.health.v1.Health" in services
+
+
+def test_grpc_requests_are_in_the_metrics(server, client):
+    client.infer("iris", [iris_input()])
+    text = server.get("/metrics").text
+    assert 'protocol="grpc"' in text
+    assert 'endpoint="infer"' in text
+
+
+def test_deadline_cancels_and_the_server_keeps_serving(stub):
+    request = service_pb2.ModelInferRequest(model_name="echo")
+    request.parameters["sleep"].double_param = 2.0
+    tensor = request.inputs.add(name="x", datatype="INT32", shape=[1])
+    tensor.contents.int_contents.append(1)
+    expect_status(lambda: stub.ModelInfer(request, timeout=0.3), grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert list(stub.ModelInfer(typed_iris_request()).outputs[0].contents.int64_contents) == [1, 1]
+
+
+def test_workers_serve_grpc(tmp_path):
+    iris_logistic(tmp_path)
+    server = start_server("sklearn", tmp_path, "--model_name=iris", "--workers=2")
+    try:
+        with client_for(server) as triton:
+            for _ in range(8):
+                # New channels spread over the workers sharing the port.
+                assert triton.infer("iris", [iris_input()]).as_numpy("output-0").tolist() == [1, 1]
+        for _ in range(4):
+            with client_for(server) as triton:
+                assert triton.is_model_ready("iris")
+    finally:
+        assert server.stop() == 0
+
+
+def test_sigterm_drains_a_grpc_call_in_flight(tmp_path):
+    echo_model(tmp_path / "echo")
+    server = start_server("sklearn", tmp_path)
+    started = tmp_path / "started"
+    answers: list[object] = []
+
+    def slow_call() -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            request = service_pb2.ModelInferRequest(model_name="echo")
+            request.parameters["sleep"].double_param = 1.5
+            request.parameters["started_file"].string_param = str(started)
+            tensor = request.inputs.add(name="x", datatype="INT32", shape=[1])
+            tensor.contents.int_contents.append(5)
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            answers.append(stub.ModelInfer(request, timeout=30))
+
+    thread = threading.Thread(target=slow_call)
+    thread.start()
+    wait_for(started.exists)
+    server.process.send_signal(signal.SIGTERM)
+    thread.join(30)
+    assert server.process.wait(30) == 0
+    (answer,) = answers
+    assert list(answer.outputs[0].contents.int_contents) == [5]  # type: ignore[attr-defined]
