@@ -45,7 +45,7 @@ lint: $(STAMP)
 	@rm -rf $(TYPED) && mkdir -p $(TYPED)/modelport
 	@for p in $(PACKAGES); do ln -s $(CURDIR)/$$p $(TYPED)/modelport/$$p; done
 	cd $(TYPED) && $(CURDIR)/$(VENV)/bin/mypy --explicit-package-bases --ignore-missing-imports \
-	  -p modelport.base -p modelport.storage $(foreach fw,sklearn xgboost lightgbm pytorch tensorflow mlflow transformer,-p modelport.runtimes.$(fw))
+	  -p modelport.base -p modelport.storage $(foreach fw,sklearn xgboost lightgbm pytorch tensorflow mlflow transformer explainer,-p modelport.runtimes.$(fw))
 
 ## bench: side-by-side benchmark against the floor, KServe and MLServer (see bench/README.md)
 bench: $(VENV)/.installed-run

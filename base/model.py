@@ -29,6 +29,7 @@ RUNTIMES: dict[str, str] = {
     "pytorch": "modelport.runtimes.pytorch.model:PyTorchPredictor",
     "tensorflow": "modelport.runtimes.tensorflow.model:TensorFlowPredictor",
     "mlflow": "modelport.runtimes.mlflow.model:MLflowPredictor",
+    "explainer": "modelport.runtimes.explainer.model:Explainer",
 }
 
 

@@ -14,11 +14,13 @@ from tests.servers import ServerProcess, free_port, start_server
 pytest.importorskip("shap")
 
 
-def start_explainer(model_dir, predictor_host: str, *flags: str) -> ServerProcess:
+def start_explainer(
+    model_dir, predictor_host: str, *flags: str, name: str = "iris"
+) -> ServerProcess:
     return start_server(
         "explainer",
         model_dir,
-        "--model_name=iris",
+        f"--model_name={name}",
         f"--predictor_host={predictor_host}",
         *flags,
         timeout=120,
@@ -27,15 +29,20 @@ def start_explainer(model_dir, predictor_host: str, *flags: str) -> ServerProces
 
 @pytest.fixture(scope="module")
 def iris(tmp_path_factory):
-    """(explainer, predictor, model): the two processes and the model behind them."""
+    """(explainer, predictor, model, root): the two processes and the model behind them.
+
+    The predictor also serves `labels`, a classifier without probabilities."""
     from sklearn.datasets import load_iris
+    from sklearn.svm import LinearSVC
 
     root = tmp_path_factory.mktemp("iris")
-    iris_logistic(root / "model")
-    x, _ = load_iris(return_X_y=True)
+    iris_logistic(root / "models" / "iris")
+    x, y = load_iris(return_X_y=True)
+    (root / "models" / "labels").mkdir()
+    joblib.dump(LinearSVC(random_state=0).fit(x, y), root / "models" / "labels" / "model.joblib")
     header = "sepal_length,sepal_width,petal_length,petal_width"
     np.savetxt(root / "background.csv", x[::3], delimiter=",", header=header, comments="")
-    predictor = start_server("sklearn", root / "model", "--model_name=iris")
+    predictor = start_server("sklearn", root / "models")
     explainer = None
     try:
         explainer = start_explainer(
@@ -45,7 +52,7 @@ def iris(tmp_path_factory):
             "--background_samples=20",
             "--max_evaluations=32",
         )
-        yield explainer, predictor, joblib.load(root / "model" / "model.joblib")
+        yield explainer, predictor, joblib.load(root / "models" / "iris" / "model.joblib"), root
     finally:
         if explainer is not None:
             explainer.stop()
@@ -53,7 +60,7 @@ def iris(tmp_path_factory):
 
 
 def test_v1_explanations_add_up_to_probabilities(iris):
-    explainer, _, model = iris
+    explainer, _, model, _ = iris
     response = explainer.post("/v1/models/iris:explain", json={"instances": IRIS_ROWS})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -75,14 +82,14 @@ def test_v1_explanations_add_up_to_probabilities(iris):
 
 
 def test_explanations_are_reproducible(iris):
-    explainer, _, _ = iris
+    explainer, _, _, _ = iris
     first = explainer.post("/v1/models/iris:explain", json={"instances": IRIS_ROWS}).json()
     again = explainer.post("/v1/models/iris:explain", json={"instances": IRIS_ROWS[1:]}).json()
     assert again["explanations"][0] == first["explanations"][1]
 
 
 def test_v2_contributions_output_with_other_outputs(iris):
-    explainer, _, model = iris
+    explainer, _, model, _ = iris
     payload = {
         "inputs": [
             {
@@ -106,7 +113,7 @@ def test_v2_contributions_output_with_other_outputs(iris):
 
 
 def test_predict_and_plain_v2_are_forwarded(iris):
-    explainer, _, _ = iris
+    explainer, _, _, _ = iris
     response = explainer.post("/v1/models/iris:predict", json={"instances": IRIS_ROWS})
     assert response.status_code == 200, response.text
     assert response.json()["predictions"] == [1, 1]
@@ -129,10 +136,23 @@ def test_predict_and_plain_v2_are_forwarded(iris):
     ],
 )
 def test_bad_request_is_400(iris, body, complaint):
-    explainer, _, _ = iris
+    explainer, _, _, _ = iris
     response = explainer.post("/v1/models/iris:explain", json=body)
     assert response.status_code == 400, response.text
     assert complaint in response.json()["error"]
+
+
+def test_labels_are_not_explained(iris):
+    _, predictor, _, root = iris
+    explainer = start_explainer(
+        root, f"127.0.0.1:{predictor.port}", "--background=[[5.0, 3.0, 4.0, 1.0]]", name="labels"
+    )
+    try:
+        response = explainer.post("/v1/models/labels:explain", json={"instances": IRIS_ROWS})
+        assert response.status_code == 501, response.text
+        assert "labels" in response.json()["error"]
+    finally:
+        explainer.stop()
 
 
 def test_predictor_down_is_502(tmp_path):
