@@ -114,6 +114,7 @@ class Explainer(Transformer):
 
     def unload(self) -> None:
         self.math.shutdown(wait=False)
+        super().unload()
 
     # --- V1 :explain and V2 `contributions` ----------------------------------------------
 

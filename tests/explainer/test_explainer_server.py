@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.models import IRIS_ROWS, iris_logistic
-from tests.servers import ServerProcess, free_port, start_server
+from tests.servers import ServerProcess, free_port, start_server, triton_infer
 
 pytest.importorskip("shap")
 
@@ -110,6 +110,18 @@ def test_v2_contributions_output_with_other_outputs(iris):
     proba = model.predict_proba(np.array(IRIS_ROWS))
     assert np.allclose(values.sum(axis=-1), proba, atol=1e-6)
     assert predict["data"] == [1, 1]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_contributions_through_tritonclient(iris, protocol):
+    explainer, _, model, _ = iris
+    rows = np.array(IRIS_ROWS, dtype=np.float32)
+    result = triton_infer(
+        explainer, "iris", [("x", rows, "FP32", True)], {"contributions": True}, protocol
+    )
+    values = result.as_numpy("contributions")
+    assert values.shape == (2, 3, 5)
+    assert np.allclose(values.sum(axis=-1), model.predict_proba(rows), atol=1e-5)
 
 
 def test_predict_and_plain_v2_are_forwarded(iris):
