@@ -132,6 +132,14 @@ class KernelShap:
     def width(self) -> int:
         return int(self.background.shape[1])
 
+    def most_evaluations(self, rows: int) -> int:
+        """An upper bound of the model evaluations explaining `rows` rows takes: the
+        background, then per row the row and its coalitions (all of them when fewer than
+        nsamples exist) against every background row."""
+        coalitions = self.nsamples if self.width > 30 else min(self.nsamples, 2**self.width - 2)
+        background = len(self.background)
+        return background + rows * (1 + max(coalitions, 0) * background)
+
     def plan(self, rows: np.ndarray) -> Plan:
         """Pass 1: the matrices shap will want scored to explain `rows`."""
         recorder = _Recorder()

@@ -41,6 +41,10 @@ CONTRIBUTIONS = "contributions"
 # Tried first when --explain_output is not given: class probabilities where offered.
 PROBABILITIES = "predict_proba"
 _UNDECIDED = object()
+# One predictor request carries at most this many feature values (16 MB of FP64, well
+# under a predictor's default 64 MB body limit); one explanation at most MAX_EXPLAIN_ELEMENTS.
+CHUNK_ELEMENTS = 1 << 21
+MAX_EXPLAIN_ELEMENTS = 1 << 26
 
 
 class Explainer(Transformer):
@@ -166,6 +170,14 @@ class Explainer(Transformer):
 
     async def shap(self, features: Features, headers: dict[str, str]) -> Explanation:
         """Plan (thread), score every planned row in one request (awaited), solve (thread)."""
+        rows = len(features.matrix)
+        elements = self.kernel.most_evaluations(rows) * self.kernel.width
+        if elements > MAX_EXPLAIN_ELEMENTS:
+            raise InvalidInput(
+                f"explaining {rows} rows may take {self.kernel.most_evaluations(rows)} "
+                f"predictions of {self.kernel.width} features, more than this explainer sends "
+                f"({MAX_EXPLAIN_ELEMENTS} values); send fewer rows per request"
+            )
         loop = asyncio.get_running_loop()
         plan = await loop.run_in_executor(self.math, self.kernel.plan, features.matrix)
         scores = await self.scores(features, plan.batch, headers)
@@ -179,7 +191,17 @@ class Explainer(Transformer):
             ) from exc
 
     async def scores(self, features: Features, rows: np.ndarray, headers: dict[str, str]) -> Any:
-        """The predictor's scores for `rows`: the chosen output, decided on first use."""
+        """The predictor's scores for `rows`: one request unless it would exceed
+        CHUNK_ELEMENTS values (then parts, the first deciding the output, the rest at once)."""
+        parts = np.array_split(rows, max(1, -(-rows.size // CHUNK_ELEMENTS)))
+        first = await self.score_part(features, parts[0], headers)
+        rest = await asyncio.gather(*(self.score_part(features, p, headers) for p in parts[1:]))
+        return np.concatenate([np.asarray(first), *(np.asarray(part) for part in rest)])
+
+    async def score_part(
+        self, features: Features, rows: np.ndarray, headers: dict[str, str]
+    ) -> Any:
+        """Scores of `rows` in one request: the chosen output, decided on first use."""
         # None: the predictor's default output.
         candidates = [self.output] if self.output is not _UNDECIDED else [PROBABILITIES, None]
         for position, name in enumerate(candidates):

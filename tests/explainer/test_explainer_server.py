@@ -184,3 +184,48 @@ def test_explainer_without_background_fails_to_start(tmp_path):
     )
     assert server.process.wait(120) == 1
     assert "background" in server.log()
+
+
+def test_too_many_rows_for_one_explanation_is_400(iris):
+    explainer, _, _, _ = iris
+    body = {"instances": [IRIS_ROWS[0]] * 60_000}
+    response = explainer.post("/v1/models/iris:explain", json=body)
+    assert response.status_code == 400, response.text
+    assert "send fewer rows" in response.json()["error"]
+
+
+async def test_large_batches_reach_the_predictor_in_parts(iris, monkeypatch):
+    """In-process explainer, real predictor: parts give the answer one request gives."""
+    from modelport.base.messages import InferRequest, Tensor
+    from modelport.base.model import ModelSettings
+    from modelport.runtimes.explainer import model as explainer_model
+
+    server, predictor, _, root = iris
+    whole = server.post("/v1/models/iris:explain", json={"instances": IRIS_ROWS}).json()
+    options = {
+        "predictor_host": f"127.0.0.1:{predictor.port}",
+        "background_data": str(root / "background.csv"),
+        "background_samples": 20,
+        "max_evaluations": 32,
+    }
+    explainer = explainer_model.Explainer(ModelSettings("iris", root, parameters=options))
+    explainer.load()
+    sent: list[int] = []
+    forward = explainer.scorer.infer
+
+    async def counting(model, request, headers=None):
+        sent.append(request.inputs[0].data.shape[0])
+        return await forward(model, request, headers)
+
+    monkeypatch.setattr(explainer.scorer, "infer", counting)
+    monkeypatch.setattr(explainer_model, "CHUNK_ELEMENTS", 1000)
+    try:
+        parts = await explainer.explain(InferRequest([Tensor("x", np.array(IRIS_ROWS))]))
+    finally:
+        explainer.unload()
+        await explainer.scorer.aclose()
+    assert len(sent) > 2
+    assert max(sent) * 4 <= 1000
+    assert np.allclose(parts["predictions"], whole["predictions"], atol=1e-12)
+    for mine, theirs in zip(parts["explanations"], whole["explanations"], strict=True):
+        assert np.allclose(mine["contributions"], theirs["contributions"], atol=1e-12)

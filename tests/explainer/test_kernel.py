@@ -64,6 +64,9 @@ def test_one_scoring_call_bounded_by_nsamples(classifier):
     assert len(calls) == 1
     # background once, then per row: the row and at most nsamples coalitions x background.
     assert calls[0] <= len(background) + len(ROWS) * (1 + 8 * len(background))
+    assert calls[0] <= kernel.most_evaluations(len(ROWS))
+    # Four features have 14 coalitions: more samples than that change nothing.
+    assert KernelShap(background, nsamples=500).most_evaluations(1) == 15 * len(background) + 1
 
 
 def test_a_row_is_explained_alike_alone_or_in_a_batch(classifier):
