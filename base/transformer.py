@@ -18,6 +18,8 @@ What `preprocess` receives and may return (KServe's contract, made explicit):
   needs an `InferResponse` (or a dict with `predictions`, which becomes output `output-0`).
 
 Both hooks get the request's headers (lower-case names) and may be `def` or `async def`.
+A `postprocess` that declares a parameter named `request` also gets what `preprocess` got
+(e.g. to echo a client's `key` the predictor never sees); KServe's two-argument form works.
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ class Transformer(Predictor):
             timeout=float(options.get("predictor_request_timeout_seconds", 600.0)),
             retries=int(options.get("predictor_request_retries", 0)),
         )
+        self._post_wants_request = "request" in inspect.signature(self.postprocess).parameters
 
     async def is_ready(self) -> bool:
         """Ready; with --enable_predictor_health_check only while the predictor is."""
@@ -147,13 +150,18 @@ class Transformer(Predictor):
     async def infer(self, request: InferRequest) -> InferResponse:  # type: ignore[override]
         headers: dict[str, str] = getattr(request, "headers", None) or {}
         payload: Any = request.body if isinstance(request, V1Request) else request
+        original = payload
         payload = await _maybe_await(self.preprocess(payload, headers))
         if not isinstance(payload, (dict, InferRequest)):
             raise InferenceFailed(
                 f"preprocess returned {type(payload).__name__}; expected a dict or InferRequest"
             )
-        result = await self.predict(payload, headers)
-        result = await _maybe_await(self.postprocess(result, headers))
+        result: Any = await self.predict(payload, headers)
+        if self._post_wants_request:
+            result = self.postprocess(result, headers, request=original)  # type: ignore[call-arg]
+        else:
+            result = self.postprocess(result, headers)
+        result = await _maybe_await(result)
         if isinstance(result, InferResponse):
             return result
         if isinstance(result, dict):
