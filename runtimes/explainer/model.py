@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from modelport.base.errors import InferenceFailed, InvalidInput, NotAvailable
+from modelport.base.errors import InferenceFailed, InvalidInput, ModelLoadError, NotAvailable
 from modelport.base.forward import PredictorClient, PredictorRejected, PredictorUnavailable
 from modelport.base.messages import InferRequest, InferResponse, Tensor
 from modelport.base.protocol import v1
@@ -90,7 +90,7 @@ class Explainer(Transformer):
         nsamples = int(options.get("max_evaluations") or 256)
         seed = int(options.get("seed") or 0)
         if samples < 1 or nsamples < 1:
-            raise InvalidInput("--background_samples and --max_evaluations must be at least 1")
+            raise ModelLoadError("--background_samples and --max_evaluations must be at least 1")
         if len(background.data) > samples:
             import shap
 
