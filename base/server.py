@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -91,11 +92,17 @@ def resolve_model_dir(model_dir: str) -> str:
         return model_dir
     try:
         from modelport.storage.download import download
+        from modelport.storage.errors import StorageError
     except ImportError as exc:
         raise ModelportError(
             f"--model_dir {model_dir} is a URI but modelport[storage] is not installed ({exc})"
         ) from None
-    return str(download(model_dir, tempfile.mkdtemp(prefix="modelport-model-")))
+    dest = tempfile.mkdtemp(prefix="modelport-model-")
+    try:
+        return str(download(model_dir, dest))
+    except StorageError as exc:  # one line, secrets already redacted; never a traceback
+        shutil.rmtree(dest, ignore_errors=True)  # our own temporary directory
+        raise ModelportError(f"cannot download --model_dir: {exc.kind}: {exc}") from None
 
 
 def serve(config: ServerConfig, runtime: type[Predictor], sock: socket.socket | None = None) -> int:

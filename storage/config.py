@@ -6,7 +6,8 @@ value object, so a library call from a running server does not mutate ``os.envir
 
 modelport's own knobs (defaults in :class:`Transfer`): ``MODELPORT_STORAGE_CONCURRENCY`` (10,
 or KServe's ``S3_MAX_FILE_CONCURRENCY``), ``_PART_SIZE`` (16 MiB), ``_CONNECT_TIMEOUT`` (10 s),
-``_READ_TIMEOUT`` (60 s), ``_RETRIES`` (5), ``_DEADLINE`` (7200 s, 0 = none),
+``_READ_TIMEOUT`` (60 s), ``_RETRIES`` (5, also for corrupted objects), ``_DEADLINE`` (7200 s
+for the whole download, enforced by a watchdog whatever the progress; 0 = none),
 ``_PROGRESS_INTERVAL`` (10 s), ``_MAX_REDIRECTS`` (10), ``_MAX_ARCHIVE_BYTES`` (64 GiB),
 ``_MAX_ARCHIVE_ENTRIES`` (100000), ``_VERIFY_CHECKSUM`` (true), ``_LOCAL_COPY`` (false),
 ``_LOG_LEVEL`` (INFO, CLI only); ``MODELPORT_PVC_ROOT`` (/mnt/pvc).

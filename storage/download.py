@@ -24,6 +24,7 @@ from modelport.storage import gcs, http, local, s3
 from modelport.storage.archive import archive_suffix, extract
 from modelport.storage.config import Patterns, Transfer
 from modelport.storage.errors import (
+    CancelledError,
     ConfigError,
     NotFoundError,
     StorageError,
@@ -38,7 +39,9 @@ MODEL_MOUNT_DIR = "/mnt/models"
 SUPPORTED = ("s3://", "gs://", "http://", "https://", "file://", "pvc://", "a local path")
 _STAGE_PREFIX = ".modelport-download-"
 _active: set[str] = set()
-_active_lock = threading.Lock()
+_active_lock = threading.RLock()  # reentrant: the CLI's signal handler reads it too
+_running: set[Progress] = set()  # downloads in flight, for cancel_all()
+_publishing: dict[str, int] = {}  # stage -> thread moving it into DEST: not to be interrupted
 
 _BACKENDS = {"s3": s3.fetch, "gs": gcs.fetch, "http": http.fetch, "https": http.fetch}
 
@@ -92,6 +95,33 @@ def _publish(payload: Path, dest: Path, stage: Path) -> None:
         os.replace(entry, target)
 
 
+def cancel_all(why: str) -> None:
+    """Cancel every download in flight (the CLI's SIGTERM handler): each stops promptly,
+    removes its staging directory and raises :class:`CancelledError`; DEST stays as it was.
+    """
+    with _active_lock:
+        running = list(_running)
+    for progress in running:
+        progress.cancel(CancelledError(progress.uri, why))
+
+
+def publishing(thread: int) -> bool:
+    """Whether ``thread`` is moving a finished download into DEST: a few renames that must not
+    be cut in half (the CLI defers a signal that arrives then)."""
+    with _active_lock:
+        return thread in _publishing.values()
+
+
+def remove_staging() -> None:
+    """Remove the staging directory of every download still in flight (the CLI, exiting on a
+    signal, does not wait for a thread stuck in a read to clean up); one being published into
+    DEST is left to finish."""
+    with _active_lock:
+        stages = [stage for stage in _active if stage not in _publishing]
+    for stage in stages:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def download(uri: str, dest: str | os.PathLike[str]) -> Path:
     """Download ``uri`` into the directory ``dest`` and return it (as a Path).
 
@@ -114,13 +144,14 @@ def download(uri: str, dest: str | os.PathLike[str]) -> Path:
     dest_path.mkdir(parents=True, exist_ok=True)
     _clean_stale(dest_path)
     stage = Path(tempfile.mkdtemp(prefix=f"{_STAGE_PREFIX}{os.getpid()}-", dir=dest_path))
+    progress = Progress(uri, transfer.progress_interval, transfer.deadline)
     with _active_lock:
         _active.add(str(stage))
-    progress = Progress(uri, transfer.progress_interval, transfer.deadline)
+        _running.add(progress)
     payload = stage / "payload"
-    payload.mkdir()
-    log.info("downloading %s to %s", uri, dest_path)
     try:
+        payload.mkdir()
+        log.info("downloading %s to %s", uri, dest_path)
         job = Job(uri, payload, transfer, patterns, progress)
         files = fetch(job)
         if len(files) == 1 and (archive_suffix(files[0]) or files[0] in job.archive_hints):
@@ -131,7 +162,13 @@ def download(uri: str, dest: str | os.PathLike[str]) -> Path:
             extract(archive, payload, uri, transfer, patterns)
         if not any(payload.iterdir()):
             raise NotFoundError(uri, "nothing to download")
-        _publish(payload, dest_path, stage)
+        with _active_lock:
+            _publishing[str(stage)] = threading.get_ident()
+        try:
+            _publish(payload, dest_path, stage)
+        finally:
+            with _active_lock:
+                _publishing.pop(str(stage), None)
     except BaseException:
         progress.cancel()
         shutil.rmtree(stage, ignore_errors=True)
@@ -140,11 +177,13 @@ def download(uri: str, dest: str | os.PathLike[str]) -> Path:
                 dest_path.rmdir()  # only if empty: never remove what was there
         raise
     finally:
+        progress.close()
         shutil.rmtree(stage, ignore_errors=True)
         with _active_lock:
             _active.discard(str(stage))
+            _running.discard(progress)
     log.info("%s", progress.summary())
     return dest_path
 
 
-__all__ = ["StorageError", "download"]
+__all__ = ["StorageError", "cancel_all", "download", "publishing", "remove_staging"]

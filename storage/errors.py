@@ -54,9 +54,19 @@ class ArchiveError(StorageError):
 
 
 class IntegrityError(StorageError):
-    """Downloaded size or checksum differs from what the backend announced."""
+    """Downloaded size or checksum differs from what the backend announced.
+
+    Raised only once the retries are spent: a corrupted transfer is retried like a transient
+    fault, since the stored object is usually fine and the bytes were damaged on the way.
+    """
 
     kind = "integrity"
+
+
+class CancelledError(StorageError):
+    """The download was stopped from outside (SIGTERM/SIGINT in the CLI)."""
+
+    kind = "cancelled"
 
 
 class UnsupportedSchemeError(StorageError):

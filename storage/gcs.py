@@ -2,7 +2,8 @@
 
 Same single-object/prefix rule as S3. Small blobs are fetched whole and checksummed by the
 library (crc32c/md5); large ones in ranged parts on one bounded thread pool, then checked
-against the blob's crc32c here. Falls back to an anonymous client when no credentials exist,
+against the blob's crc32c here; a corrupted blob is fetched again (:meth:`Job.fetch_intact`).
+The deadline (or a signal) shuts the sockets being read down, so a stalled read stops at once. Falls back to an anonymous client when no credentials exist,
 as KServe does.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import posixpath
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,7 +23,7 @@ from modelport.storage.errors import (
     StorageError,
     TLSError,
 )
-from modelport.storage.job import Job
+from modelport.storage.job import Damage, Job
 from modelport.storage.progress import Progress
 
 
@@ -79,7 +80,9 @@ def map_error(uri: str, exc: BaseException, what: str) -> StorageError:
     if isinstance(exc, requests.exceptions.ConnectionError):
         return StorageError(uri, "cannot connect to the GCS endpoint")
     if type(exc).__name__ == "DataCorruption":
-        return IntegrityError(uri, f"{what}: checksum mismatch")
+        return IntegrityError(
+            uri, f"{what}: checksum mismatch: the bytes received do not match its crc32c/MD5"
+        )
     if isinstance(exc, gex.GoogleAPICallError):
         return StorageError(uri, f"GCS error {exc.code} on {what}")
     return StorageError(uri, f"{type(exc).__name__}: {exc}")
@@ -95,6 +98,25 @@ def _crc32c(path: Path) -> str:
     return base64.b64encode(c.digest()).decode()
 
 
+def _abort_on_cancel(client: Any, progress: Progress) -> None:
+    """At the deadline (or a signal) shut down the sockets of the responses being read, so a
+    stalled read returns now instead of after the read timeout; refuse responses after that
+    (the library's retry of the cut read)."""
+    session = getattr(client, "_http", None)  # the client's requests.Session
+    hooks = getattr(session, "hooks", None)
+    if not isinstance(hooks, dict):
+        return
+
+    def track(response: Any, *args: Any, **kwargs: Any) -> Any:
+        progress.check_deadline()  # raises the reason once cancelled: not retryable
+        shutdown = getattr(getattr(response, "raw", None), "shutdown", None)
+        if shutdown is not None:  # urllib3 >= 2.3
+            progress.on_cancel(shutdown)
+        return response
+
+    hooks.setdefault("response", []).append(track)
+
+
 def fetch(job: Job) -> list[str]:
     """Download the blob or prefix into ``job.payload``; return relative paths written."""
     from google.cloud.storage.retry import DEFAULT_RETRY
@@ -105,6 +127,7 @@ def fetch(job: Job) -> list[str]:
     retry = DEFAULT_RETRY.with_timeout(max(30.0, t.read_timeout * (t.retries + 1)))
     try:
         client = _client()
+        _abort_on_cancel(client, job.progress)
         bucket = client.bucket(bucket_name)
         blobs: list[tuple[Any, str]] = []
         single = None
@@ -133,10 +156,29 @@ def fetch(job: Job) -> list[str]:
     except Exception as exc:
         raise map_error(job.uri, exc, f"gs://{bucket_name}/{key}") from None
 
-    progress = job.progress
-    progress.expect(sum(int(b.size or 0) for b, _ in blobs), len(blobs))
+    job.progress.expect(sum(int(b.size or 0) for b, _ in blobs), len(blobs))
     paths = {rel: job.target(rel) for _, rel in blobs}
-    parted: list[tuple[Any, Path]] = []
+    by_rel = {rel: blob for blob, rel in blobs}
+
+    def fetch_some(rels: list[str]) -> dict[str, Damage]:
+        todo = [(by_rel[rel], rel) for rel in rels]
+        return _download(job, todo, paths, (timeout, retry))
+
+    job.fetch_intact(list(by_rel), fetch_some)
+    return [rel for _, rel in blobs]
+
+
+def _download(
+    job: Job,
+    blobs: list[tuple[Any, str]],
+    paths: dict[str, Path],
+    call: tuple[tuple[float, float], Any],
+) -> dict[str, Damage]:
+    """Download ``blobs`` on one bounded pool; return the corrupted ones, raise on any other
+    failure (after cancelling the rest)."""
+    progress, t = job.progress, job.transfer
+    timeout, retry = call
+    parted: list[tuple[Any, str]] = []  # (blob, rel) fetched in ranged parts
 
     def whole(blob: Any, path: Path) -> None:
         with path.open("wb") as f:
@@ -155,32 +197,48 @@ def fetch(job: Job) -> list[str]:
                 retry=retry,
             )
 
-    tasks: list[tuple[Any, ...]] = []
+    tasks: list[tuple[Any, str, Any, tuple[Any, ...]]] = []
     for blob, rel in blobs:
         path, size = paths[rel], int(blob.size or 0)
         if size > 2 * t.part_size:
             with path.open("wb") as f:
                 f.truncate(size)
-            parted.append((blob, path))
+            parted.append((blob, rel))
             for start in range(0, size, t.part_size):
-                tasks.append((part, blob, path, start, min(start + t.part_size, size) - 1))
+                end = min(start + t.part_size, size) - 1
+                tasks.append((blob, rel, part, (blob, path, start, end)))
         else:
-            tasks.append((whole, blob, path))
+            tasks.append((blob, rel, whole, (blob, path)))
+    damaged: dict[str, Damage] = {}
     with ThreadPoolExecutor(max_workers=t.concurrency) as pool:
-        futures = {pool.submit(fn, *args): args[0] for fn, *args in tasks}
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        for fut in done:
+        futures = {pool.submit(fn, *args): (blob, rel) for blob, rel, fn, args in tasks}
+        for fut in as_completed(futures):
             failure = fut.exception()
-            if failure is not None:
-                progress.cancel()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise map_error(job.uri, failure, f"gs://{bucket_name}/{futures[fut].name}")
+            if failure is None:
+                continue
+            blob, rel = futures[fut]
+            progress.check_deadline()  # a read cut short by the deadline reports the deadline
+            error = map_error(job.uri, failure, blob.name)
+            if isinstance(error, IntegrityError):  # the library's crc32c/MD5 check
+                damaged[rel] = Damage(error, paths[rel], int(blob.size or 0), 0)
+                continue
+            progress.cancel(error)
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise error
     for blob, rel in blobs:
         got, size = paths[rel].stat().st_size, int(blob.size or 0)
-        if got != size:
-            raise IntegrityError(job.uri, f"{blob.name}: got {got} bytes, GCS announced {size}")
-    for blob, path in parted:
+        if rel not in damaged and got != size:
+            cause = f"{blob.name}: got {got} bytes, GCS announced {size}"
+            done = 0 if any(r == rel for _, r in parted) else 1
+            damaged[rel] = Damage(IntegrityError(job.uri, cause), paths[rel], got, done)
+    for blob, rel in parted:
+        if rel in damaged:
+            continue
         progress.file_done()
-        if t.verify_checksum and blob.crc32c and _crc32c(path) != blob.crc32c:
-            raise IntegrityError(job.uri, f"{blob.name}: crc32c does not match")
-    return [rel for _, rel in blobs]
+        if t.verify_checksum and blob.crc32c and (crc := _crc32c(paths[rel])) != blob.crc32c:
+            cause = (
+                f"{blob.name}: checksum mismatch: the bytes received have crc32c {crc}, "
+                f"GCS says {blob.crc32c}"
+            )
+            damaged[rel] = Damage(IntegrityError(job.uri, cause), paths[rel], int(blob.size), 1)
+    return damaged

@@ -4,11 +4,13 @@ Redirects are followed by hand (still httpx's URL resolution) so the per-host he
 ``<hostname>-headers`` are sent only to the host they were configured for, never to a host a
 redirect points at. Transient failures (connect errors, timeouts, a body cut short, 5xx/429)
 are retried with exponential backoff; a body shorter than Content-Length is never accepted.
+The deadline (or a signal) shuts the socket down, so a stalled read stops at once.
 """
 
 from __future__ import annotations
 
 import posixpath
+import socket
 import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -50,6 +52,7 @@ def _get(client: httpx.Client, job: Job, target: Path) -> str:
     for _hop in range(job.transfer.max_redirects + 1):
         request = client.build_request("GET", url, headers=http_headers(url.host))
         response = client.send(request, stream=True, follow_redirects=False)
+        _abort_on_cancel(response, job)
         try:
             if response.is_redirect and response.next_request is not None:
                 url = response.next_request.url
@@ -58,6 +61,15 @@ def _get(client: httpx.Client, job: Job, target: Path) -> str:
         finally:
             response.close()
     raise StorageError(job.uri, f"more than {job.transfer.max_redirects} redirects")
+
+
+def _abort_on_cancel(response: httpx.Response, job: Job) -> None:
+    """At the deadline (or a signal) shut the socket down, so a read blocked on a stalled
+    server returns now instead of after the read timeout."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is not None:
+        job.progress.on_cancel(lambda: sock.shutdown(socket.SHUT_RDWR))
 
 
 def _save(response: httpx.Response, job: Job, target: Path) -> str:
@@ -129,6 +141,7 @@ def fetch(job: Job) -> list[str]:
                     raise error from None
             except httpx.InvalidURL as exc:
                 raise ConfigError(job.uri, f"invalid URL: {exc}") from None
+            job.progress.check_deadline()  # a read cut short by the deadline reports the deadline
             if attempt == t.retries:
                 raise error
             time.sleep(min(0.25 * 2**attempt, 10.0))

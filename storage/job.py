@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from modelport.storage.archive import _safe_relpath, archive_suffix
 from modelport.storage.config import Patterns, Transfer
-from modelport.storage.errors import ConfigError, NotFoundError, StorageError
+from modelport.storage.errors import (
+    ConfigError,
+    IntegrityError,
+    NotFoundError,
+    StorageError,
+    display_uri,
+)
 from modelport.storage.progress import Progress
+
+log = logging.getLogger("modelport.storage")
+T = TypeVar("T", bound=Hashable)
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A downloaded object whose bytes do not match its announced checksum or size."""
+
+    error: IntegrityError
+    path: Path
+    nbytes: int  # counted in the progress, to uncount before fetching it again
+    files: int  # 1 if it was counted as a finished file
 
 
 @dataclass
@@ -67,3 +89,27 @@ class Job:
                 "STORAGE_ALLOW_PATTERNS/STORAGE_IGNORE_PATTERNS",
             )
         return NotFoundError(self.uri, f"no objects under {where}")
+
+    def fetch_intact(self, items: list[T], fetch: Callable[[list[T]], dict[T, Damage]]) -> None:
+        """Run ``fetch`` on ``items``, then again on the damaged ones, with backoff.
+
+        Corruption is nearly always in transit (a flipped bit, a proxy), so it is retried like a
+        transient fault, up to ``MODELPORT_STORAGE_RETRIES`` times; only an object corrupted in
+        every attempt is an :class:`IntegrityError`.
+        """
+        todo = items
+        attempts = self.transfer.retries + 1
+        for attempt in range(attempts):
+            damaged = fetch(todo)
+            if not damaged:
+                return
+            first = next(iter(damaged.values())).error
+            if attempt + 1 == attempts:
+                tries = "the only attempt" if attempts == 1 else f"each of {attempts} attempts"
+                raise IntegrityError(self.uri, f"{first.cause} (corrupted in {tries})")
+            log.warning("%s: %s; downloading it again", display_uri(self.uri), first.cause)
+            for damage in damaged.values():
+                damage.path.unlink(missing_ok=True)
+                self.progress.forget(damage.nbytes, damage.files)
+            todo = list(damaged)
+            self.progress.sleep(min(0.25 * 2**attempt, 10.0))

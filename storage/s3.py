@@ -2,14 +2,20 @@
 
 A key equal to the URI path is fetched with HEAD + GET only (no ListBucket permission needed);
 otherwise the path is a folder prefix matched at a ``/`` boundary, so ``models/iris`` never pulls
-``models/iris-v2/``. Sizes are always checked; a plain-MD5 ETag is checked against the file.
+``models/iris-v2/``. Sizes are always checked; a plain-MD5 ETag is checked against the file, and
+botocore checks the flexible checksum (CRC32...) S3 stored with the object; a corrupted object is
+fetched again. The deadline and signals stop transfers at once (see :class:`_Aborter`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import posixpath
 import re
+import socket
+import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +30,10 @@ from modelport.storage.errors import (
     StorageError,
     TLSError,
 )
-from modelport.storage.job import Job
+from modelport.storage.job import Damage, Job
+from modelport.storage.progress import Progress
+
+_SHUTDOWN_GRACE_S = 1.5
 
 _MD5_ETAG = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
 _AUTH_CODES = {
@@ -104,6 +113,8 @@ def map_error(uri: str, exc: BaseException, what: str) -> StorageError:
             "no usable AWS credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
             "STORAGE_CONFIG, or awsAnonymousCredential=true)",
         )
+    if isinstance(exc, bex.FlexibleChecksumError):
+        return IntegrityError(uri, f"{what}: checksum mismatch: {exc}")
     if isinstance(exc, bex.SSLError):
         return TLSError(uri, f"TLS verification failed for the S3 endpoint: {exc}")
     if isinstance(exc, bex.ConnectTimeoutError | bex.ReadTimeoutError):
@@ -153,34 +164,98 @@ def _list(job: Job, client: Any, bucket: str, key: str) -> tuple[list[_Obj], boo
     return objs, False
 
 
-def _md5_ok(path: Path, etag: str) -> bool:
+def _md5_mismatch(path: Path, etag: str) -> str | None:
+    """The file's MD5 if the ETag is a plain MD5 and differs from it, else None."""
     match = _MD5_ETAG.match(etag)
     if not match:
-        return True  # multipart or SSE ETag: not an MD5, nothing to compare
+        return None  # multipart or SSE ETag: not an MD5, nothing to compare
     digest = hashlib.md5(usedforsecurity=False)
     with path.open("rb") as f:
         while chunk := f.read(4 * 1024 * 1024):
             digest.update(chunk)
-    return digest.hexdigest() == match.group(1).lower()
+    hexdigest = digest.hexdigest()
+    return None if hexdigest == match.group(1).lower() else hexdigest
+
+
+class _Aborter:
+    """Lets the watchdog or a signal stop this client's transfers now, not at the read timeout.
+
+    s3transfer reads each part in 256 KiB blocks on its own threads, so a trickle or a stall
+    blocks a thread far longer than the deadline allows. On cancellation every response still
+    being read has its socket shut down (the blocked read returns at once) and every new request
+    (s3transfer's retry of that read) is refused with the cancellation's reason.
+    """
+
+    def __init__(self, client: Any, progress: Progress) -> None:
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._bodies: weakref.WeakSet[Any] = weakref.WeakSet()
+        client.meta.events.register("before-send.s3", self._refuse)
+        client.meta.events.register("after-call.s3.GetObject", self._track)
+        progress.on_cancel(self._abort)
+
+    def _refuse(self, **kwargs: Any) -> None:
+        self._progress.check_deadline()  # raises the reason once cancelled
+
+    def _track(self, http_response: Any = None, **kwargs: Any) -> None:
+        raw = getattr(http_response, "raw", None)
+        if raw is None:
+            return
+        with self._lock:
+            self._bodies.add(raw)
+        if self._progress.cancelled:
+            self._abort()  # the response arrived just after the cancellation
+
+    def _abort(self) -> None:
+        with self._lock:
+            bodies = list(self._bodies)
+        for raw in bodies:
+            with contextlib.suppress(Exception):  # already read and back in the pool, or closed
+                if hasattr(raw, "shutdown"):
+                    raw.shutdown()  # urllib3 >= 2.3: made for unblocking a read elsewhere
+                else:
+                    raw.connection.sock.shutdown(socket.SHUT_RDWR)
 
 
 def fetch(job: Job) -> list[str]:
-    """Download the object or prefix into ``job.payload``; return relative paths written."""
-    from boto3.s3.transfer import TransferConfig, create_transfer_manager
-    from s3transfer.subscribers import BaseSubscriber
+    """Download the object or prefix into ``job.payload``; return relative paths written.
 
+    A corrupted object (botocore's flexible checksum or the MD5 ETag disagrees with the bytes) is
+    fetched again like a transient fault, up to ``MODELPORT_STORAGE_RETRIES`` times with backoff,
+    and reported as an :class:`IntegrityError` only when every attempt was corrupted.
+    """
     bucket, key = job.bucket_and_key()
     t = job.transfer
     client = make_client(S3Settings.from_env(), t)
+    _Aborter(client, job.progress)
     try:
         objs, _single = _list(job, client, bucket, key)
     except StorageError:
         raise
     except Exception as exc:
         raise map_error(job.uri, exc, f"{bucket}/{key}") from None
+    job.progress.expect(sum(o.size for o in objs), len(objs))
+    paths = {o.key: job.target(o.rel) for o in objs}
+
+    def fetch_some(todo: list[_Obj]) -> dict[_Obj, Damage]:
+        damaged = _transfer(job, client, bucket, todo, paths)
+        return damaged | _verify(job, client, bucket, todo, damaged, paths)
+
+    job.fetch_intact(objs, fetch_some)
+    return [o.rel for o in objs]
+
+
+def _transfer(
+    job: Job, client: Any, bucket: str, objs: list[_Obj], paths: dict[str, Path]
+) -> dict[_Obj, Damage]:
+    """Download ``objs`` on one transfer manager; return the corrupted ones, raise on any other
+    failure (after stopping every other transfer)."""
+    from boto3.s3.transfer import TransferConfig, create_transfer_manager
+    from s3transfer.subscribers import BaseSubscriber
 
     progress = job.progress
-    progress.expect(sum(o.size for o in objs), len(objs))
+    wake = threading.Event()  # a transfer finished, or the download was cancelled
+    progress.on_cancel(wake.set)
 
     class _Sub(BaseSubscriber):
         def __init__(self, obj: _Obj) -> None:
@@ -196,8 +271,14 @@ def fetch(job: Job) -> list[str]:
             progress.add(bytes_transferred)
 
         def on_done(self, future: Any, **kwargs: Any) -> None:
-            progress.file_done()
+            try:
+                future.result()
+                progress.file_done()
+            except BaseException:  # the waiting thread reports it
+                pass
+            wake.set()
 
+    t = job.transfer
     config = TransferConfig(
         multipart_threshold=t.part_size,
         multipart_chunksize=t.part_size,
@@ -205,38 +286,96 @@ def fetch(job: Job) -> list[str]:
         num_download_attempts=t.retries + 1,
         use_threads=True,
     )
-    paths = {o.key: job.target(o.rel) for o in objs}
+    manager = create_transfer_manager(client, config)
+    futures: list[Any] = []
+    ok = False
     try:
-        with create_transfer_manager(client, config) as manager:
-            futures = [
+        for o in objs:
+            futures.append(
                 manager.download(bucket, o.key, str(paths[o.key]), subscribers=[_Sub(o)])
-                for o in objs
-            ]
-            for fut, obj in zip(futures, objs, strict=True):
-                try:
-                    fut.result()
-                except BaseException as exc:
-                    progress.cancel()
-                    raise map_error(job.uri, exc, f"{bucket}/{obj.key}") from None
-    except StorageError:
-        raise
+            )
+        corrupt = _wait(job, bucket, list(zip(futures, objs, strict=True)), paths, wake)
+        ok = True
+        return corrupt
     except Exception as exc:
-        raise map_error(job.uri, exc, f"{bucket}/{key}") from None
-    _verify(job, client, bucket, objs, paths)
-    return [o.rel for o in objs]
+        error = map_error(job.uri, exc, f"{bucket}/{objs[0].key}")
+        progress.cancel(error)
+        raise error from None
+    except BaseException:  # SystemExit from the CLI's signal handler: stop transfers, go on
+        progress.cancel()
+        raise
+    finally:
+        _close(manager, futures, ok)
 
 
-def _verify(job: Job, client: Any, bucket: str, objs: list[_Obj], paths: dict[str, Path]) -> None:
-    for o in objs:
+def _wait(
+    job: Job,
+    bucket: str,
+    pending: list[tuple[Any, _Obj]],
+    paths: dict[str, Path],
+    wake: threading.Event,
+) -> dict[_Obj, Damage]:
+    """Wait for the transfers without blocking on any one of them, so a cancellation (deadline,
+    signal, another part's failure) is acted on at once."""
+    corrupt: dict[_Obj, Damage] = {}
+    while pending:
+        wake.clear()
+        job.progress.check_deadline()
+        still = []
+        for fut, obj in pending:
+            if not fut.done():
+                still.append((fut, obj))
+                continue
+            try:
+                fut.result()
+            except Exception as exc:
+                job.progress.check_deadline()  # a part failed because we cancelled: say why
+                error = map_error(job.uri, exc, f"{bucket}/{obj.key}")
+                if not isinstance(error, IntegrityError):
+                    raise error from None
+                corrupt[obj] = Damage(error, paths[obj.key], obj.size, 0)
+        pending = still
+        if pending:
+            wake.wait(1.0)
+    return corrupt
+
+
+def _close(manager: Any, futures: list[Any], ok: bool) -> None:
+    """Shut the manager down; after a failure wait only briefly for its threads (a transfer
+    stuck before its response headers holds its thread until the read timeout)."""
+    if ok:
+        manager.shutdown()
+        return
+    for fut in futures:
+        fut.cancel()
+    closer = threading.Thread(target=manager.shutdown, name="s3-shutdown", daemon=True)
+    closer.start()
+    closer.join(_SHUTDOWN_GRACE_S)
+
+
+def _verify(
+    job: Job,
+    client: Any,
+    bucket: str,
+    objs: list[_Obj],
+    skip: dict[_Obj, Damage],
+    paths: dict[str, Path],
+) -> dict[_Obj, Damage]:
+    """Size and MD5-ETag check of every downloaded object; the corrupted ones are returned."""
+    done = [o for o in objs if o not in skip]
+    corrupt: dict[_Obj, Damage] = {}
+    for o in done:
         got = paths[o.key].stat().st_size
         if got != o.size:
-            raise IntegrityError(job.uri, f"{o.key}: got {got} bytes, S3 announced {o.size}")
+            cause = f"{o.key}: got {got} bytes, S3 announced {o.size}"
+            corrupt[o] = Damage(IntegrityError(job.uri, cause), paths[o.key], got, 1)
     if not job.transfer.verify_checksum:
-        return
+        return corrupt
+    done = [o for o in done if o not in corrupt]
     with ThreadPoolExecutor(max_workers=min(4, job.transfer.concurrency)) as pool:
-        ok = list(pool.map(lambda o: _md5_ok(paths[o.key], o.etag), objs))
-    for o, good in zip(objs, ok, strict=True):
-        if good:
+        digests = list(pool.map(lambda o: _md5_mismatch(paths[o.key], o.etag), done))
+    for o, digest in zip(done, digests, strict=True):
+        if digest is None:
             continue
         # SSE-KMS / SSE-C objects have an MD5-shaped ETag that is not the content's MD5.
         head = client.head_object(Bucket=bucket, Key=o.key)
@@ -244,4 +383,6 @@ def _verify(job: Job, client: Any, bucket: str, objs: list[_Obj], paths: dict[st
             "SSECustomerAlgorithm"
         ):
             continue
-        raise IntegrityError(job.uri, f"{o.key}: MD5 does not match the ETag {o.etag}")
+        cause = f"{o.key}: checksum mismatch: the bytes received have MD5 {digest}, the ETag says {o.etag}"
+        corrupt[o] = Damage(IntegrityError(job.uri, cause), paths[o.key], o.size, 1)
+    return corrupt

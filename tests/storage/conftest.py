@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.storage.faultproxy import FaultProxy, gcs_media, s3_object
 from tests.storage.support import ACCESS, SECRET, free_port
 
 BIN = Path(sys.executable).parent
@@ -258,3 +259,28 @@ def http_server() -> Iterator[HTTPFixture]:
         yield srv
     finally:
         srv.close()
+
+
+# ------------------------------------------------------ faults (proxies) --
+
+
+@pytest.fixture
+def s3_proxy(s3_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    """moto behind a misbehaving proxy; the code under test talks to the proxy."""
+    proxy = FaultProxy(s3_env, s3_object)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+@pytest.fixture
+def gcs_proxy(gcs, gcs_host: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    """The GCS emulator behind a misbehaving proxy (the ``gcs`` bucket is made directly)."""
+    proxy = FaultProxy(gcs_host, gcs_media)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,3 +55,22 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         env=env if env is not None else dict(os.environ),
         timeout=120,
     )
+
+
+def outcome_within(action: Callable[[], object], timeout: float) -> BaseException | None:
+    """Run ``action`` in a thread; its exception (None if it returned). Fails the test if it is
+    still running after ``timeout`` (a bound far above the behaviour under test)."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            action()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    assert not worker.is_alive(), f"still running after {timeout} s"
+    return outcome[0]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import itertools
 import os
+import select
+import socket
 import time
 
 import pytest
@@ -19,7 +21,7 @@ from modelport.storage.errors import (
     TLSError,
 )
 from tests.storage.archives import FILES, benign, malicious
-from tests.storage.support import run_cli, tree
+from tests.storage.support import outcome_within, run_cli, tree
 
 _n = itertools.count()
 
@@ -168,6 +170,31 @@ def test_overall_deadline(http_server, tmp_path, monkeypatch):
     with pytest.raises(DownloadTimeoutError, match="deadline"):
         download(http_server.url(path), tmp_path / "d")
     assert time.monotonic() - start < 2.0  # stopped mid-trickle, not after the whole body
+
+
+def test_overall_deadline_stops_a_stalled_read(http_server, tmp_path, monkeypatch):
+    """No byte arrives at all: the deadline, not the 60 s read timeout, ends the download."""
+    path = uniq("stalled.bin")
+
+    def stall(h):  # type: ignore[no-untyped-def]
+        h.send_response(200)
+        h.send_header("Content-Length", "100")
+        h.end_headers()
+        h.wfile.write(b"x" * 10)
+        h.wfile.flush()
+        end = time.monotonic() + 90
+        while time.monotonic() < end:  # hold until the client goes away
+            readable, _, _ = select.select([h.connection], [], [], 0.1)
+            if readable and not h.connection.recv(1, socket.MSG_PEEK):
+                break
+        h.close_connection = True
+
+    http_server.routes[path] = stall
+    monkeypatch.setenv("MODELPORT_STORAGE_READ_TIMEOUT", "60")
+    monkeypatch.setenv("MODELPORT_STORAGE_DEADLINE", "1")
+    error = outcome_within(lambda: download(http_server.url(path), tmp_path / "d"), timeout=20)
+    assert isinstance(error, DownloadTimeoutError) and "deadline" in str(error), error
+    assert not (tmp_path / "d").exists()
 
 
 def test_cli_malicious_archive_over_http_one_clear_line(http_server, tmp_path):

@@ -121,3 +121,46 @@ def test_stale_staging_of_dead_process_is_removed(model_src, tmp_path):
     (stale / "half.bin").write_bytes(b"half")
     download(str(model_src), dest)
     assert sorted(os.listdir(dest)) == ["model.joblib", "sub"]
+
+
+# Runs the CLI with a SIGTERM delivered to itself right after the first rename into DEST, the
+# worst moment: the rest of the new model is still staged and the old one half replaced.
+_SIGTERM_MID_PUBLISH = """
+import os, signal, sys
+from modelport.storage import download as d
+from modelport.storage.__main__ import main
+
+real_publish, real_replace = d._publish, os.replace
+
+def replace(src, dst):
+    real_replace(src, dst)
+    os.replace = real_replace
+    os.kill(os.getpid(), signal.SIGTERM)
+
+def publish(payload, dest, stage):
+    os.replace = replace
+    real_publish(payload, dest, stage)
+
+d._publish = publish
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_while_publishing_never_leaves_a_mixed_dest(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"new a")
+    (src / "b.bin").write_bytes(b"new b")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "a.bin").write_bytes(b"old a")
+    (dest / "b.bin").write_bytes(b"old b")
+    monkeypatch.setenv("MODELPORT_STORAGE_LOCAL_COPY", "true")
+    res = subprocess.run(
+        [sys.executable, "-c", _SIGTERM_MID_PUBLISH, str(src), str(dest)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 128 + signal.SIGTERM, res.stderr
+    assert tree(dest) == {"a.bin": b"new a", "b.bin": b"new b"}, res.stderr  # finished, whole

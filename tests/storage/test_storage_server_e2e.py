@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 
 import pytest
 
-from tests.servers import start_server
+from tests.servers import free_port, start_server
+from tests.storage.support import SECRET
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("modelport.runtimes.sklearn.__main__") is None,
@@ -32,3 +36,27 @@ def test_sklearn_server_from_s3_prefix(s3_env, s3_admin, bucket, tmp_path):
         assert res.json() == {"predictions": [1]}
     finally:
         server.stop()
+
+
+def test_model_dir_download_failure_is_one_clear_line(s3_env, bucket):
+    """A --model_dir the server cannot download ends in one line on stderr, not a traceback."""
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelport.runtimes.sklearn",
+            f"--model_dir=s3://{bucket}/models/missing",
+            "--model_name=iris",
+            f"--http_port={free_port()}",
+            "--host=127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=120,
+    )
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot download --model_dir: not found: s3://"), last
+    assert f"{bucket}/models/missing" in last and SECRET not in res.stderr
