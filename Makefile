@@ -6,6 +6,8 @@ PIP    := $(PY) -m pip
 # Runtimes come from the one registry (base/registry.py, plain Python: no install needed).
 RUNTIME_NAMES  := $(shell $(PYTHON) base/registry.py names)
 RUNTIME_EXTRAS := $(shell $(PYTHON) base/registry.py extras)
+# Components beside the predictor (no model format, no ClusterServingRuntime of their own).
+COMPONENTS := transformer explainer
 # Extras the test suite exercises (every runtime runs in CI).
 TEST_EXTRAS ?= server,$(RUNTIME_EXTRAS),explainer,storage,test
 STAMP  := $(VENV)/.installed-test
@@ -54,7 +56,7 @@ lint: $(STAMP)
 	@rm -rf $(TYPED) && mkdir -p $(TYPED)/modelport
 	@for p in $(PACKAGES); do ln -s $(CURDIR)/$$p $(TYPED)/modelport/$$p; done
 	cd $(TYPED) && $(CURDIR)/$(VENV)/bin/mypy --explicit-package-bases --ignore-missing-imports \
-	  -p modelport.base -p modelport.storage $(foreach fw,$(RUNTIME_NAMES),-p modelport.runtimes.$(fw))
+	  -p modelport.base -p modelport.storage $(foreach fw,$(RUNTIME_NAMES) $(COMPONENTS),-p modelport.runtimes.$(fw))
 
 ## bench: side-by-side benchmark against the floor, KServe and MLServer (see bench/README.md)
 bench: $(VENV)/.installed-run

@@ -1,0 +1,1 @@
+"""Model-agnostic KernelSHAP explainer component in front of a remote predictor."""
