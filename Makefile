@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 RUNTIME_NAMES  := $(shell $(PYTHON) base/registry.py names)
 RUNTIME_EXTRAS := $(shell $(PYTHON) base/registry.py extras)
 # Components beside the predictor (no model format, no ClusterServingRuntime of their own).
-COMPONENTS := transformer explainer
+COMPONENTS     := $(shell $(PYTHON) base/registry.py components)
 # Extras the test suite exercises (every runtime runs in CI).
 TEST_EXTRAS ?= server,$(RUNTIME_EXTRAS),explainer,storage,test
 STAMP  := $(VENV)/.installed-test

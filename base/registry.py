@@ -86,6 +86,11 @@ RUNTIMES: tuple[Runtime, ...] = (
 
 BY_NAME: dict[str, Runtime] = {runtime.name: runtime for runtime in RUNTIMES}
 
+# Components beside the predictor (`runtimes/<name>/`, `python -m modelport.runtimes.<name>`):
+# they serve no model format, so they get no ClusterServingRuntime; KServe runs them as the
+# InferenceService's transformer or explainer container.
+COMPONENTS: tuple[str, ...] = ("transformer", "explainer")
+
 
 def find(name: str) -> Runtime | None:
     """A runtime by its name or its KServe modelFormat name."""
@@ -96,16 +101,19 @@ def find(name: str) -> Runtime | None:
 
 
 def main(argv: list[str]) -> int:
-    """`names`, `extras` (comma-separated, for Makefiles and shells) or `json` (every field)."""
+    """`names`, `components`, `extras` (comma-separated, for Makefiles and shells) or `json`
+    (every field)."""
     command = argv[0] if argv else "names"
     if command == "names":
         print(" ".join(runtime.name for runtime in RUNTIMES))
+    elif command == "components":
+        print(" ".join(COMPONENTS))
     elif command == "extras":
         print(",".join(dict.fromkeys(runtime.extra for runtime in RUNTIMES)))
     elif command == "json":
         print(json.dumps([asdict(runtime) for runtime in RUNTIMES], indent=2))
     else:
-        print(f"usage: {sys.argv[0]} names|extras|json", file=sys.stderr)
+        print(f"usage: {sys.argv[0]} names|components|extras|json", file=sys.stderr)
         return 2
     return 0
 

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_every_runtime_folder_is_registered_and_every_entry_has_a_folder_and_extra():
     folders = {path.parent.name for path in (ROOT / "runtimes").glob("*/__main__.py")}
-    assert folders == set(registry.BY_NAME)
+    assert folders == set(registry.BY_NAME) | set(registry.COMPONENTS)
+    assert not set(registry.BY_NAME) & set(registry.COMPONENTS)
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
         "optional-dependencies"
     ]

@@ -8,7 +8,8 @@ with a message saying how to export the model. Inputs bind to `forward`'s argume
 (BF16 travels as raw 16-bit words in the binary extension); V1 numbers, which JSON leaves
 untyped, take the model's declared dtype when known and torch's float32 default otherwise.
 Metadata: an exported program declares its outputs; TorchScript declares neither dtypes nor
-ranks, so its metadata is a guess until the first inference and what it answered after.
+ranks, so its metadata is a guess until the first inference with inputs of the datatype the
+metadata gives them, and what it answered to that after.
 A RuntimeError is the client's mistake only when torch says the input does not fit.
 """
 
@@ -162,9 +163,15 @@ class PyTorchPredictor(Predictor):
         except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
             raise _classify(self.name, exc) from exc
         outputs = [_to_tensor(name, value) for name, value in _named(result)]
-        if self.program is None and not self.answered:
+        if self.program is None and not self.answered and self._as_described(request):
             self.answered = [TensorSpec(t.name, t.datatype, [-1] * t.data.ndim) for t in outputs]
         return InferResponse(outputs=select_outputs(outputs, request, self.name), id=request.id)
+
+    def _as_described(self, request: InferRequest) -> bool:
+        """Whether a request's inputs have the datatypes the metadata gives them: only such an
+        answer describes the model (a half-precision request may get a half answer)."""
+        described = _datatype(self._parameter_dtype())
+        return all(tensor.datatype == described for tensor in request.inputs)
 
     def _bind(self, inputs: list[Tensor]) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         """Request tensors to forward's arguments: all by name, or else by position."""
