@@ -9,7 +9,7 @@ RUNTIME_EXTRAS := $(shell $(PYTHON) base/registry.py extras)
 # Components beside the predictor (no model format, no ClusterServingRuntime of their own).
 COMPONENTS     := $(shell $(PYTHON) base/registry.py components)
 # Extras the test suite exercises (every runtime runs in CI).
-TEST_EXTRAS ?= server,$(RUNTIME_EXTRAS),explainer,storage,test
+TEST_EXTRAS ?= server,$(RUNTIME_EXTRAS),transformer,explainer,storage,test
 STAMP  := $(VENV)/.installed-test
 
 HOST ?= 127.0.0.1
