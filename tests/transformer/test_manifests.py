@@ -13,41 +13,15 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.kserve import rules
+
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = sorted((ROOT / "examples" / "manifests").glob("*.yaml"))
 
 
-def crd_dir() -> Path:
-    """`shared/crds` beside the repository root or a parent of it."""
-    for parent in (ROOT, *ROOT.parents):
-        if (parent / "shared" / "crds").is_dir():
-            return parent / "shared" / "crds"
-    pytest.skip(f"no shared/crds above {ROOT} (KServe's CRDs)")
-
-
-def strict(schema: Any) -> Any:
-    """Unknown fields refused wherever the schema lists properties (except where Kubernetes
-    keeps unknown fields)."""
-    if isinstance(schema, list):
-        return [strict(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {key: strict(value) for key, value in schema.items()}
-    if (
-        "properties" in out
-        and "additionalProperties" not in out
-        and not out.get("x-kubernetes-preserve-unknown-fields")
-    ):
-        out["additionalProperties"] = False
-    return out
-
-
 @pytest.fixture(scope="module")
-def isvc_schema() -> dict[str, Any]:
-    path = crd_dir() / "serving.kserve.io_inferenceservices.yaml"
-    crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")
-    return strict(version["schema"]["openAPIV3Schema"])  # type: ignore[no-any-return]
+def schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    return rules.crd_schemas()
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -59,21 +33,21 @@ def test_both_component_examples_exist():
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
-def test_manifest_validates_strictly(path, isvc_schema):
+def test_manifest_validates_strictly(path, schemas):
     document = load(path)
     assert (document["apiVersion"], document["kind"]) == (
         "serving.kserve.io/v1beta1",
         "InferenceService",
     )
-    jsonschema.Draft7Validator(isvc_schema).validate(document)
+    rules.validate(document, schemas)
 
 
 @pytest.mark.parametrize("component", ["transformer", "explainer"])
-def test_strict_validation_refuses_a_misspelt_field(component, isvc_schema):
+def test_strict_validation_refuses_a_misspelt_field(component, schemas):
     document = copy.deepcopy(load(ROOT / "examples" / "manifests" / f"{component}.yaml"))
     document["spec"][component]["containers"][0]["imagePullPolicyy"] = "Always"
     with pytest.raises(jsonschema.ValidationError, match="imagePullPolicyy"):
-        jsonschema.Draft7Validator(isvc_schema).validate(document)
+        rules.validate(document, schemas)
 
 
 def test_transformer_args_parse_with_the_example_cli():
