@@ -58,28 +58,38 @@ def adult_pipeline(directory: Path) -> Path:
 
 
 class SlowModel:
-    """A picklable estimator whose predict sleeps: for drain and concurrency tests."""
+    """A picklable estimator whose predict sleeps: for drain and concurrency tests. With
+    `started_file`, predict first creates that file, so a test can wait until a request is
+    inside predict instead of guessing with a sleep."""
 
-    def __init__(self, delay: float, value: int = 7) -> None:
+    def __init__(self, delay: float, value: int = 7, started_file: str | None = None) -> None:
         self.delay = delay
         self.value = value
+        self.started_file = started_file
         self.n_features_in_ = 4
 
     def predict(self, rows):
+        import pathlib
         import time
 
         import numpy as np
 
+        if getattr(self, "started_file", None):
+            pathlib.Path(self.started_file).touch()
         time.sleep(self.delay)
         return np.full(len(rows), self.value)
 
 
-def constant_model(directory: Path, value: int, delay: float = 0.0) -> Path:
-    """A model that answers `value` for every row (after `delay` seconds)."""
+def constant_model(
+    directory: Path, value: int, delay: float = 0.0, started_file: Path | None = None
+) -> Path:
+    """A model that answers `value` for every row (after `delay` seconds); see SlowModel for
+    `started_file`."""
     import joblib
 
     directory.mkdir(parents=True, exist_ok=True)
-    joblib.dump(SlowModel(delay, value), directory / "model.joblib")
+    marker = str(started_file) if started_file else None
+    joblib.dump(SlowModel(delay, value, marker), directory / "model.joblib")
     return directory
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.models import IRIS_ROWS, constant_model, iris_logistic
+from tests.servers import wait_for
 
 V2_BODY = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": IRIS_ROWS[0]}]}
 
@@ -76,7 +76,7 @@ def test_access_log_is_json_with_request_id(serve, tmp_path):
     )
     assert response.headers["x-request-id"] == "trace-42"
     server.post("/v1/models/iris:predict", json={"instances": [[1, 2]]})  # a 400
-    time.sleep(0.2)
+    wait_for(lambda: server.log().count('"logger":"modelport.access"') >= 2)
     lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
     access = [line for line in lines if line["logger"] == "modelport.access"]
     mine = [line for line in access if line["request_id"] == "trace-42"]
@@ -94,13 +94,17 @@ def test_access_log_can_be_turned_off(serve, tmp_path):
         "sklearn", tmp_path, "--model_name=iris", "--access_log=false", "--log_level=warning"
     )
     assert server.post("/v1/models/iris:predict", json={"instances": IRIS_ROWS}).status_code == 200
-    time.sleep(0.2)
+    # Something logged after the request shows the log has caught up with it.
+    assert server.post("/v1/models/iris:predict", json={"instances": [[1]]}).status_code == 400
     assert "modelport.access" not in server.log()
 
 
 def test_sigterm_drains_in_flight_request_then_exits_zero(serve, tmp_path):
-    constant_model(tmp_path, 7, delay=2.0)
-    server = serve("sklearn", tmp_path, "--model_name=slow", "--graceful_shutdown_timeout=20")
+    started = tmp_path / "started"
+    constant_model(tmp_path / "slow", 7, delay=2.0, started_file=started)
+    server = serve(
+        "sklearn", tmp_path / "slow", "--model_name=slow", "--graceful_shutdown_timeout=20"
+    )
     result: dict[str, httpx.Response] = {}
 
     def slow_request() -> None:
@@ -109,11 +113,10 @@ def test_sigterm_drains_in_flight_request_then_exits_zero(serve, tmp_path):
 
     caller = threading.Thread(target=slow_request)
     caller.start()
-    time.sleep(0.7)  # the request is now inside predict
+    wait_for(started.exists)  # the request is now inside predict
     server.process.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
     with httpx.Client(base_url=server.url, timeout=5) as probe:
-        assert probe.get("/v2/health/ready").status_code == 503  # readiness off at once
+        wait_for(lambda: probe.get("/v2/health/ready").status_code == 503, timeout=5)
         assert probe.get("/v2/health/live").status_code == 200  # liveness stays
     caller.join()
     assert result["slow"].status_code == 200
@@ -124,10 +127,8 @@ def test_sigterm_drains_in_flight_request_then_exits_zero(serve, tmp_path):
 def test_two_workers_serve_and_share_metrics(serve, tmp_path):
     iris_logistic(tmp_path)
     server = serve("sklearn", tmp_path, "--model_name=iris", "--workers=2")
-    deadline = time.monotonic() + 60  # readiness needs one worker; this test needs both
-    while server.log().count("Application startup complete") < 2:
-        assert time.monotonic() < deadline, server.log()
-        time.sleep(0.1)
+    # Readiness needs one worker; this test needs both.
+    wait_for(lambda: server.log().count("Application startup complete") >= 2, timeout=60)
     pids = set()
     for _ in range(20):
         with httpx.Client(base_url=server.url, timeout=30) as client:  # new connection each time

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 
 from tests.models import constant_model, thread_probe_model
+from tests.servers import wait_for
 
 
 def probe(url: str) -> list[int]:
@@ -24,8 +24,9 @@ def test_predict_runs_off_the_event_loop_by_default(serve, tmp_path):
 
 
 def test_slow_predict_leaves_health_checks_answering(serve, tmp_path):
-    constant_model(tmp_path, 7, delay=2.0)
-    server = serve("sklearn", tmp_path, "--model_name=slow")
+    started = tmp_path / "started"
+    constant_model(tmp_path / "slow", 7, delay=2.0, started_file=started)
+    server = serve("sklearn", tmp_path / "slow", "--model_name=slow")
     finished = threading.Event()
 
     def slow_request() -> None:
@@ -36,7 +37,7 @@ def test_slow_predict_leaves_health_checks_answering(serve, tmp_path):
 
     caller = threading.Thread(target=slow_request)
     caller.start()
-    time.sleep(0.5)  # the request is now inside its predict
+    wait_for(started.exists)  # the request is now inside its predict
     try:
         # Answered while the 2 s predict is still running: the loop was never blocked.
         for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/slow/ready"):
