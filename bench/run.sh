@@ -16,5 +16,7 @@ if "$MODELPORT_PY" -c "import xgboost, lightgbm" 2>/dev/null; then
   "$MODELPORT_PY" "$HERE/fixtures.py" --work "$BENCH_WORK" --models xgb20,lgb20
 fi
 python3 "$HERE/bench.py" --work "$BENCH_WORK" "$@"
+# The gRPC cells (h2load against modelport's and KServe's gRPC servers).
+"$MODELPORT_PY" "$HERE/grpc_bench.py" --work "$BENCH_WORK"
 # The transformer cell (issue 17): pass-through transformers, modelport's and KServe's.
 python3 "$HERE/transformer_bench.py" --work "$BENCH_WORK"

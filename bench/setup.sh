@@ -14,6 +14,11 @@ if ! command -v wrk >/dev/null; then
     apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null
   fi
 fi
+if ! command -v h2load >/dev/null; then # the gRPC cells' load generator (HTTP/2)
+  echo "setup: installing h2load (apt: nghttp2-client)"
+  apt-get install -y -q nghttp2-client >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null && apt-get install -y -q nghttp2-client >/dev/null; }
+fi
 command -v taskset >/dev/null || { echo "setup: taskset (util-linux) is missing" >&2; exit 1; }
 
 # Shared by every venv: same model pickles, same event loop. uvloop stays < 0.22 because

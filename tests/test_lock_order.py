@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import pytest
 
+from modelport.base import memory
 from modelport.base.config import ServerConfig
 from modelport.base.errors import ModelportError
 from modelport.base.messages import InferRequest, InferResponse
@@ -54,9 +55,13 @@ def _ready(repository: ModelRepository) -> set[str]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_gates():
+def _fresh_gates(monkeypatch):
     GatedPredictor.gates.clear()
     GatedPredictor.started.clear()
+    # Not what is tested here, and slow in a big process: every unload runs a full garbage
+    # collection, which in the whole suite's pytest process (torch, TensorFlow... imported)
+    # takes long enough for dozens of unloads to look like a deadlock.
+    monkeypatch.setattr(memory, "return_memory", lambda: None)
 
 
 async def _until(condition, what: str) -> None:
