@@ -5,8 +5,9 @@
 - Blocking predictors run on the predict pool, except calls measured to be cheap: once a
   predict costs microseconds, the hop to a pool thread is most of the request's cost. A call
   runs inline when this predictor's recent calls of a similar row count took at most
-  `inline_limit` seconds and nothing else is waiting for the model (its batcher is idle), so
-  health checks wait at most about that long and concurrent load still overlaps with predicts.
+  `inline_limit` seconds and nothing else is waiting for the model (its batcher is idle, and
+  stays so after the requests already received have run up to the model), so health checks
+  wait at most about that long and concurrent load still batches and overlaps with predicts.
   Calls of a row count never seen run on the pool first, so a slow model or a huge request
   never blocks the loop.
 - `max_queued` bounds the requests waiting for (or in) this model: beyond it, 503.
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import Awaitable
@@ -82,7 +84,11 @@ class ModelRunner:
         if alone and self.inline_limit:
             cost = self.costs.get(bucket)
             if cost is not None and cost <= self.inline_limit:
-                return self._timed((request, bucket))
+                # Requests already received run up to this model first: under load they
+                # queue behind this one (and batch), and the predict goes to the pool.
+                await asyncio.sleep(0)
+                if self.active == 1:
+                    return self._timed((request, bucket))
         return await self.pool.run(self._timed, (request, bucket))
 
     def _timed(self, job: tuple[InferRequest, int]) -> InferResponse:

@@ -177,6 +177,21 @@ async def test_cheap_predicts_move_onto_the_event_loop_and_slow_ones_never_do(tm
     assert all(name != "MainThread" for _, name in SlowDoubler.calls)
 
 
+async def test_cheap_predicts_still_batch_under_concurrent_load(tmp_path):
+    """Inline only when the model is otherwise idle: requests that arrive together queue behind
+    the first and merge, instead of each predicting alone on the loop."""
+    plane = await make_plane(tmp_path, max_batch_size=16)
+    for _ in range(5):
+        await plane.infer("m", None, request_of([[1, 1]]))
+    assert Doubler.calls[-1][1] == "MainThread"  # measured cheap: inline when alone
+    Doubler.calls.clear()
+    results = await asyncio.gather(
+        *(plane.infer("m", None, request_of([[i, i]])) for i in range(8))
+    )
+    assert [r.outputs[0].data.tolist() for r in results] == [[[2 * i, 2 * i]] for i in range(8)]
+    assert len(Doubler.calls) < 8  # merged into fewer predicts
+
+
 async def test_inline_limit_zero_keeps_every_predict_on_the_pool(tmp_path):
     plane = await make_plane(tmp_path, inline_predict_limit=0.0)
     for _ in range(5):
