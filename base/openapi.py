@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from modelport.base.config import ServerConfig
+from modelport.base.datatypes import TO_NUMPY
 
 _REF = "#/components/schemas/"
 
@@ -34,22 +35,8 @@ _ERRORS = {
     "503": _json("Error", "the model is not ready (loading) or the server is draining"),
 }
 
-_DATATYPES = [
-    "BOOL",
-    "UINT8",
-    "UINT16",
-    "UINT32",
-    "UINT64",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "FP16",
-    "FP32",
-    "FP64",
-    "BYTES",
-    "BF16",
-]
+# Every OIP datatype: numpy-backed ones, and BF16 (binary only).
+_DATATYPES = [*TO_NUMPY, "BF16"]
 _TENSOR_PROPERTIES: dict[str, Any] = {
     "name": {"type": "string"},
     "shape": {"type": "array", "items": {"type": "integer", "format": "int64"}},

@@ -58,8 +58,10 @@ def schemas() -> dict[tuple[str, str], dict[str, Any]]:
     "path", [RUNTIMES_FILE, rules.STOCK_RUNTIMES, *EXAMPLES], ids=lambda p: p.name
 )
 def test_documents_validate_strictly(path: Path, schemas) -> None:
-    for document in rules.load_documents(path):
-        rules.validate(document, schemas)
+    documents = rules.load_documents(path)
+    assert documents, f"{path} holds no document"
+    for document in documents:
+        rules.validate(document, schemas)  # raises ValidationError naming the field
 
 
 @pytest.mark.parametrize(
