@@ -1,7 +1,7 @@
 """The REST adapter: KServe V1 and Open Inference Protocol V2 over HTTP, on the data plane.
 
 `create_app` is the only way in. POST inference (V2 infer, V1 predict/explain) is answered
-by a lean ASGI fast path straight from ASGI messages: the hot path of a model server. Every
+by `ModelportApp` straight from ASGI messages: the hot path of a model server. Every
 other route goes through Starlette. Handlers only decode the wire, call the `DataPlane` and
 encode its answer; every error becomes `{"error": ...}` in one place (`error_reply`).
 """
@@ -20,14 +20,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from modelport.base import metrics as metrics_module
 from modelport.base import openapi
 from modelport.base.config import ServerConfig
 from modelport.base.dataplane import DataPlane, log_failure
 from modelport.base.errors import InvalidInput, ModelportError, PayloadTooLarge
-from modelport.base.middleware import ObservabilityMiddleware
+from modelport.base.middleware import ObservabilityMiddleware, unexpected_error
 from modelport.base.model import SERVING
 from modelport.base.protocol import v2
 from modelport.base.repository import ModelRepository
@@ -104,70 +104,136 @@ def _header_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     return None
 
 
-class InferenceFastPath:
-    """Inference paths answered straight from ASGI messages, skipping Starlette's routing,
-    Request and Response objects. Everything else goes on to the Starlette app."""
+class InferenceRoute(NamedTuple):
+    """What an inference path names: the verb, the model, the version."""
 
-    def __init__(self, app: ASGIApp, dataplane: DataPlane) -> None:
-        self.app = app
+    verb: str  # "infer" (V2), "predict" or "explain" (V1)
+    model: str
+    version: str | None
+    protocol: str  # metric label: "v2" or "v1"
+
+
+def inference_route(path: str) -> InferenceRoute | None:
+    """The inference route a path names, or None for every other path."""
+    if path.startswith("/v2/"):
+        match = _V2_INFER.match(path)
+        return None if match is None else InferenceRoute("infer", match[1], match[2], "v2")
+    match = _V1_VERB.match(path)
+    return None if match is None else InferenceRoute(match[2], match[1], None, "v1")
+
+
+class ModelportApp:
+    """The ASGI app. Inference (POST V2 infer, V1 predict and explain) is answered right
+    here from ASGI messages, with its observability inline: it is a model server's hot
+    path, and every layer it skips (Starlette's routing, Request/Response objects, two
+    middleware wrappers of `send`) is microseconds per request. Every other request, and
+    the lifespan, goes to the Starlette app behind `ObservabilityMiddleware`.
+    """
+
+    _ROUTE_CACHE_SIZE = 1024  # paths come from clients: the cache stays bounded
+
+    def __init__(self, routes_app: Starlette, dataplane: DataPlane) -> None:
+        self.routes_app = routes_app
+        self.state = routes_app.state
         self.dataplane = dataplane
+        self.observed = ObservabilityMiddleware(routes_app, dataplane)
+        self.routes: dict[str, InferenceRoute | None] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
-            v2_match = _V2_INFER.match(path) if path.startswith("/v2/") else None
-            v1_match = _V1_VERB.match(path) if v2_match is None else None
-            if v2_match or v1_match:
-                try:
-                    reply = await self._answer(scope, receive, v2_match, v1_match)
-                except ClientDisconnect:
-                    return  # nobody is left to answer
-                headers = [(b"content-type", reply.content_type), *reply.headers]
-                await send(
-                    {"type": "http.response.start", "status": reply.status, "headers": headers}
-                )
-                await send({"type": "http.response.body", "body": reply.body})
+            try:
+                route = self.routes[path]
+            except KeyError:
+                route = inference_route(path)
+                if len(self.routes) >= self._ROUTE_CACHE_SIZE:
+                    self.routes.clear()
+                self.routes[path] = route
+            if route is not None:
+                await self._inference(scope, receive, send, route)
                 return
-        await self.app(scope, receive, send)
+        await self.observed(scope, receive, send)
 
-    async def _answer(
-        self,
-        scope: Scope,
-        receive: Receive,
-        v2_match: re.Match[str] | None,
-        v1_match: re.Match[str] | None,
-    ) -> Reply:
+    async def _inference(
+        self, scope: Scope, receive: Receive, send: Send, route: InferenceRoute
+    ) -> None:
+        started = time.perf_counter()
+        dataplane = self.dataplane
+        headers = scope["headers"]
+        request_id = None
+        for key, value in headers:
+            if key == b"x-request-id":
+                request_id = value.decode("latin-1")
+                break
+        if request_id is None:
+            request_id = dataplane.new_request_id()
+        status = 500
+        try:
+            try:
+                reply = await self._answer(scope, receive, route)
+            except ClientDisconnect:
+                status = 499  # nobody is left to answer (nginx's code, for the log and metrics)
+                return
+            except Exception as exc:  # a bug: 500, logged once, and the server keeps serving
+                reply = Reply(500, unexpected_error(exc, scope["path"], request_id))
+            status = reply.status
+            response_headers = [
+                (b"content-type", reply.content_type),
+                (b"content-length", str(len(reply.body)).encode()),
+                (b"x-request-id", request_id.encode("latin-1")),
+                *reply.headers,
+            ]
+            if dataplane.draining:
+                response_headers.append((b"connection", b"close"))
+            await send(
+                {"type": "http.response.start", "status": status, "headers": response_headers}
+            )
+            await send({"type": "http.response.body", "body": reply.body})
+        finally:
+            self.observed.record(
+                scope["method"],
+                scope["path"],
+                route.model,
+                route.protocol,
+                route.verb,
+                status,
+                started,
+                request_id,
+            )
+
+    async def _answer(self, scope: Scope, receive: Receive, route: InferenceRoute) -> Reply:
         if scope["method"] != "POST":
             return json_reply(
                 {"error": f"method {scope['method']} not allowed for {scope['path']}"}, 405
             )
         dataplane = self.dataplane
         headers = scope["headers"]
+        dataplane.in_flight += 1  # a drain waits for this request (DataPlane.track)
         try:
-            with dataplane.track():
-                body = await read_body(receive, headers, dataplane.config.max_request_size)
-                if v2_match is not None:
-                    return await self._v2_infer(v2_match[1], v2_match[2], body, headers)
-                assert v1_match is not None
-                doc = v2.parse_json(body)
-                if v1_match[2] == "predict":
-                    result = await dataplane.predict_v1(v1_match[1], doc, header_dict(headers))
-                else:
-                    result = await dataplane.explain_v1(v1_match[1], doc, header_dict(headers))
-                return json_reply(result)
+            body = await read_body(receive, headers, dataplane.config.max_request_size)
+            if route.verb == "infer":
+                return await self._v2_infer(route.model, route.version, body, headers)
+            doc = v2.parse_json(body)
+            if route.verb == "predict":
+                result = await dataplane.predict_v1(route.model, doc, header_dict(headers))
+            else:
+                result = await dataplane.explain_v1(route.model, doc, header_dict(headers))
+            return json_reply(result)
         except ModelportError as exc:
             return error_reply(exc, scope["path"])
+        finally:
+            dataplane.in_flight -= 1
 
     async def _v2_infer(
         self, name: str, version: str | None, body: bytes, headers: list[tuple[bytes, bytes]]
     ) -> Reply:
         dataplane = self.dataplane
-        await dataplane.resolve(name, version)  # unknown model: 404 before any decoding
+        entry = await dataplane.resolve(name, version)  # unknown model: 404 before decoding
         started = time.perf_counter()
         request = v2.decode_request(body, _header_length(headers), dataplane.limits)
         request.headers = header_dict(headers)
         decoded = time.perf_counter()
-        response = await dataplane.infer(name, version, request)
+        response = await dataplane.infer_resolved(name, entry, request)
         encoding = time.perf_counter()
         payload, json_length = v2.encode_response(
             response, request, response.model_name, response.model_version
@@ -268,7 +334,7 @@ def _routes(dataplane: DataPlane, config: ServerConfig) -> list[BaseRoute]:
 
 def create_app(
     config: ServerConfig, repository: ModelRepository, dataplane: DataPlane | None = None
-) -> Starlette:
+) -> ModelportApp:
     """Build the ASGI app over `dataplane` (one is made when not given). Models load at
     startup (lifespan) unless already loaded."""
     plane = dataplane or DataPlane(config, repository)
@@ -290,10 +356,7 @@ def create_app(
         exception_handlers={ModelportError: _modelport_error, HTTPException: _http_error},
     )
     app.state.dataplane = plane
-    # Outermost first: observability sees every request, the fast path the inference.
-    app.add_middleware(InferenceFastPath, dataplane=plane)
-    app.add_middleware(ObservabilityMiddleware, dataplane=plane)
-    return app
+    return ModelportApp(app, plane)
 
 
 async def _modelport_error(request: Request, exc: Exception) -> Response:

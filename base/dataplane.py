@@ -151,8 +151,19 @@ class DataPlane:
     async def infer(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
         """One V2 inference: batched, off the event loop unless cheap, timed, bounded."""
         entry = await self.repository.predictor(name, version)
+        return await self.infer_resolved(name, entry, request)
+
+    async def infer_resolved(
+        self, name: str, entry: ModelVersion, request: InferRequest
+    ) -> InferResponse:
+        """`infer` for a version already resolved (the REST adapter resolves it before it
+        decodes the body, so an unknown model is a 404 whatever the body)."""
         started = time.perf_counter()
-        response = await self._bounded(self._runner(entry).run(request))
+        runner = self.runners.get(id(entry.predictor)) or self._runner(entry)
+        if self.config.request_timeout:
+            response = await self._bounded(runner.run(request))
+        else:
+            response = await runner.run(request)
         self.timers_for(name).predict.observe(time.perf_counter() - started)
         response.model_name = name
         response.model_version = entry.settings.version

@@ -79,19 +79,8 @@ class ObservabilityMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:
-            error_log.error(
-                "unexpected server error",
-                extra={
-                    "path": path,
-                    "request_id": request_id,
-                    "error": f"{type(exc).__name__}: {exc}",
-                },
-                exc_info=exc,
-            )
+            body = unexpected_error(exc, path, request_id)
             if not response_started:
-                body = orjson.dumps(
-                    {"error": f"internal server error: {type(exc).__name__}: {exc}"}
-                )
                 await send_wrapper(
                     {
                         "type": "http.response.start",
@@ -101,20 +90,47 @@ class ObservabilityMiddleware:
                 )
                 await send({"type": "http.response.body", "body": body})
         finally:
-            elapsed = time.perf_counter() - started
-            if endpoint != "other":
-                dataplane.metrics.observe_request(model, protocol, endpoint, status, elapsed)
-            if self.access:
-                self.access_log.write(
-                    {
-                        "method": scope["method"],
-                        "path": path,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "request_id": request_id,
-                        "model": model or None,
-                    }
-                )
+            self.record(
+                scope["method"], path, model, protocol, endpoint, status, started, request_id
+            )
+
+    def record(
+        self,
+        method: str,
+        path: str,
+        model: str,
+        protocol: str,
+        endpoint: str,
+        status: int,
+        started: float,
+        request_id: str,
+    ) -> None:
+        """Metrics and the access line of one answered request."""
+        elapsed = time.perf_counter() - started
+        if endpoint != "other":
+            self.dataplane.metrics.observe_request(model, protocol, endpoint, status, elapsed)
+        if self.access:
+            self.access_log.write(
+                {
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "request_id": request_id,
+                    "model": model or None,
+                }
+            )
+
+
+def unexpected_error(exc: Exception, path: str, request_id: str) -> bytes:
+    """Log a bug once, with its traceback, and give the 500 body that names it (never the
+    traceback)."""
+    error_log.error(
+        "unexpected server error",
+        extra={"path": path, "request_id": request_id, "error": f"{type(exc).__name__}: {exc}"},
+        exc_info=exc,
+    )
+    return orjson.dumps({"error": f"internal server error: {type(exc).__name__}: {exc}"})
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

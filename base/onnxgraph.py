@@ -10,6 +10,7 @@ float64 model could part ways. onnxruntime and onnx are imported only inside fun
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,11 +78,12 @@ class Engine:
             None, {self.input: features.astype(self.conversion.input_dtype, copy=False)}
         )
         answers = []
+        outputs, flat, dtypes = self.conversion.outputs, self.flat, self.dtypes
         for name in names:
-            value = np.asarray(self.conversion.outputs[name](results))
-            if name in self.flat and value.ndim == 2 and value.shape[1] == 1:
+            value = np.asarray(outputs[name](results))
+            if name in flat and value.ndim == 2 and value.shape[1] == 1:
                 value = value[:, 0]
-            answers.append(value.astype(self.dtypes[name], copy=False))
+            answers.append(value.astype(dtypes[name], copy=False))
         return answers
 
     def eligible(self, features: Any, any_size: bool = False) -> np.ndarray | None:
@@ -91,7 +93,9 @@ class Engine:
         kind = features.dtype.kind
         if kind not in "fiu" or not (any_size or self.serves(len(features))):
             return None
-        if kind == "f" and not np.isfinite(features).all():
+        # A finite sum (one cheap reduction) proves every value finite; only when it is
+        # not are the values looked at one by one (a sum can overflow).
+        if kind == "f" and not math.isfinite(features.sum()) and not np.isfinite(features).all():
             return None  # missing values: the native model's own rules
         if self.conversion.float32_only and features.dtype != np.float32:
             narrowed = features.astype(np.float32)

@@ -5,11 +5,12 @@
 - Blocking predictors run on the predict pool, except calls measured to be cheap: once a
   predict costs microseconds, the hop to a pool thread is most of the request's cost. A call
   runs inline when this predictor's recent calls of a similar row count took at most
-  `inline_limit` seconds and nothing else is waiting for the model (its batcher is idle, and
-  stays so after the requests already received have run up to the model), so health checks
-  wait at most about that long and concurrent load still batches and overlaps with predicts.
-  Calls of a row count never seen run on the pool first, so a slow model or a huge request
-  never blocks the loop.
+  `inline_limit` seconds, so health checks wait at most about that long, and either nothing
+  else is waiting for the model (its batcher is idle, and stays so after the requests
+  already received have run up to the model) or the call costs less than the measured hop
+  to a pool thread (a cheap batch under load: overlapping it with HTTP work cannot win
+  back more than the hop costs). Calls of a row count never seen run on the pool first, so
+  a slow model or a huge request never blocks the loop.
 - `max_queued` bounds the requests waiting for (or in) this model: beyond it, 503.
 """
 
@@ -61,6 +62,9 @@ class ModelRunner:
         self.batcher = Batcher(self._call, batch_size, batch_time) if batch_size > 1 else None
         self.active = 0  # requests waiting for or inside this model
         self.costs: dict[int, float] = {}  # row bucket -> seconds per predict (EWMA)
+        # Seconds from handing a call to the pool until a thread starts it (EWMA): until
+        # measured, no call is assumed cheaper than a hop.
+        self.hop_cost = 0.0
 
     async def run(self, request: InferRequest) -> InferResponse:
         if self.max_queued and self.active >= self.max_queued:
@@ -81,20 +85,28 @@ class ModelRunner:
         if self.is_async:
             return await cast("Awaitable[InferResponse]", self.predictor.infer(request))
         bucket = _row_bucket(request)
-        if alone and self.inline_limit:
-            cost = self.costs.get(bucket)
-            if cost is not None and cost <= self.inline_limit:
+        cost = self.costs.get(bucket)
+        if cost is not None and cost <= self.inline_limit:
+            if alone:
                 # Requests already received run up to this model first: under load they
-                # queue behind this one (and batch), and the predict goes to the pool.
+                # queue behind this one, and batch.
                 await asyncio.sleep(0)
-                if self.active == 1:
-                    return self._timed((request, bucket))
-        return await self.pool.run(self._timed, (request, bucket))
+                alone = self.active == 1
+            # Inline when nothing else waits, or when the hop to a pool thread would cost
+            # more than the call itself (a cheap batch under load: overlapping it with HTTP
+            # work cannot win that back).
+            if alone or cost <= self.hop_cost:
+                return self._timed((request, bucket))
+        submitted = time.perf_counter()
+        return await self.pool.run(self._timed, (request, bucket, submitted))
 
-    def _timed(self, job: tuple[InferRequest, int]) -> InferResponse:
-        """Predict and learn what a call of this size costs (runs on either side)."""
-        request, bucket = job
+    def _timed(self, job: tuple[Any, ...]) -> InferResponse:
+        """Predict and learn what a call of this size costs (runs on either side); a job
+        that hopped to a pool thread carries when it was submitted: what hops cost."""
+        request, bucket = job[0], job[1]
         started = time.perf_counter()
+        if len(job) > 2:
+            self.hop_cost += _EWMA * (started - job[2] - self.hop_cost)
         result = cast(InferResponse, self.predictor.infer(request))
         elapsed = time.perf_counter() - started
         previous = self.costs.get(bucket)

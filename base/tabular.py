@@ -88,6 +88,7 @@ class TabularPredictor(Predictor):
     text_as_category: ClassVar[bool] = False
     #: The ONNX Runtime engine that may take over (see base/accelerate.py), once loaded.
     accelerator: Accelerator | None = None
+    _serving_outputs: tuple[dict[str, OutputFunction], str] | None = None
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -272,19 +273,32 @@ class TabularPredictor(Predictor):
 
     # --- inference -------------------------------------------------------------------
 
+    def serving_outputs(self) -> tuple[dict[str, OutputFunction], str]:
+        """Every output function by name (`output-0` too, the name the default output is
+        answered under) and the default output's name. Fixed once the model is loaded, so
+        built once: requests only look them up."""
+        cached = self._serving_outputs
+        if cached is None:
+            functions = self.all_outputs()
+            default = self.default_output()
+            functions.setdefault(DEFAULT_OUTPUT, functions[default])
+            cached = self._serving_outputs = (functions, default)
+        return cached
+
     def infer(self, request: InferRequest) -> InferResponse:
-        functions = self.all_outputs()
-        # `output-0`, the name the default output is answered under, may be asked for too.
-        functions.setdefault(DEFAULT_OUTPUT, functions[self.default_output()])
-        wanted = request.requested_output_names or [DEFAULT_OUTPUT]
-        for name in wanted:
-            if name not in functions:
-                raise InvalidInput(
-                    f"unknown output '{name}'; model '{self.name}' offers: {', '.join(functions)}"
-                )
+        functions, default = self.serving_outputs()
+        if request.outputs:
+            wanted = [output.name for output in request.outputs]
+            for name in wanted:
+                if name not in functions:
+                    offered = ", ".join(name for name in functions if name != DEFAULT_OUTPUT)
+                    raise InvalidInput(
+                        f"unknown output '{name}'; model '{self.name}' offers: {offered}"
+                    )
+        else:
+            wanted = [DEFAULT_OUTPUT]
         features = self.features(request)
         if self.accelerator is not None:
-            default = self.default_output()
             names = [default if name == DEFAULT_OUTPUT else name for name in wanted]
             answers = self.accelerator.answer(features, names)
             if answers is not None:

@@ -69,14 +69,22 @@ def server_table(args):
 
         return cmd
 
-    def modelport(extra):
+    def modelport(extra, ref=False):
         def cmd(model, port, run):
             runtime = MODEL_RUNTIME.get(model, "sklearn")
             argv = [py, "-m", f"modelport.runtimes.{runtime}", f"--model_name={model}"]
             argv += [f"--model_dir={w}/models/{model}", f"--http_port={port}"]
             if "--grpc_port" in args.modelport_help:  # keep side ports off other servers
                 argv.append(f"--grpc_port={port + 1}")
-            return argv + extra, {}
+            env = {}
+            if ref:  # import `modelport` from $BENCH_REF instead of this checkout
+                shadow = os.path.join(run, "ref-path")
+                os.makedirs(shadow, exist_ok=True)
+                link = os.path.join(shadow, "modelport")
+                if not os.path.islink(link):
+                    os.symlink(os.path.abspath(os.environ["BENCH_REF"]), link)
+                env["PYTHONPATH"] = shadow
+            return argv + extra, env
 
         return cmd
 
@@ -161,6 +169,15 @@ def server_table(args):
             protocols=all_payloads,
             venv=None,
             pkgs="modelport starlette " + pkgs,
+        ),
+        # modelport from another checkout (BENCH_REF=DIR, e.g. a `git worktree` of main):
+        # before/after comparisons of a change in one run.
+        dict(
+            name="modelport-ref",
+            cmd=modelport([], ref=True),
+            protocols=all_payloads,
+            venv=None,
+            pkgs="modelport",
         ),
         variant("modelport-quiet", ["--access_log=false"]),
         variant("modelport-inline", ["--predict_threads=0"]),
@@ -1088,7 +1105,7 @@ def parse_args(argv=None):
         default="floor,floor-onnx,modelport,modelport-native,modelport-inline,modelport-nobatch,"
         "modelport-batch,kserve,mlserver,mlserver-pw0",
         help="comma list; 'floor' is always added (ratios need it). Known: floor, modelport, "
-        "floor-onnx, modelport-quiet, modelport-inline, modelport-native, modelport-nobatch, modelport-batch, kserve, kserve-quiet, mlserver, mlserver-pw0, mlserver-batch",
+        "floor-onnx, modelport-ref (modelport from the checkout in $BENCH_REF), modelport-quiet, modelport-inline, modelport-native, modelport-nobatch, modelport-batch, kserve, kserve-quiet, mlserver, mlserver-pw0, mlserver-batch",
     )
     ap.add_argument("--models", default="iris,rf20,xgb20,lgb20")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="payload cells")

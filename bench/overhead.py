@@ -78,6 +78,8 @@ def main() -> None:
 
     from modelport.base.app import create_app
     from modelport.base.config import parse_config
+    from modelport.base.dataplane import DataPlane
+    from modelport.base.model import SERVING
     from modelport.base.protocol import v1, v2
     from modelport.base.repository import ModelRepository
     from modelport.runtimes.sklearn.model import SKLearnPredictor
@@ -98,16 +100,21 @@ def main() -> None:
     repository = ModelRepository(config, SKLearnPredictor)
     repository.discover()
     _LOOP.run_until_complete(repository.load_all())
-    app = create_app(config, repository)
-    state = app.state.server
+    dataplane = DataPlane(config, repository)
+    app = create_app(config, repository, dataplane)
     entry = _LOOP.run_until_complete(repository.predictor(args.model, None))
     predictor = entry.predictor
+    assert isinstance(predictor, SKLearnPredictor)
+    SERVING.set()  # the accelerator converts now; wait for its verdict
+    if predictor.accelerator is not None and predictor.accelerator.thread is not None:
+        predictor.accelerator.thread.join()
+    print(f"engine: {predictor.accelerator.engine_name if predictor.accelerator else 'native'}")
     model = joblib.load(os.path.join(model_dir, "model.joblib"))
     is_v1 = args.payload.startswith("v1")
     request = (
         v1.decode_request(orjson.loads(body))
         if is_v1
-        else v2.decode_request(body, None, state.limits)
+        else v2.decode_request(body, None, dataplane.limits)
     )
     features = request.inputs[0].data
 
@@ -137,17 +144,24 @@ def main() -> None:
     async def direct(function: Callable[[], object]) -> object:
         return function()
 
-    handler = (
-        (lambda: state.v1_predict(args.model, body))
-        if is_v1
-        else (lambda: state.v2_infer(args.model, None, body, None))
-    )
+    async def codec_and_dataplane() -> object:
+        if is_v1:
+            return await dataplane.predict_v1(args.model, orjson.loads(body), {})
+        decoded = v2.decode_request(body, None, dataplane.limits)
+        response = await dataplane.infer(args.model, None, decoded)
+        return v2.encode_response(response, decoded, args.model, None)
+
     layers: list[tuple[str, Callable[[], Awaitable[object]]]] = [
         ("floor (parse, predict, dump)", lambda: direct(floor)),
         ("model.predict", lambda: direct(lambda: model.predict(features))),
-        ("predictor.infer", lambda: direct(lambda: predictor.infer(request))),
-        ("+ thread hop (predict pool)", lambda: state.pool.run(predictor.infer, request)),
-        ("+ protocol (decode, batcher, encode, timers)", handler),
+        ("predictor.infer (engine above)", lambda: direct(lambda: predictor.infer(request))),
+        ("+ thread hop (predict pool)", lambda: dataplane.pool.run(predictor.infer, request)),
+        ("dataplane.infer (runner, timers)", lambda: dataplane.infer(args.model, None, request)),
+        ("+ V2 codec (decode, encode)", codec_and_dataplane),
+        (
+            "(V2 decode alone)",
+            lambda: direct(lambda: v2.decode_request(body, None, dataplane.limits)),
+        ),
         ("+ ASGI app (middleware, fast path)", lambda: app(scope(), receive, send)),
     ]
     print(f"{args.model} {args.payload}: CPU µs per call, median of {args.repeats} rounds")
@@ -157,7 +171,7 @@ def main() -> None:
     for index, ((label, _), us) in enumerate(zip(layers, results, strict=True)):
         step = f"{us - results[index - 1]:+.1f}" if index >= 2 else ""
         print(f"{label:46s} {us:8.1f} {us / floor_us:8.2f} {step:>11s}")
-    state.pool.shutdown()
+    dataplane.shutdown()
 
 
 if __name__ == "__main__":

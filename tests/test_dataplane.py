@@ -192,6 +192,30 @@ async def test_cheap_predicts_still_batch_under_concurrent_load(tmp_path):
     assert len(Doubler.calls) < 8  # merged into fewer predicts
 
 
+async def test_cheap_batches_under_load_run_inline_when_the_hop_costs_more(tmp_path):
+    """Under load a batch runs on the loop when it costs less than the measured hop to a
+    pool thread, and on the pool (overlapping with HTTP work) when the hop is cheaper."""
+    plane = await make_plane(tmp_path, max_batch_size=16)
+    await plane.infer("m", None, request_of([[1, 1]]))  # first of its size: on the pool
+    runner = next(iter(plane.runners.values()))
+    assert runner.hop_cost > 0  # the hop it took was measured
+
+    async def burst() -> list[str]:
+        Doubler.calls.clear()
+        results = await asyncio.gather(
+            *(plane.infer("m", None, request_of([[i, i]])) for i in range(8))
+        )
+        assert [r.outputs[0].data.tolist() for r in results] == [[[2 * i] * 2] for i in range(8)]
+        return [name for _, name in Doubler.calls]
+
+    for _ in range(3):  # every batch size of the burst measured
+        await burst()
+    runner.hop_cost = 1.0  # a hop dearer than any of these calls: all inline
+    assert set(await burst()) == {"MainThread"}
+    runner.hop_cost = 0.0  # a free hop: whatever does not run alone goes to the pool
+    assert "MainThread" not in await burst()
+
+
 async def test_inline_limit_zero_keeps_every_predict_on_the_pool(tmp_path):
     plane = await make_plane(tmp_path, inline_predict_limit=0.0)
     for _ in range(5):

@@ -175,7 +175,9 @@ def _floats_from_json(
             f"input '{name}': shape {list(shape)} needs {math.prod(shape)} elements, "
             f"data has {array.size}"
         )
-    if not np.isfinite(array).all():
+    # A finite sum proves every value finite in one cheap pass; a sum can overflow, so
+    # only then are the values checked one by one.
+    if not math.isfinite(array.sum()) and not np.isfinite(array).all():
         # JSON has no NaN or infinity: a null, a string or a number beyond the datatype's
         # range got here. Non-finite values travel in binary only (see README).
         raise InvalidInput(
