@@ -10,6 +10,10 @@
   overloaded but healthy worker is not restarted by its liveness probe.
 - Large bodies: after a request whose body reached `memory.LARGE_BODY` bytes, the
   process' malloc trimmer is asked to return freed memory to the OS.
+- One write per response: uvicorn writes a response's head as soon as the app starts it
+  and the body when it comes; `ResponseWriter` holds the head back until the body (or the
+  end of the response) follows, so a small answer costs one system call and reaches the
+  client as one segment.
 """
 
 from __future__ import annotations
@@ -29,6 +33,45 @@ log = logging.getLogger("modelport.server")
 # Paths answered even above the connection cap (liveness/readiness probes).
 PROBES = frozenset({b"/", b"/v2/health/live", b"/v2/health/ready"})
 _WARN_EVERY = 10.0
+_FINAL_STATUS = frozenset((b"2", b"3", b"4", b"5"))  # first digit of a final status code
+
+
+class ResponseWriter:
+    """The connection's transport, with a response head held back until what follows it.
+
+    uvicorn's protocol writes the head (`HTTP/1.1 ...` status line and headers) and then
+    each body chunk; here the head waits for the next write, the end of the response
+    (`flush`) or a close, and goes out with it. Everything else is the transport's.
+    """
+
+    __slots__ = ("head", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.head: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        head = self.head
+        if head is not None:
+            self.head = None
+            self.transport.write(head + data)
+        elif data.startswith(b"HTTP/1.1 ") and data[9:10] in _FINAL_STATUS:
+            self.head = data  # a final response's head (never 100 Continue or 101)
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        head = self.head
+        if head is not None:
+            self.head = None
+            self.transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -46,7 +89,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.body_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self.writer = ResponseWriter(transport)
+        super().connection_made(self.writer)  # type: ignore[arg-type]
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -70,6 +114,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_response_complete(self) -> None:
+        self.writer.flush()
         if self.body_bytes >= memory.LARGE_BODY:
             memory.trimmer().request()
         self.body_bytes = 0

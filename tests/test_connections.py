@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
 import time
 
+import uvicorn
+from uvicorn.server import ServerState
+
+from modelport.base import connections
 from tests.models import iris_logistic
 
 DEADLINE = 60.0
@@ -92,3 +97,106 @@ def test_connections_beyond_the_cap_get_a_json_503(serve, tmp_path):
     deadline = time.monotonic() + DEADLINE
     while (status := _request(server, "/v2/models")[0]) != 200:
         assert time.monotonic() < deadline, status
+
+
+def test_responses_of_every_kind_arrive_whole(serve, tmp_path):
+    """The response head waits for its body (ResponseWriter): small answers, answers with
+    no body write (HEAD), errors and streamed files all still arrive, whole."""
+    iris_logistic(tmp_path)
+    server = serve("sklearn", tmp_path, "--model_name=iris")
+    body = json.dumps(
+        {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]}
+    ).encode()
+    with _connect(server) as sock:
+        for _ in range(5):
+            sock.sendall(
+                b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: test\r\n"
+                + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            first = sock.recv(65536)
+            head, _, rest = first.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            assert head.startswith(b"HTTP/1.1 200 ") and len(rest) == length, first
+        sock.sendall(b"HEAD /v2/health/live HTTP/1.1\r\nHost: test\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:  # a HEAD answer has no body write to carry it
+            head += sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        sock.sendall(b"GET /v2/models/nope HTTP/1.1\r\nHost: test\r\n\r\n")
+        status, _, answer = _read_response(sock)
+        assert status == 404 and "nope" in json.loads(answer)["error"]
+        sock.sendall(b"GET /docs/static/swagger-ui.css HTTP/1.1\r\nHost: test\r\n\r\n")
+        status, headers, css = _read_response(sock)  # a file, streamed in chunks
+        assert status == 200 and len(css) == int(headers["content-length"]) > 1000
+
+
+class RecordingTransport(asyncio.Transport):
+    """What uvicorn's protocol writes, call by call (the socket's side of the test)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 8080)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def test_uvicorn_protocol_writes_each_response_once():
+    """Through uvicorn's own protocol: head and body leave in one write, a HEAD answer (no
+    body write) when the response completes, an interim 100 Continue at once."""
+
+    async def app(scope, receive, send):
+        await receive()
+        body = b"" if scope["method"] == "HEAD" else b'{"ok":true}'
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"11")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    config = uvicorn.Config(app, http=connections.protocol_class(None, None), lifespan="off")
+    config.load()
+    protocol = config.http_protocol_class(config=config, server_state=ServerState(), app_state={})
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+
+    async def exchange(request: bytes) -> list[bytes]:
+        transport.writes.clear()
+        protocol.data_received(request)
+        for _ in range(100):  # let the app's task run to the end of the response
+            if protocol.cycle is not None and protocol.cycle.response_complete:
+                break
+            await asyncio.sleep(0)
+        return transport.writes
+
+    writes = await exchange(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert len(writes) == 1 and writes[0].startswith(b"HTTP/1.1 200 ")
+    assert writes[0].endswith(b'{"ok":true}')
+    writes = await exchange(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert len(writes) == 1 and writes[0].startswith(b"HTTP/1.1 200 ")
+    writes = await exchange(
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+    )
+    assert writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]  # not held back: the client waits
+    protocol.data_received(b"{}")
+    for _ in range(100):
+        if protocol.cycle.response_complete:
+            break
+        await asyncio.sleep(0)
+    assert len(transport.writes) == 2 and transport.writes[1].startswith(b"HTTP/1.1 200 ")
+    protocol.connection_lost(None)

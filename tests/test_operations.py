@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import threading
@@ -10,6 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from modelport.base.logs import AccessLog
 from tests.models import IRIS_ROWS, constant_model, iris_logistic
 from tests.servers import wait_for
 
@@ -198,3 +200,19 @@ def test_limits(serve, tmp_path, flags, body, status, words):
     assert response.status_code == status
     assert words in response.json()["error"]
     assert server.post("/v2/models/iris/infer", json=V2_BODY).status_code == 200
+
+
+async def test_access_lines_of_a_burst_leave_in_one_write(capsys):
+    """On an event loop the access lines of a burst are gathered and written together
+    (one write, not one system call per request), soon after, and at exit at the latest."""
+    access = AccessLog()
+    for index in range(3):
+        access.write({"path": f"/r{index}", "status": 200})
+    assert capsys.readouterr().err == ""  # gathered, not yet written
+    await asyncio.sleep(AccessLog.FLUSH_AFTER * 3)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["path"] for line in lines] == ["/r0", "/r1", "/r2"]
+    assert {line["logger"] for line in lines} == {"modelport.access"}
+    access.write({"path": "/last", "status": 200})
+    access.flush()  # what exit does
+    assert json.loads(capsys.readouterr().err)["path"] == "/last"
