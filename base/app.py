@@ -86,11 +86,6 @@ async def read_body(receive: Receive, headers: list[tuple[bytes, bytes]], limit:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def header_dict(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    """ASGI headers as a dict with lower-case names (what a transformer forwards)."""
-    return {key.decode("latin-1"): value.decode("latin-1") for key, value in headers}
-
-
 def _header_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     for key, value in headers:
         if key == b"inference-header-content-length":
@@ -215,9 +210,9 @@ class ModelportApp:
                 return await self._v2_infer(route.model, route.version, body, headers)
             doc = v2.parse_json(body)
             if route.verb == "predict":
-                result = await dataplane.predict_v1(route.model, doc, header_dict(headers))
+                result = await dataplane.predict_v1(route.model, doc, headers)
             else:
-                result = await dataplane.explain_v1(route.model, doc, header_dict(headers))
+                result = await dataplane.explain_v1(route.model, doc, headers)
             return json_reply(result)
         except ModelportError as exc:
             return error_reply(exc, scope["path"])
@@ -231,7 +226,7 @@ class ModelportApp:
         entry = await dataplane.resolve(name, version)  # unknown model: 404 before decoding
         started = time.perf_counter()
         request = v2.decode_request(body, _header_length(headers), dataplane.limits)
-        request.headers = header_dict(headers)
+        request.raw_headers = headers  # decoded only if the predictor reads them
         decoded = time.perf_counter()
         response = await dataplane.infer_resolved(name, entry, request)
         encoding = time.perf_counter()

@@ -65,7 +65,7 @@ def merge(requests: list[InferRequest]) -> InferRequest:
         )
         for i, tensor in enumerate(first.inputs)
     ]
-    return InferRequest(inputs, None, first.parameters, first.outputs, first.headers)
+    return InferRequest(inputs, None, first.parameters, first.outputs, first.raw_headers)
 
 
 def split(response: InferResponse, rows: list[int]) -> list[InferResponse] | None:

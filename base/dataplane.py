@@ -24,7 +24,7 @@ from prometheus_client.metrics import Histogram
 from modelport.base import metrics as metrics_module
 from modelport.base.config import ServerConfig
 from modelport.base.errors import ModelportError, NotAvailable, RequestTimeout
-from modelport.base.messages import InferRequest, InferResponse
+from modelport.base.messages import Headers, InferRequest, InferResponse
 from modelport.base.pool import PredictPool
 from modelport.base.protocol import v2
 from modelport.base.repository import ModelRepository, ModelVersion, State
@@ -169,7 +169,7 @@ class DataPlane:
         response.model_version = entry.settings.version
         return response
 
-    async def predict_v1(self, name: str, body: Any, headers: dict[str, str]) -> Any:
+    async def predict_v1(self, name: str, body: Any, headers: Headers) -> Any:
         """One V1 `:predict`: the predictor's own V1 dialect around the same inference."""
         entry = await self.repository.predictor(name)
         predictor = entry.predictor
@@ -177,7 +177,7 @@ class DataPlane:
         timers = self.timers_for(name)
         started = time.perf_counter()
         request = predictor.decode_v1(body)
-        request.headers = headers
+        request.raw_headers = headers
         decoded = time.perf_counter()
         response = await self._bounded(self._runner(entry).run(request))
         predicted = time.perf_counter()
@@ -187,13 +187,13 @@ class DataPlane:
         timers.postprocess.observe(time.perf_counter() - predicted)
         return doc
 
-    async def explain_v1(self, name: str, body: Any, headers: dict[str, str]) -> Any:
+    async def explain_v1(self, name: str, body: Any, headers: Headers) -> Any:
         """One V1 `:explain` (501 for models without an explainer)."""
         entry = await self.repository.predictor(name)
         predictor = entry.predictor
         assert predictor is not None
         request = predictor.decode_v1(body)
-        request.headers = headers
+        request.raw_headers = headers
         started = time.perf_counter()
         if inspect.iscoroutinefunction(predictor.explain):
             result = await self._bounded(predictor.explain(request))

@@ -15,6 +15,8 @@ import numpy as np
 from modelport.base.datatypes import from_numpy
 
 Parameters = dict[str, Any]
+# Request headers: a dict with lower-case names, or raw ASGI header pairs (decoded on use).
+Headers = dict[str, str] | list[tuple[bytes, bytes]]
 
 
 @dataclass(slots=True)
@@ -51,9 +53,26 @@ class InferRequest:
     id: str | None = None
     parameters: Parameters = field(default_factory=dict)
     outputs: list[RequestedOutput] = field(default_factory=list)
-    # The incoming request's headers (lower-case names) or gRPC metadata, for components
-    # that forward them (transformers); never written to the wire.
-    headers: dict[str, str] = field(default_factory=dict)
+    # The incoming request's headers (see `headers`): a dict, or the raw ASGI header pairs,
+    # decoded only if something reads them (most predictors never do).
+    raw_headers: Headers | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The incoming request's headers (lower-case names) or gRPC metadata, for
+        components that forward them (transformers); never written to the wire."""
+        headers = self.raw_headers
+        if headers is None:
+            headers = self.raw_headers = {}
+        elif isinstance(headers, list):
+            headers = self.raw_headers = {
+                key.decode("latin-1"): value.decode("latin-1") for key, value in headers
+            }
+        return headers
+
+    @headers.setter
+    def headers(self, value: dict[str, str]) -> None:
+        self.raw_headers = value
 
     @property
     def content_type(self) -> str | None:

@@ -196,7 +196,10 @@ class ModelRepository:
         """A READY version for inference; evicted models are loaded again on demand."""
         entry = self.version(name, version)
         model = self.models[name]
-        if entry.state is not State.READY and model.evicted:
+        if entry.state is State.READY and entry.predictor is not None:  # the usual case
+            model.last_used = time.monotonic()
+            return entry
+        if model.evicted:
             await self.load(name, reload=False)
             entry = self.version(name, version)
         error = self.not_ready(name, version)

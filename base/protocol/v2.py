@@ -72,10 +72,11 @@ def check_shape(name: str, shape: Any, limits: Limits) -> tuple[int, ...]:
     """A client's shape, checked before anything is allocated: rank, and the product of
     the non-zero dimensions against the element cap, so an empty shape such as
     `[2**63, 0]` cannot overflow numpy's size arithmetic in `reshape`."""
-    if not isinstance(shape, list) or not all(
-        isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape
-    ):
+    if type(shape) is not list:
         raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers")
+    for dim in shape:
+        if type(dim) is not int or dim < 0:  # bool is not int here, as JSON means it
+            raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers")
     if len(shape) > MAX_RANK:
         raise InvalidInput(
             f"input '{name}': shape has {len(shape)} dimensions (at most {MAX_RANK})"
@@ -283,8 +284,11 @@ def decode_request(body: bytes, header_length: int | None, limits: Limits) -> In
         if "shape" not in item:
             raise InvalidInput(f"input '{name}': missing 'shape'")
         shape = check_shape(name, item["shape"], limits)
-        parameters = _as_dict(item.get("parameters"), f"input '{name}': 'parameters'")
-        size = parameters.get("binary_data_size")
+        parameters = item.get("parameters")
+        parameters = (
+            {} if parameters is None else _as_dict(parameters, f"input '{name}': 'parameters'")
+        )
+        size = parameters.get("binary_data_size") if parameters else None
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(tail):
                 raise InvalidInput(

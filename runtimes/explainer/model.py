@@ -152,7 +152,7 @@ class Explainer(Transformer):
             id=request.id,
             parameters=dict(request.parameters),
             outputs=others,
-            headers=request.headers,
+            raw_headers=request.headers,
         )
         explanation, answer = await asyncio.gather(
             explaining, self.scorer.infer(self.name, forwarded, request.headers)
