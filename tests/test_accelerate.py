@@ -340,6 +340,26 @@ def test_switch_serves_only_eligible_requests(tmp_path, monkeypatch):
     assert accelerator.answer(rows, ["unknown"]) is None
 
 
+def test_engine_timings_ignore_time_the_thread_spends_waiting(tmp_path, monkeypatch):
+    """A verdict lasts the model's life, so a busy server must not skew it: single-threaded
+    engines are timed in thread CPU time, and a call that waits (preempted, here asleep)
+    is timed by the work it did, not by the wall clock."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # an empty conversion cache
+    predictor = loaded_forest(tmp_path)
+    accelerator = accelerator_for(predictor, predictor.conversion())
+    native = accelerator.native
+
+    def waiting_native(name: str, rows: np.ndarray) -> np.ndarray:
+        time.sleep(0.02)  # 20 ms of wall time, no CPU time
+        return native(name, rows)
+
+    accelerator.native = waiting_native
+    accelerator.run()
+    verdict = accelerator.verdict
+    assert verdict is not None and verdict.ok, accelerator.status
+    assert all(us < 20_000 for us in verdict.native_us), verdict.native_us
+
+
 def test_probes_lie_either_side_of_thresholds():
     from modelport.base.onnxgraph import either_side, first_max, threshold_probes
 
