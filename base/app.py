@@ -22,8 +22,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from modelport.base import memory, openapi
 from modelport.base import metrics as metrics_module
-from modelport.base import openapi
 from modelport.base.config import ServerConfig
 from modelport.base.dataplane import DataPlane, log_failure
 from modelport.base.errors import InvalidInput, ModelportError, PayloadTooLarge
@@ -341,6 +341,7 @@ def create_app(
         if not repository.ready_models():
             await repository.load_all()
         plane.metrics.loaded_models.set(len(repository.ready_models()))
+        memory.settle()  # the loaded models' objects leave the collector's scans
         SERVING.set()  # background work after loads (acceleration) may begin
         yield
         plane.shutdown()

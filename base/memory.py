@@ -68,10 +68,21 @@ def trim() -> None:
         _LIBC.malloc_trim(0)
 
 
-def return_memory() -> None:
-    """Collect garbage, then trim: what RSS-based decisions need first to be honest."""
+def settle() -> None:
+    """After start-up work (models loaded, graphs converted) and after an unload: collect
+    every garbage cycle (frozen objects included: an unloaded model's are garbage now),
+    hand the freed pages back to the OS, and move what survived into the collector's
+    permanent generation (`gc.freeze`): those objects live as long as the server, and
+    full collections no longer scan them while requests allocate."""
+    gc.unfreeze()
     gc.collect()
+    gc.freeze()
     trim()
+
+
+def return_memory() -> None:
+    """What RSS-based decisions need first to be honest (see `settle`)."""
+    settle()
 
 
 def rss() -> int:
