@@ -75,6 +75,7 @@ class ServerConfig:
     # Server process (issue 16): worker supervision and connection guards.
     max_worker_restarts: int = 5
     request_header_timeout: float = 10.0
+    request_body_timeout: float = 30.0
     max_connections: int | None = 1000
     runtime_options: dict[str, Any] = field(default_factory=dict)
 
@@ -148,6 +149,12 @@ _FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
         "request_header_timeout",
         float,
         "seconds a connection may take to send its request line and headers (0: no limit)",
+    ),
+    (
+        "request_body_timeout",
+        float,
+        "seconds a request body may go without a byte arriving; then the connection is "
+        "closed (0: no limit)",
     ),
     (
         "max_connections",

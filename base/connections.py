@@ -4,6 +4,10 @@
   headers `header_timeout` seconds after it opened (or after the first byte of its next
   request) is closed, so slow or silent clients cannot hold sockets forever. The idle
   time between keep-alive requests stays uvicorn's keep-alive timeout.
+- Request body idle limit: a body that goes `body_timeout` seconds without a byte (a
+  client that announced more than it sends) closes its connection; the request's handler
+  sees the disconnect and the in-flight count (which a drain waits for) drops. A slow
+  upload that keeps flowing is not cut off.
 - Connection cap: beyond `max_connections` open connections in this worker, a request is
   answered 503 `{"error": ...}` with `Connection: close` (uvicorn's own
   `limit_concurrency` answers in plain text). Health probes are always answered, so an
@@ -78,6 +82,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a request-head deadline and a connection cap."""
 
     header_timeout: float | None = None
+    body_timeout: float | None = None
     max_connections: int | None = None
     _last_warning = 0.0
     _refused = 0
@@ -85,26 +90,39 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.modelport_app = self.app
-        self.head_timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_for = ""  # what the running timer guards: "head" or "body"
+        self.reading = ""  # the part of a request being received: "head", "body" or ""
         self.body_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.writer = ResponseWriter(transport)
         super().connection_made(self.writer)  # type: ignore[arg-type]
-        self._arm_head_timer()
+        self._arm("head", self.header_timeout)  # a client that never sends a byte
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
+        self._cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        # The first bytes of a new request (not the body of the current one) start its clock.
-        if self.head_timer is None and (self.cycle is None or self.cycle.response_complete):
-            self._arm_head_timer()
         super().data_received(data)
+        # Timers only while a request is incomplete: most arrive whole in one read.
+        if self.reading == "head":
+            if self.timer_for != "head":  # its clock runs from the request's first bytes
+                self._arm("head", self.header_timeout)
+        elif self.reading == "body":
+            self._arm("body", self.body_timeout)  # again at every chunk: an idle limit
+        elif self.timer is not None:
+            self._cancel()
+
+    def on_message_begin(self) -> None:
+        self.reading = "head"
+        super().on_message_begin()
 
     def on_headers_complete(self) -> None:
-        self._cancel_head_timer()
+        self.reading = "body"
+        if self.timer_for == "head":
+            self._cancel()
         self.body_bytes = 0
         self.app = self.modelport_app if self._admit() else self.refuse
         super().on_headers_complete()
@@ -113,6 +131,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.body_bytes += len(body)
         super().on_body(body)
 
+    def on_message_complete(self) -> None:
+        self.reading = ""
+        super().on_message_complete()
+
     def on_response_complete(self) -> None:
         self.writer.flush()
         if self.body_bytes >= memory.LARGE_BODY:
@@ -120,22 +142,24 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.body_bytes = 0
         super().on_response_complete()
 
-    # --- head deadline -------------------------------------------------------------
+    # --- deadlines ----------------------------------------------------------------------
 
-    def _arm_head_timer(self) -> None:
-        if self.header_timeout is not None and self.header_timeout > 0:
-            self._cancel_head_timer()
-            self.head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+    def _arm(self, part: str, seconds: float | None) -> None:
+        self._cancel()
+        if seconds is not None and seconds > 0:
+            self.timer_for = part
+            self.timer = self.loop.call_later(seconds, self._timed_out)
 
-    def _cancel_head_timer(self) -> None:
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-            self.head_timer = None
+    def _cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.timer_for = ""
 
-    def _head_timed_out(self) -> None:
-        self.head_timer = None
+    def _timed_out(self) -> None:
+        part, self.timer, self.timer_for = self.timer_for, None, ""
         if not self.transport.is_closing():
-            log.debug("request head not complete in time: connection closed")
+            log.debug("request not received in time: connection closed", extra={"part": part})
             self.transport.close()
 
     # --- connection cap ----------------------------------------------------------------
@@ -182,11 +206,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
 
 def protocol_class(
-    header_timeout: float | None, max_connections: int | None
+    header_timeout: float | None,
+    max_connections: int | None,
+    body_timeout: float | None = None,
 ) -> type[GuardedHttpProtocol]:
     """A protocol class for `uvicorn.Config(http=...)` carrying this server's limits."""
     return type(
         "GuardedHttpProtocol",
         (GuardedHttpProtocol,),
-        {"header_timeout": header_timeout, "max_connections": max_connections},
+        {
+            "header_timeout": header_timeout,
+            "body_timeout": body_timeout,
+            "max_connections": max_connections,
+        },
     )

@@ -142,7 +142,9 @@ def serve(config: ServerConfig, runtime: type[Predictor], sock: socket.socket | 
         timeout_graceful_shutdown=int(config.graceful_shutdown_timeout) or None,
         server_header=False,
         http=connections.protocol_class(
-            config.request_header_timeout or None, config.max_connections
+            config.request_header_timeout or None,
+            config.max_connections,
+            config.request_body_timeout or None,
         ),
     )
     server = DrainingServer(uvicorn_config, app.state.dataplane, config.graceful_shutdown_timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import socket
 import time
 
@@ -200,3 +201,38 @@ async def test_uvicorn_protocol_writes_each_response_once():
         await asyncio.sleep(0)
     assert len(transport.writes) == 2 and transport.writes[1].startswith(b"HTTP/1.1 200 ")
     protocol.connection_lost(None)
+
+
+def test_a_body_that_stops_arriving_closes_its_connection_and_frees_the_drain(serve, tmp_path):
+    """A client announces a body and goes quiet: the connection is closed after
+    --request_body_timeout, the request leaves the in-flight count (SIGTERM then exits at
+    once instead of waiting out the grace), and a slow body that keeps flowing is served."""
+    iris_logistic(tmp_path)
+    server = serve(
+        "sklearn",
+        tmp_path,
+        "--model_name=iris",
+        "--request_body_timeout=1",
+        "--graceful_shutdown_timeout=60",
+    )
+    body = json.dumps(
+        {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]}
+    ).encode()
+    head = (
+        b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: test\r\n"
+        + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    )
+    with _connect(server) as slow:  # the body in three parts, 0.6 s apart: never idle 1 s
+        slow.sendall(head)
+        for part in (body[:10], body[10:20], body[20:]):
+            time.sleep(0.6)
+            slow.sendall(part)
+        assert _read_response(slow)[0] == 200
+    stalled = _connect(server)
+    with stalled:
+        stalled.sendall(head + body[:10])  # and nothing more
+        started = time.monotonic()
+        assert _closed_by_server(stalled)
+        assert time.monotonic() - started < DEADLINE / 2
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=30) == 0  # nothing left in flight to wait for
