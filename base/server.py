@@ -141,6 +141,9 @@ def serve(config: ServerConfig, runtime: type[Predictor], sock: socket.socket | 
         access_log=False,
         timeout_graceful_shutdown=int(config.graceful_shutdown_timeout) or None,
         server_header=False,
+        # X-Forwarded-* would only rewrite the client address, which nothing here reads:
+        # uvicorn's proxy-headers wrapper is skipped on every request.
+        proxy_headers=False,
         http=connections.protocol_class(
             config.request_header_timeout or None,
             config.max_connections,
