@@ -170,11 +170,11 @@ def server_table(args):
             venv=None,
             pkgs="modelport starlette " + pkgs,
         ),
-        # modelport from another checkout (BENCH_REF=DIR, e.g. a `git worktree` of main):
-        # before/after comparisons of a change in one run.
+        # modelport from another checkout (BENCH_REF=DIR, e.g. a `git worktree` of main;
+        # BENCH_REF_FLAGS: its extra flags): before/after comparisons of a change in one run.
         dict(
             name="modelport-ref",
-            cmd=modelport([], ref=True),
+            cmd=modelport(os.environ.get("BENCH_REF_FLAGS", "").split(), ref=True),
             protocols=all_payloads,
             venv=None,
             pkgs="modelport",
