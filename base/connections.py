@@ -59,7 +59,7 @@ class ResponseWriter:
         if head is not None:
             self.head = None
             self.transport.write(head + data)
-        elif data.startswith(b"HTTP/1.1 ") and data[9:10] in _FINAL_STATUS:
+        elif type(data) is bytes and data.startswith(b"HTTP/1.1 ") and data[9:10] in _FINAL_STATUS:
             self.head = data  # a final response's head (never 100 Continue or 101)
         else:
             self.transport.write(data)

@@ -236,3 +236,14 @@ def test_a_body_that_stops_arriving_closes_its_connection_and_frees_the_drain(se
         assert time.monotonic() - started < DEADLINE / 2
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=30) == 0  # nothing left in flight to wait for
+
+
+def test_response_writer_passes_other_buffers_through():
+    """Only a bytes response head is held; any other buffer (an app's memoryview body)
+    goes straight to the socket, after a held head."""
+    transport = RecordingTransport()
+    writer = connections.ResponseWriter(transport)
+    writer.write(memoryview(b"raw"))
+    writer.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    writer.write(memoryview(b"body"))
+    assert transport.writes == [b"raw", b"HTTP/1.1 200 OK\r\n\r\nbody"]
