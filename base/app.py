@@ -27,7 +27,7 @@ from modelport.base import metrics as metrics_module
 from modelport.base.config import ServerConfig
 from modelport.base.dataplane import DataPlane, log_failure
 from modelport.base.errors import InvalidInput, ModelportError, PayloadTooLarge
-from modelport.base.middleware import ObservabilityMiddleware, unexpected_error
+from modelport.base.middleware import ObservabilityMiddleware, header, unexpected_error
 from modelport.base.model import SERVING
 from modelport.base.protocol import v2
 from modelport.base.repository import ModelRepository
@@ -154,14 +154,7 @@ class ModelportApp:
     ) -> None:
         started = time.perf_counter()
         dataplane = self.dataplane
-        headers = scope["headers"]
-        request_id = None
-        for key, value in headers:
-            if key == b"x-request-id":
-                request_id = value.decode("latin-1")
-                break
-        if request_id is None:
-            request_id = dataplane.new_request_id()
+        request_id = header(scope, b"x-request-id") or dataplane.new_request_id()
         status = 500
         try:
             try:

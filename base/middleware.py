@@ -58,7 +58,7 @@ class ObservabilityMiddleware:
             return
         started = time.perf_counter()
         dataplane = self.dataplane
-        request_id = _header(scope, _REQUEST_ID) or dataplane.new_request_id()
+        request_id = header(scope, _REQUEST_ID) or dataplane.new_request_id()
         id_header = (_REQUEST_ID, request_id.encode("latin-1"))
         status = 500
         response_started = False
@@ -133,7 +133,8 @@ def unexpected_error(exc: Exception, path: str, request_id: str) -> bytes:
     return orjson.dumps({"error": f"internal server error: {type(exc).__name__}: {exc}"})
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header `name` (lower-case bytes), or None."""
     for key, value in scope["headers"]:
         if key == name:
             return str(value.decode("latin-1"))

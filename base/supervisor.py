@@ -88,7 +88,7 @@ class MetricsDir:
             return cls(path, owned=True, pids={os.getpid()})
         os.makedirs(user, exist_ok=True)
         found = cls(user, owned=False, pids={os.getpid()})
-        found.remove(lambda pid: pid == os.getpid() or not _alive(pid))
+        found.remove(lambda pid: pid == os.getpid() or not pid_alive(pid))
         return found
 
     def remove(self, matches: Any) -> None:
@@ -106,7 +106,8 @@ class MetricsDir:
             self.remove(lambda pid: pid in self.pids)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (it may belong to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

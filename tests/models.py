@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 IRIS_ROWS = [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]
+
+
+def iris_v2_body(
+    name: str = "input-0", datatype: str = "FP32", outputs: list[str] | None = None
+) -> dict[str, Any]:
+    """A V2 infer body with the two IRIS_ROWS as one [2, 4] tensor (outputs by name)."""
+    body: dict[str, Any] = {
+        "inputs": [
+            {
+                "name": name,
+                "shape": [2, 4],
+                "datatype": datatype,
+                "data": [value for row in IRIS_ROWS for value in row],
+            }
+        ]
+    }
+    if outputs is not None:
+        body["outputs"] = [{"name": output} for output in outputs]
+    return body
 
 
 def iris_logistic(directory: Path, filename: str = "model.joblib") -> Path:

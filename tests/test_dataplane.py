@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
+from modelport.base import runner as runner_module
 from modelport.base.app import create_app
 from modelport.base.config import ServerConfig, parse_config
 from modelport.base.dataplane import DataPlane
@@ -192,7 +193,7 @@ async def test_cheap_predicts_still_batch_under_concurrent_load(tmp_path):
     assert len(Doubler.calls) < 8  # merged into fewer predicts
 
 
-async def test_cheap_batches_under_load_run_inline_when_the_hop_costs_more(tmp_path):
+async def test_cheap_batches_under_load_run_inline_when_the_hop_costs_more(tmp_path, monkeypatch):
     """Under load a batch runs on the loop when it costs less than the measured hop to a
     pool thread, and on the pool (overlapping with HTTP work) when the hop is cheaper."""
     plane = await make_plane(tmp_path, max_batch_size=16)
@@ -210,6 +211,9 @@ async def test_cheap_batches_under_load_run_inline_when_the_hop_costs_more(tmp_p
 
     for _ in range(3):  # every batch size of the burst measured
         await burst()
+    # From here the measurements stand still (a pool call would otherwise measure the hop
+    # again), so the decision rests on the hop cost set below.
+    monkeypatch.setattr(runner_module, "_EWMA", 0.0)
     runner.hop_cost = 1.0  # a hop dearer than any of these calls: all inline
     assert set(await burst()) == {"MainThread"}
     runner.hop_cost = 0.0  # a free hop: whatever does not run alone goes to the pool

@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 
+from modelport.base.supervisor import pid_alive
 from tests.faulty import crashing_model, exploding_model, marked_slow_model
 from tests.models import IRIS_ROWS, iris_logistic
 from tests.servers import start_server
@@ -142,7 +143,7 @@ def test_user_metrics_dir_keeps_files_the_server_did_not_write(tmp_path):
     values = MmapedDict(str(foreign))
     values.write_value(mmap_key("other_jobs", "other_jobs_total", [], [], "x"), 3.0, 0.0)
     values.close()
-    stale_pid = next(p for p in range(4_000_000, 4_100_000) if not _alive(p))
+    stale_pid = next(p for p in range(4_000_000, 4_100_000) if not pid_alive(p))
     (metrics_dir / f"counter_{stale_pid}.db").write_bytes(b"left by a dead process")
     iris_logistic(tmp_path / "model")
     server = start_server(
@@ -161,16 +162,6 @@ def test_user_metrics_dir_keeps_files_the_server_did_not_write(tmp_path):
     finally:
         assert server.stop() == 0
     assert sorted(p.name for p in metrics_dir.iterdir()) == sorted(["notes.txt", foreign.name])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def test_server_fault_logs_its_traceback_once_and_never_in_the_body(serve, tmp_path):

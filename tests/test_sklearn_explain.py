@@ -6,7 +6,7 @@ import joblib
 import numpy as np
 import pytest
 
-from tests.models import IRIS_ROWS
+from tests.models import IRIS_ROWS, iris_v2_body
 from tests.servers import start_server
 
 pytest.importorskip("shap")
@@ -48,17 +48,7 @@ def test_classifier_explanations_add_up_to_probabilities(forests):
 
 def test_regressor_explanations_over_v2_output(forests):
     server, _ = forests
-    payload = {
-        "inputs": [
-            {
-                "name": "x",
-                "shape": [2, 4],
-                "datatype": "FP64",
-                "data": [v for row in IRIS_ROWS for v in row],
-            }
-        ],
-        "outputs": [{"name": "contributions"}, {"name": "predict"}],
-    }
+    payload = iris_v2_body("x", "FP64", outputs=["contributions", "predict"])
     response = server.post("/v2/models/regressor/infer", json=payload)
     assert response.status_code == 200, response.text
     contributions, predictions = response.json()["outputs"]

@@ -8,19 +8,10 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from tests.models import IRIS_ROWS, adult_pipeline, iris_logistic
+from tests.models import IRIS_ROWS, adult_pipeline, iris_logistic, iris_v2_body
 from tests.servers import start_server, triton_infer
 
-V2_IRIS = {
-    "inputs": [
-        {
-            "name": "input-0",
-            "shape": [2, 4],
-            "datatype": "FP32",
-            "data": [value for row in IRIS_ROWS for value in row],
-        }
-    ]
-}
+V2_IRIS = iris_v2_body()
 
 
 @pytest.fixture(scope="module")

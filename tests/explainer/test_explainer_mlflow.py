@@ -4,6 +4,8 @@ pyfunc answers probabilities. Requests arrive as rows of objects and reach MLflo
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -70,14 +72,20 @@ def explainer_for(serve, predictor, root, name: str):
     )
 
 
-def test_regression_value_is_explained(serve, mlflow_models):
-    predictor, root, regressor, _ = mlflow_models
-    explainer = explainer_for(serve, predictor, root, "quality")
-    rows = frame(3, seed=2)
+def explain(serve, mlflow_models, name: str, rows: pd.DataFrame) -> tuple[Any, dict]:
+    """A fresh explainer of `name` and its V1 `:explain` answer for `rows`."""
+    predictor, root, _, _ = mlflow_models
+    explainer = explainer_for(serve, predictor, root, name)
     body = {"instances": rows.to_dict(orient="records")}
-    response = explainer.post("/v1/models/quality:explain", json=body)
+    response = explainer.post(f"/v1/models/{name}:explain", json=body)
     assert response.status_code == 200, response.text
-    doc = response.json()
+    return explainer, response.json()
+
+
+def test_regression_value_is_explained(serve, mlflow_models):
+    _, root, regressor, _ = mlflow_models
+    rows = frame(3, seed=2)
+    _, doc = explain(serve, mlflow_models, "quality", rows)
     predicted = regressor.predict(rows)
     assert np.allclose(doc["predictions"], predicted, atol=1e-9)
     background = pd.read_csv(root / "background.csv")
@@ -94,13 +102,9 @@ def test_regression_value_is_explained(serve, mlflow_models):
 
 
 def test_pyfunc_probabilities_are_explained(serve, mlflow_models):
-    predictor, root, _, classifier = mlflow_models
-    explainer = explainer_for(serve, predictor, root, "grade")
+    _, _, _, classifier = mlflow_models
     rows = frame(2, seed=3)
-    body = {"instances": rows.to_dict(orient="records")}
-    response = explainer.post("/v1/models/grade:explain", json=body)
-    assert response.status_code == 200, response.text
-    doc = response.json()
+    explainer, doc = explain(serve, mlflow_models, "grade", rows)
     proba = classifier.predict_proba(rows)
     assert np.allclose(doc["predictions"], proba, atol=1e-9)
     for row, explanation in zip(proba, doc["explanations"], strict=True):

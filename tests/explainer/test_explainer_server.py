@@ -8,7 +8,7 @@ import joblib
 import numpy as np
 import pytest
 
-from tests.models import IRIS_ROWS, iris_logistic
+from tests.models import IRIS_ROWS, iris_logistic, iris_v2_body
 from tests.servers import ServerProcess, free_port, start_server, triton_infer
 
 pytest.importorskip("shap")
@@ -90,17 +90,7 @@ def test_explanations_are_reproducible(iris):
 
 def test_v2_contributions_output_with_other_outputs(iris):
     explainer, _, model, _ = iris
-    payload = {
-        "inputs": [
-            {
-                "name": "x",
-                "shape": [2, 4],
-                "datatype": "FP64",
-                "data": [v for row in IRIS_ROWS for v in row],
-            }
-        ],
-        "outputs": [{"name": "contributions"}, {"name": "predict"}],
-    }
+    payload = iris_v2_body("x", "FP64", outputs=["contributions", "predict"])
     response = explainer.post("/v2/models/iris/infer", json=payload)
     assert response.status_code == 200, response.text
     contributions, predict = response.json()["outputs"]
