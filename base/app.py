@@ -35,7 +35,7 @@ from modelport.base.repository import ModelRepository
 JSON = b"application/json"
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
-# POST inference paths answered by the fast path (path parameters are already %-decoded).
+# POST inference paths answered by ModelportApp (path parameters are already %-decoded).
 _V2_INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 _V1_VERB = re.compile(r"^/v1/models/([^/:]+):(predict|explain)$")
 
