@@ -13,7 +13,12 @@ run. h2load's own CPU time is reported: below ~70% of its core it is not the bot
 
 Cells: iris 1 row (typed contents), 1000 rows typed, 1000 rows raw; c1 (one connection),
 c16 (16 connections, one stream each) and s16 (one connection, 16 concurrent streams).
-Servers are pinned to --server-cpu, h2load to --load-cpu. Results go to
+Servers: modelport, KServe 0.21, and `grpc-floor` (bench/servers/grpc_floor.py): a bare
+grpc.aio server answering from a cache keyed by the request bytes, i.e. grpc.aio's own cost
+per call, the bound for any server built on it (modelport's and KServe's both are). All
+servers are started first and pinned to --server-cpu (idle ones cost nothing); each round
+runs every cell on every server back to back, the order rotated, so a disturbance of the
+shared machine hits them alike. h2load runs on --load-cpu. Results go to
 bench/results/grpc-<time>/report.md (and stdout).
 """
 
@@ -115,6 +120,9 @@ def start(
         argv = [args.modelport_python, "-m", "modelport.runtimes.sklearn", "--model_name=iris"]
         argv += [f"--model_dir={model_dir}", f"--http_port={http_port}", f"--grpc_port={grpc_port}"]
         argv += ["--host=127.0.0.1"]
+    elif name == "grpc-floor":
+        argv = [args.modelport_python, str(HERE / "servers" / "grpc_floor.py")]
+        argv += ["--model_dir", model_dir, "--grpc_port", str(grpc_port), "--aio_loop", "uvloop"]
     else:
         argv = [f"{args.work}/kserve-venv/bin/python", str(HERE / "servers" / "kserve_sklearn.py")]
         argv += ["--model_dir", model_dir, "--model_name", "iris", "--http_port", str(http_port)]
@@ -191,7 +199,7 @@ def grpc_errors(http_port: int) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default=os.environ.get("BENCH_WORK", "/tmp/modelport-bench"))
-    ap.add_argument("--servers", default="modelport,kserve")
+    ap.add_argument("--servers", default="modelport,kserve,grpc-floor")
     ap.add_argument("--scenarios", default="g1-typed,g1000-typed,g1000-raw")
     ap.add_argument("--cells", default="c1,c16,s16")
     ap.add_argument("--duration", type=int, default=5)
@@ -207,31 +215,46 @@ def main() -> int:
     scenarios, cells = args.scenarios.split(","), args.cells.split(",")
     results: dict[tuple[str, str, str], list[dict[str, float]]] = {}
     wrong = 0
-    for index, server in enumerate(args.servers.split(",")):
-        http_port = args.port_base + 10 * index
-        proc = start(server, args, http_port, out)
-        try:
-            for scenario in scenarios:
-                body, expected = bodies[scenario]
-                problem = check(http_port + 1, body, expected)
+    servers = args.servers.split(",")
+    ports = {server: args.port_base + 10 * index for index, server in enumerate(servers)}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for server in servers:
+            procs[server] = start(server, args, ports[server], out)
+        timed: dict[str, list[str]] = {}  # scenario -> servers whose answer was right
+        for scenario in scenarios:
+            body, expected = bodies[scenario]
+            (out / f"{scenario}.bin").write_bytes(body)
+            for server in servers:
+                problem = check(ports[server] + 1, body, expected)
                 print(f"check {server} {scenario}: {problem or 'OK'}", file=sys.stderr)
                 if problem:
                     wrong += 1
-                    continue
-                body_file = out / f"{scenario}.bin"
-                body_file.write_bytes(body)
-                for _ in range(args.rounds):
-                    for cell in cells:
+                else:
+                    timed.setdefault(scenario, []).append(server)
+        turn = 0
+        for _ in range(args.rounds):
+            for scenario in scenarios:
+                for cell in cells:
+                    order = timed.get(scenario, [])
+                    turn += 1
+                    order = order[turn % len(order) :] + order[: turn % len(order)] if order else []
+                    for server in order:
                         result = h2load(
-                            http_port + 1, body_file, cell, args.duration, args.load_cpu
+                            ports[server] + 1,
+                            out / f"{scenario}.bin",
+                            cell,
+                            args.duration,
+                            args.load_cpu,
                         )
                         results.setdefault((server, scenario, cell), []).append(result)
                         print(f"{server} {scenario} {cell}: {result}", file=sys.stderr)
-            if server == "modelport":
-                errors = grpc_errors(http_port)
-                print(f"modelport gRPC infer errors during the run: {errors:g}", file=sys.stderr)
-                wrong += int(errors > 0)
-        finally:
+        if "modelport" in procs:
+            errors = grpc_errors(ports["modelport"])
+            print(f"modelport gRPC infer errors during the run: {errors:g}", file=sys.stderr)
+            wrong += int(errors > 0)
+    finally:
+        for proc in procs.values():
             stop(proc)
     report = render(results, args, scenarios, cells)
     (out / "report.md").write_text(report)
@@ -247,23 +270,28 @@ def render(results: dict[tuple[str, str, str], list[dict[str, float]]], args: ar
 
     lines = [
         f"gRPC ModelInfer, iris; servers on CPU {args.server_cpu}, h2load on CPU "
-        f"{args.load_cpu}; {args.duration} s per cell, median of {args.rounds} round(s).",
+        f"{args.load_cpu}; {args.duration} s per cell, median of {args.rounds} round(s), "
+        "servers interleaved. grpc-floor: grpc.aio answering from a cache (the transport's "
+        "own cost).",
         "",
-        "| scenario | cell | modelport req/s | KServe req/s | modelport ÷ KServe | "
-        "modelport mean ms | KServe mean ms | h2load CPU (mp / ks) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| scenario | cell | modelport req/s | KServe req/s | grpc-floor req/s | "
+        "modelport ÷ KServe | grpc-floor ÷ KServe | modelport ÷ grpc-floor | "
+        "mean ms (mp / ks / floor) | h2load CPU (mp / ks / floor) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    names = ("modelport", "kserve", "grpc-floor")
+
+    def ratio(top: float | None, bottom: float | None) -> str:
+        return f"{top / bottom:.2f}x" if top and bottom else DASH
+
     for scenario in scenarios:
         for cell in cells:
-            mp, ks = (
-                median("modelport", scenario, cell, "rps"),
-                median("kserve", scenario, cell, "rps"),
-            )
-            ratio = f"{mp / ks:.2f}x" if mp and ks else DASH
-            row = [scenario, cell, _f(mp, 0), _f(ks, 0), ratio]
-            row += [_f(median("modelport", scenario, cell, "mean_ms"), 2)]
-            row += [_f(median("kserve", scenario, cell, "mean_ms"), 2)]
-            cpu = [median(s, scenario, cell, "loadgen_cpu") for s in ("modelport", "kserve")]
+            mp, ks, fl = (median(name, scenario, cell, "rps") for name in names)
+            row = [scenario, cell, _f(mp, 0), _f(ks, 0), _f(fl, 0)]
+            row += [ratio(mp, ks), ratio(fl, ks), ratio(mp, fl)]
+            means = [median(name, scenario, cell, "mean_ms") for name in names]
+            row += [" / ".join(_f(m, 2) for m in means)]
+            cpu = [median(name, scenario, cell, "loadgen_cpu") for name in names]
             row += [" / ".join(f"{c:.0%}" if c is not None else DASH for c in cpu)]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"

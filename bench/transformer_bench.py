@@ -7,6 +7,8 @@ pass-through transformer (`python -m modelport.runtimes.transformer`) and KServe
 `--predictor_protocol v2` in front of that one predictor. wrk (on --wrk-cpu) sends the V2 JSON
 1-row payload of bench/fixtures.py at c1 and c16 to each transformer and to the predictor
 itself. Every server's answer is checked once against the in-process prediction first.
+`transformer-floor` (servers/proxy_floor.py) is the least a Python pass-through can do: a raw
+ASGI app forwarding the body's bytes with one aiohttp session, no parsing, metrics or logs.
 
 Targets (issue 17): modelport's transformer >= 3x KServe's req/s at c16; p50 at c1 through
 modelport's transformer <= 1.5x the predictor's own p50 at c1.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from typing import Any
@@ -59,11 +62,19 @@ def server_cfgs(args: Any) -> dict[str, dict[str, Any]]:
         argv += ["--http_port", str(port), "--grpc_port", str(port + 1), "--workers", "1"]
         return argv, {}
 
+    def floor_cmd(model: str, port: int, run: str) -> tuple[list[str], dict[str, str]]:
+        argv = [py, "-m", "uvicorn", "proxy_floor:app"]
+        argv += ["--app-dir", os.path.join(bench.HERE, "servers"), "--host", "127.0.0.1"]
+        argv += ["--port", str(port), "--loop", "uvloop", "--http", "httptools"]
+        argv += ["--no-access-log", "--log-level", "warning"]
+        return argv, {"PREDICTOR_HOST": predictor}
+
     cfg = {"protocols": ("v2",)}
     return {
         "predictor": {**cfg, "name": "predictor", "cmd": predictor_cmd},
         "modelport-transformer": {**cfg, "name": "modelport-transformer", "cmd": modelport_cmd},
         "kserve-transformer": {**cfg, "name": "kserve-transformer", "cmd": kserve_cmd},
+        "transformer-floor": {**cfg, "name": "transformer-floor", "cmd": floor_cmd},
     }
 
 
@@ -91,6 +102,26 @@ def targets(cells: dict[tuple[str, int], dict[str, Any]]) -> list[dict[str, Any]
                 "ok": ratio <= 1.5,
             }
         )
+    floor = cells.get(("transformer-floor", 1))
+    if floor and direct:
+        out.append(
+            {
+                "what": "transformer-floor p50 at c1 vs the predictor's own (what any "
+                "Python pass-through can reach)",
+                "value": floor["p50_ms"] / direct["p50_ms"],
+                "bound": "(reference)",
+                "ok": True,
+            }
+        )
+    if ours and floor:
+        out.append(
+            {
+                "what": "transformer p50 at c1 vs transformer-floor's",
+                "value": ours["p50_ms"] / floor["p50_ms"],
+                "bound": "(reference)",
+                "ok": True,
+            }
+        )
     return out
 
 
@@ -101,7 +132,7 @@ def markdown(
         f"# Transformer cell: iris, V2 JSON 1 row ({meta['when']})",
         "",
         f"loadavg before: {meta['loadavg']}; servers on CPU {meta['server_cpu']}, wrk on CPU {meta['wrk_cpu']}; "
-        f"{meta['duration']}s per cell",
+        f"{meta['duration']}s per cell, median of {meta['rounds']} round(s), servers interleaved",
         "",
         "| server | conc | req/s | p50 ms | p90 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|---|",
@@ -125,12 +156,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--modelport-python", default=os.path.join(bench.REPO, ".venv", "bin", "python")
     )
-    ap.add_argument("--duration", type=int, default=8)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--server-cpu", default="0")
     ap.add_argument("--wrk-cpu", default="1")
     ap.add_argument("--ready-timeout", type=float, default=120.0)
-    ap.add_argument("--servers", default="predictor,modelport-transformer,kserve-transformer")
+    ap.add_argument(
+        "--servers",
+        default="predictor,modelport-transformer,kserve-transformer,transformer-floor",
+    )
     return ap.parse_args(argv)
 
 
@@ -147,24 +182,37 @@ def main(argv: list[str] | None = None) -> int:
         name: bench.Server(cfgs[name], MODEL, PORT + 10 * i, args) for i, name in enumerate(wanted)
     }
     meta = {"when": stamp, "loadavg": bench.loadavg(), "server_cpu": args.server_cpu,
-            "wrk_cpu": args.wrk_cpu, "duration": args.duration}  # fmt: skip
+            "wrk_cpu": args.wrk_cpu, "duration": args.duration, "rounds": args.rounds}  # fmt: skip
     cells: dict[tuple[str, int], dict[str, Any]] = {}
     failed = False
     try:
         for server in servers.values():  # the predictor first: readiness may follow it
             bench.log(f"start {server.name}: ready in {server.start()}s")
+        timed = []
         for server in servers.values():
             if not bench.check(server, [SCENARIO])[SCENARIO]["ok"]:
                 failed = True
                 continue
             bench.wrk(args, server, SCENARIO, 4, args.warmup)
+            timed.append(server)
+        runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        turn = 0
+        for _ in range(args.rounds):  # servers interleaved, order rotated: noise hits all
             for conc in CONCS:
-                result = bench.wrk(args, server, SCENARIO, conc, args.duration)
-                failed |= result["errors"] > 0
-                cells[(server.name, conc)] = result
-                bench.log(
-                    f"{server.name} c{conc}: {result['rps']} req/s p50 {result['p50_ms']:.2f} ms"
-                )
+                turn += 1
+                for server in timed[turn % len(timed) :] + timed[: turn % len(timed)]:
+                    result = bench.wrk(args, server, SCENARIO, conc, args.duration)
+                    failed |= result["errors"] > 0
+                    runs.setdefault((server.name, conc), []).append(result)
+                    bench.log(
+                        f"{server.name} c{conc}: {result['rps']} req/s "
+                        f"p50 {result['p50_ms']:.2f} ms"
+                    )
+        for key, results in runs.items():
+            cells[key] = {
+                field: statistics.median(r[field] for r in results)
+                for field in ("rps", "p50_ms", "p90_ms", "p99_ms", "errors")
+            }
     finally:
         for server in reversed(list(servers.values())):
             server.stop()
