@@ -27,7 +27,12 @@ from modelport.base import metrics as metrics_module
 from modelport.base.config import ServerConfig
 from modelport.base.dataplane import DataPlane, log_failure
 from modelport.base.errors import InvalidInput, ModelportError, PayloadTooLarge
-from modelport.base.middleware import ObservabilityMiddleware, header, unexpected_error
+from modelport.base.middleware import (
+    ObservabilityMiddleware,
+    header,
+    internal_error_body,
+    unexpected_error,
+)
 from modelport.base.model import SERVING
 from modelport.base.protocol import v2
 from modelport.base.repository import ModelRepository
@@ -342,7 +347,13 @@ def create_app(
     app = Starlette(
         routes=_routes(plane, config),
         lifespan=lifespan,
-        exception_handlers={ModelportError: _modelport_error, HTTPException: _http_error},
+        exception_handlers={
+            ModelportError: _modelport_error,
+            HTTPException: _http_error,
+            # Starlette answers a bug itself (text/plain) before re-raising it to
+            # ObservabilityMiddleware, which logs it: this makes that answer JSON too.
+            Exception: _server_error,
+        },
     )
     app.state.dataplane = plane
     return ModelportApp(app, plane)
@@ -351,6 +362,10 @@ def create_app(
 async def _modelport_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ModelportError)
     return to_response(error_reply(exc, request.url.path))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return Response(internal_error_body(exc), 500, media_type=JSON.decode())
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -90,6 +90,17 @@ class DataPlane:
             self.timers[name] = timers
         return timers
 
+    def observe_request(
+        self, model: str, protocol: str, endpoint: str, status: int | str, seconds: float
+    ) -> None:
+        """One answered request in the request metrics. The model label is the name the
+        client sent only when this server knows that model: names come from clients, and
+        each new label value is a series kept for the process' life (unbounded memory and
+        /metrics size); requests for unknown models share the label ""."""
+        if model and model not in self.repository.models:
+            model = ""
+        self.metrics.observe_request(model, protocol, endpoint, status, seconds)
+
     def observe_codec(self, name: str, decode_seconds: float, encode_seconds: float) -> None:
         """Wire decoding and encoding, as KServe's pre- and post-processing histograms."""
         timers = self.timers_for(name)

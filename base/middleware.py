@@ -108,7 +108,7 @@ class ObservabilityMiddleware:
         """Metrics and the access line of one answered request."""
         elapsed = time.perf_counter() - started
         if endpoint != "other":
-            self.dataplane.metrics.observe_request(model, protocol, endpoint, status, elapsed)
+            self.dataplane.observe_request(model, protocol, endpoint, status, elapsed)
         if self.access:
             self.access_log.write(
                 {
@@ -130,6 +130,11 @@ def unexpected_error(exc: Exception, path: str, request_id: str) -> bytes:
         extra={"path": path, "request_id": request_id, "error": f"{type(exc).__name__}: {exc}"},
         exc_info=exc,
     )
+    return internal_error_body(exc)
+
+
+def internal_error_body(exc: BaseException) -> bytes:
+    """The `{"error": ...}` body of a 500 caused by a bug: names the exception, no traceback."""
     return orjson.dumps({"error": f"internal server error: {type(exc).__name__}: {exc}"})
 
 

@@ -310,6 +310,40 @@ async def test_openapi_and_offline_docs(tmp_path):
         assert (await client.get("/docs")).status_code == 404
 
 
+async def test_unknown_model_names_share_one_metric_label(tmp_path):
+    """Model names in paths come from clients: each one kept as a label value would be a
+    series for the process' life (an attacker grows /metrics and memory without bound)."""
+    plane = await make_plane(tmp_path)
+    async with client_for(plane) as client:
+        for index in range(20):
+            name = f"probe-{index}-x"
+            assert (
+                await client.post(f"/v2/models/{name}/infer", json=v2_body([[1, 2]]))
+            ).status_code == 404
+            assert (await client.get(f"/v2/models/{name}/ready")).status_code == 404
+            assert (await client.post(f"/v1/models/{name}:predict", json={})).status_code == 404
+        assert (await client.post("/v2/models/m/infer", json=v2_body([[1, 2]]))).status_code == 200
+        exposition = (await client.get("/metrics")).text
+    assert "probe-" not in exposition
+    assert 'model="m"' in exposition  # a known model keeps its label
+    assert 'endpoint="infer",model="",protocol="v2",status="404"' in exposition
+
+
+async def test_a_bug_behind_a_starlette_route_is_a_json_500_and_serving_goes_on(tmp_path):
+    plane = await make_plane(tmp_path)
+
+    def broken() -> dict[str, object]:
+        raise RuntimeError("metadata broke")
+
+    plane.server_metadata = broken  # type: ignore[method-assign]
+    async with client_for(plane) as client:
+        response = await client.get("/v2")
+        assert response.status_code == 500
+        assert response.headers["content-type"] == "application/json"
+        assert response.json() == {"error": "internal server error: RuntimeError: metadata broke"}
+        assert (await client.get("/v2/health/live")).status_code == 200
+
+
 async def test_unknown_model_is_404_in_the_data_plane(tmp_path):
     plane = await make_plane(tmp_path)
     with pytest.raises(ModelNotFound):

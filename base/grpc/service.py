@@ -68,7 +68,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         code: str,
         elapsed: float,
     ) -> None:
-        self.dataplane.metrics.observe_request(model, "grpc", endpoint, code, elapsed)
+        self.dataplane.observe_request(model, "grpc", endpoint, code, elapsed)
         if self.access_log.enabled:
             self.access_log.write(
                 {
