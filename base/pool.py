@@ -68,6 +68,12 @@ def _run(
     function: Callable[[Any], Any],
     argument: Any,
 ) -> None:
+    if future.done():
+        # Its caller gave up while it queued (--request_timeout, a gRPC deadline): nobody
+        # will read the answer, and under overload running it anyway would put every
+        # later request behind abandoned work. (A read of the state from this thread:
+        # at worst one job already being cancelled still runs.)
+        return
     try:
         result = function(argument)
     except BaseException as exc:

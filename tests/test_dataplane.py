@@ -19,6 +19,7 @@ from modelport.base.config import ServerConfig, parse_config
 from modelport.base.dataplane import DataPlane
 from modelport.base.errors import InvalidInput, ModelNotFound
 from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
+from modelport.base.pool import PredictPool
 from modelport.base.model import Predictor
 from modelport.base.repository import ModelRepository
 
@@ -254,6 +255,27 @@ async def test_request_timeout_answers_504_and_frees_the_caller(tmp_path):
         assert "request_timeout" in response.json()["error"]
     finally:
         SlowDoubler.delay = 0.01
+
+
+async def test_a_pool_job_whose_caller_gave_up_never_runs():
+    """A timed-out (cancelled) request must not leave its predict queued behind it: under
+    overload every later request would wait for abandoned work and time out too."""
+    pool = PredictPool(1)
+    release = threading.Event()
+    ran: list[str] = []
+    try:
+        busy = asyncio.ensure_future(pool.run(lambda _: release.wait(10), None))
+        abandoned = asyncio.ensure_future(pool.run(ran.append, "abandoned"))
+        await asyncio.sleep(0)  # both jobs are queued; the only thread is held by the first
+        abandoned.cancel()
+        release.set()
+        assert await busy is True
+        assert await pool.run(lambda value: value, "next") == "next"  # FIFO: after the second
+        assert ran == []
+        assert abandoned.cancelled()
+    finally:
+        release.set()
+        pool.shutdown()
 
 
 async def test_queue_cap_answers_503(tmp_path):
