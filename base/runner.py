@@ -4,13 +4,14 @@
   awaited on the event loop and never take a pool thread.
 - Blocking predictors run on the predict pool, except calls measured to be cheap: once a
   predict costs microseconds, the hop to a pool thread is most of the request's cost. A call
-  runs inline when this predictor's recent calls of a similar row count took at most
+  runs inline when this predictor's recent calls of a similar size took at most
   `inline_limit` seconds, so health checks wait at most about that long, and either nothing
   else is waiting for the model (its batcher is idle, and stays so after the requests
   already received have run up to the model) or the call costs less than the measured hop
   to a pool thread (a cheap batch under load: overlapping it with HTTP work cannot win
-  back more than the hop costs). Calls of a row count never seen run on the pool first, so
-  a slow model or a huge request never blocks the loop.
+  back more than the hop costs). Calls of a size never seen (elements over all inputs)
+  run on the pool first, and so do calls holding text, so a slow model or a huge request
+  never blocks the loop.
 - `max_queued` bounds the requests waiting for (or in) this model: beyond it, 503.
 """
 
@@ -32,13 +33,19 @@ from modelport.base.pool import PredictPool
 _EWMA = 0.2
 
 
-def _row_bucket(request: InferRequest) -> int:
-    """Row counts grouped by powers of two (cost grows with rows, roughly linearly)."""
-    if not request.inputs:
-        return 0
-    data = request.inputs[0].data
-    rows = data.shape[0] if data.ndim else 1
-    return max(rows, 1).bit_length()
+def _size_bucket(request: InferRequest) -> int | None:
+    """Requests grouped by their size: elements over all inputs, by powers of two (a
+    predict's cost grows with it, roughly linearly). Rows alone would not do: one row of
+    30,000 columns would pass for the cheap one-row calls measured before it. None for
+    requests holding text (object arrays): their cost follows the text's length, which
+    the size does not show, so they never run inline."""
+    elements = 0
+    for tensor in request.inputs:
+        data = tensor.data
+        if data.dtype.kind == "O":
+            return None
+        elements += data.size
+    return elements.bit_length()
 
 
 class ModelRunner:
@@ -61,7 +68,7 @@ class ModelRunner:
         self.inline_limit = inline_limit if pool.threads else 0.0
         self.batcher = Batcher(self._call, batch_size, batch_time) if batch_size > 1 else None
         self.active = 0  # requests waiting for or inside this model
-        self.costs: dict[int, float] = {}  # row bucket -> seconds per predict (EWMA)
+        self.costs: dict[int, float] = {}  # size bucket -> seconds per predict (EWMA)
         # Seconds from handing a call to the pool until a thread starts it (EWMA): until
         # measured, no call is assumed cheaper than a hop.
         self.hop_cost = 0.0
@@ -84,8 +91,8 @@ class ModelRunner:
         """One predictor call; `alone` says nothing else waits for this model."""
         if self.is_async:
             return await cast("Awaitable[InferResponse]", self.predictor.infer(request))
-        bucket = _row_bucket(request)
-        cost = self.costs.get(bucket)
+        bucket = _size_bucket(request)
+        cost = None if bucket is None else self.costs.get(bucket)
         if cost is not None and cost <= self.inline_limit:
             if alone:
                 # Requests already received run up to this model first: under load they
@@ -109,6 +116,8 @@ class ModelRunner:
             self.hop_cost += _EWMA * (started - job[2] - self.hop_cost)
         result = cast(InferResponse, self.predictor.infer(request))
         elapsed = time.perf_counter() - started
+        if bucket is None:
+            return result
         previous = self.costs.get(bucket)
         self.costs[bucket] = (
             elapsed if previous is None else previous + _EWMA * (elapsed - previous)
@@ -117,5 +126,5 @@ class ModelRunner:
 
     @property
     def inline_buckets(self) -> list[Any]:
-        """Row buckets currently cheap enough to run inline (for tests and debugging)."""
+        """Size buckets currently cheap enough to run inline (for tests and debugging)."""
         return sorted(b for b, cost in self.costs.items() if cost <= self.inline_limit)

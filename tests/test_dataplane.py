@@ -19,8 +19,8 @@ from modelport.base.config import ServerConfig, parse_config
 from modelport.base.dataplane import DataPlane
 from modelport.base.errors import InvalidInput, ModelNotFound
 from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
-from modelport.base.pool import PredictPool
 from modelport.base.model import Predictor
+from modelport.base.pool import PredictPool
 from modelport.base.repository import ModelRepository
 
 
@@ -172,6 +172,14 @@ async def test_cheap_predicts_move_onto_the_event_loop_and_slow_ones_never_do(tm
     # A row count never seen goes to the pool first, whatever the small calls cost.
     await plane.infer("m", None, request_of([[1, 1]] * 5000))
     assert Doubler.calls[-1][1] != "MainThread"
+    # So does one row of a size never seen: rows alone do not tell what a call costs.
+    await plane.infer("m", None, request_of([[1.0] * 30_000]))
+    assert Doubler.calls[-1][1] != "MainThread"
+    # Text never runs inline: its cost follows its length, which no size shows.
+    text = InferRequest([Tensor("x", np.array([["a" * 10_000, "b"]], dtype=object))])
+    for _ in range(3):
+        await plane.infer("m", None, text)
+    assert all(name != "MainThread" for _, name in Doubler.calls[-3:])
 
     slow = await make_plane(tmp_path / "slow", SlowDoubler)
     for _ in range(5):
