@@ -7,7 +7,9 @@
 - Request body idle limit: a body that goes `body_timeout` seconds without a byte (a
   client that announced more than it sends) closes its connection; the request's handler
   sees the disconnect and the in-flight count (which a drain waits for) drops. A slow
-  upload that keeps flowing is not cut off.
+  upload that keeps flowing is not cut off. Neither deadline counts time in which the
+  server holds the request back (a pipelined request behind one being answered, reading
+  paused, a 100 Continue not yet sent).
 - Connection cap: beyond `max_connections` open connections in this worker, a request is
   answered 503 `{"error": ...}` with `Connection: close` (uvicorn's own
   `limit_concurrency` answers in plain text). Health probes are always answered, so an
@@ -158,9 +160,29 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _timed_out(self) -> None:
         part, self.timer, self.timer_for = self.timer_for, None, ""
-        if not self.transport.is_closing():
-            log.debug("request not received in time: connection closed", extra={"part": part})
-            self.transport.close()
+        if self.transport.is_closing():
+            return
+        if self._server_holds_the_request():
+            # Not the client's delay: look again after another period.
+            self._arm(part, self.body_timeout if part == "body" else self.header_timeout)
+            return
+        log.debug("request not received in time: connection closed", extra={"part": part})
+        self.transport.close()
+
+    def _server_holds_the_request(self) -> bool:
+        """Whether the request being received waits on the server rather than the client:
+        a pipelined request queued behind one still being answered, reading paused on a
+        full buffer the app has not taken yet, or a client that sent `Expect:
+        100-continue` and is still owed its 100 Continue. Closing then would cut off a
+        client doing nothing wrong, and an earlier request's answer with it."""
+        cycle = self.cycle
+        return bool(
+            self.pipeline
+            or self.flow.read_paused
+            or (
+                cycle is not None and cycle.waiting_for_100_continue and not cycle.response_complete
+            )
+        )
 
     # --- connection cap ----------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from modelport.base import connections
-from tests.models import iris_logistic
+from tests.models import constant_model, iris_logistic
 
 DEADLINE = 60.0
 
@@ -236,6 +236,92 @@ def test_a_body_that_stops_arriving_closes_its_connection_and_frees_the_drain(se
         assert time.monotonic() - started < DEADLINE / 2
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=30) == 0  # nothing left in flight to wait for
+
+
+class _Responses:
+    """Reads responses (and interim 100 Continues) one after another from one socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.data = b""
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        self.data += chunk
+
+    def next(self) -> tuple[int, bytes]:
+        while b"\r\n\r\n" not in self.data:
+            self._fill()
+        head, _, self.data = self.data.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+        length = int(headers.get("content-length", 0))
+        while len(self.data) < length:
+            self._fill()
+        body, self.data = self.data[:length], self.data[length:]
+        return int(lines[0].split()[1]), body
+
+
+def _infer_request(rows: int, extra: bytes = b"") -> tuple[bytes, bytes]:
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "x", "shape": [rows, 4], "datatype": "FP64", "data": [[1.5] * 4] * rows}
+            ]
+        }
+    ).encode()
+    head = (
+        b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n".encode()
+        + extra
+        + b"\r\n"
+    )
+    return head, body
+
+
+def test_requests_the_server_holds_back_are_not_timed_out(serve, tmp_path):
+    """The body deadline is for clients that stall, not for requests the server itself
+    holds back: a pipelined request whose body waits (reading paused) behind a slow one,
+    and a pipelined request whose client waits for its 100 Continue. Both used to close
+    the connection after --request_body_timeout, losing the first request's answer too."""
+    constant_model(tmp_path, 7, delay=2.5)
+    server = serve(
+        "sklearn",
+        tmp_path,
+        "--model_name=slow",
+        "--request_body_timeout=0.5",
+        "--max_batch_size=1",
+    )
+    first_head, first_body = _infer_request(1)
+    big_head, big_body = _infer_request(15_000)  # ~200 KB: more than one read, so it waits
+    assert len(big_body) > 150_000
+    with _connect(server) as sock:
+        sock.sendall(first_head + first_body)
+        time.sleep(0.2)  # the first request is predicting (2.5 s)
+        sock.sendall(big_head + big_body)
+        responses = _Responses(sock)
+        status, answer = responses.next()
+        assert (status, json.loads(answer)) == (200, _slow_answer(1))
+        status, answer = responses.next()
+        assert status == 200
+        assert json.loads(answer)["outputs"][0]["data"] == [7] * 15_000
+
+    waiting_head, waiting_body = _infer_request(1, b"Expect: 100-continue\r\n")
+    with _connect(server) as sock:
+        sock.sendall(first_head + first_body)
+        time.sleep(0.2)
+        sock.sendall(waiting_head)  # and the body only after its 100 Continue (RFC 9110)
+        responses = _Responses(sock)
+        assert responses.next()[0] == 200
+        assert responses.next() == (100, b"")
+        sock.sendall(waiting_body)
+        assert responses.next()[0] == 200
+
+
+def _slow_answer(rows: int) -> dict[str, object]:
+    output = {"name": "output-0", "datatype": "INT64", "shape": [rows], "data": [7] * rows}
+    return {"model_name": "slow", "outputs": [output]}
 
 
 def test_response_writer_passes_other_buffers_through():
