@@ -50,23 +50,35 @@ class ResponseWriter:
     (`flush`) or a close, and goes out with it. Everything else is the transport's.
     """
 
-    __slots__ = ("head", "transport")
+    __slots__ = ("head", "responding", "transport")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         self.head: bytes | None = None
+        self.responding = False  # a final head was written: body chunks follow until flush
 
     def write(self, data: bytes) -> None:
         head = self.head
         if head is not None:
             self.head = None
             self.transport.write(head + data)
-        elif type(data) is bytes and data.startswith(b"HTTP/1.1 ") and data[9:10] in _FINAL_STATUS:
+        elif (
+            not self.responding
+            and type(data) is bytes
+            and data.startswith(b"HTTP/1.1 ")
+            and data[9:10] in _FINAL_STATUS
+        ):
             self.head = data  # a final response's head (never 100 Continue or 101)
+            self.responding = True
         else:
             self.transport.write(data)
 
+    def writelines(self, chunks: Any) -> None:
+        self.write(b"".join(chunks))  # in order after a held head, never before it
+
     def flush(self) -> None:
+        """The response is complete (or the connection closes): send a held head."""
+        self.responding = False
         head = self.head
         if head is not None:
             self.head = None

@@ -333,3 +333,21 @@ def test_response_writer_passes_other_buffers_through():
     writer.write(b"HTTP/1.1 200 OK\r\n\r\n")
     writer.write(memoryview(b"body"))
     assert transport.writes == [b"raw", b"HTTP/1.1 200 OK\r\n\r\nbody"]
+
+
+def test_response_writer_holds_only_a_response_head():
+    """Inside a response every write is body, even one that looks like a status line (a
+    streamed file, a body about HTTP); writelines keeps the order after a held head."""
+    transport = RecordingTransport()
+    writer = connections.ResponseWriter(transport)
+    writer.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 is what the server said")  # body: sent with the head
+    writer.write(b"HTTP/1.1 404 and so is this")  # body too: sent at once, not held
+    writer.flush()  # the response ends
+    writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")  # the next response's head: held
+    writer.writelines([b"a", b"b"])
+    assert transport.writes == [
+        b"HTTP/1.1 200 OK\r\n\r\nHTTP/1.1 200 is what the server said",
+        b"HTTP/1.1 404 and so is this",
+        b"HTTP/1.1 204 No Content\r\n\r\nab",
+    ]
