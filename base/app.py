@@ -41,8 +41,9 @@ JSON = b"application/json"
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 # POST inference paths answered by ModelportApp (path parameters are already %-decoded).
-_V2_INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
-_V1_VERB = re.compile(r"^/v1/models/([^/:]+):(predict|explain)$")
+# Matched whole (fullmatch): `$` would also match before a trailing newline (`infer%0A`).
+_V2_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+_V1_VERB = re.compile(r"/v1/models/([^/:]+):(predict|explain)")
 
 
 class Reply(NamedTuple):
@@ -116,9 +117,9 @@ class InferenceRoute(NamedTuple):
 def inference_route(path: str) -> InferenceRoute | None:
     """The inference route a path names, or None for every other path."""
     if path.startswith("/v2/"):
-        match = _V2_INFER.match(path)
+        match = _V2_INFER.fullmatch(path)
         return None if match is None else InferenceRoute("infer", match[1], match[2], "v2")
-    match = _V1_VERB.match(path)
+    match = _V1_VERB.fullmatch(path)
     return None if match is None else InferenceRoute(match[2], match[1], None, "v1")
 
 

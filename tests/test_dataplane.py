@@ -132,6 +132,10 @@ async def test_errors_are_json_with_the_table_status_and_serving_goes_on(tmp_pat
         bad_json = await client.post("/v2/models/m/infer", content=b"{nope")
         assert bad_json.status_code == 400
         assert "JSON" in bad_json.json()["error"]
+        for suffix in ("%0A", "%0Ax"):  # a newline is not the end of the path
+            response = await client.post(f"/v2/models/m/infer{suffix}", json=v2_body([[1, 2]]))
+            assert response.status_code == 404
+            assert "no route" in response.json()["error"]
         wrong_method = await client.get("/v2/models/m/infer")
         assert wrong_method.status_code == 405
         assert "GET" in wrong_method.json()["error"]
