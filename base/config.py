@@ -76,6 +76,7 @@ class ServerConfig:
     max_worker_restarts: int = 5
     request_header_timeout: float = 10.0
     request_body_timeout: float = 30.0
+    max_request_header_size: int = 64 << 10
     max_connections: int | None = 1000
     runtime_options: dict[str, Any] = field(default_factory=dict)
 
@@ -157,6 +158,11 @@ _FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
         "closed (0: no limit)",
     ),
     (
+        "max_request_header_size",
+        _size,
+        "largest request line plus headers, in bytes; beyond, 431 and the connection closed",
+    ),
+    (
         "max_connections",
         int,
         "open connections per worker; beyond, requests are answered 503 (health probes excepted)",
@@ -221,6 +227,8 @@ def _check(parser: argparse.ArgumentParser, config: ServerConfig) -> None:
         parser.error("--max_worker_restarts must be 0 or more")
     if config.request_header_timeout < 0:
         parser.error("--request_header_timeout must be 0 (no limit) or more")
+    if config.max_request_header_size < 1024:
+        parser.error("--max_request_header_size must be at least 1024 bytes")
     if config.max_connections is not None and config.max_connections < 1:
         parser.error("--max_connections must be at least 1")
     if config.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):

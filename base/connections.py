@@ -10,6 +10,9 @@
   upload that keeps flowing is not cut off. Neither deadline counts time in which the
   server holds the request back (a pipelined request behind one being answered, reading
   paused, a 100 Continue not yet sent).
+- Request head size: a request line plus headers beyond `max_head_bytes` is answered 431
+  and its connection closed. httptools sets no limit of its own, and it buffers a header
+  until its end: one client could otherwise fill the memory within the head deadline.
 - Connection cap: beyond `max_connections` open connections in this worker, a request is
   answered 503 `{"error": ...}` with `Connection: close` (uvicorn's own
   `limit_concurrency` answers in plain text). Health probes are always answered, so an
@@ -98,6 +101,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     header_timeout: float | None = None
     body_timeout: float | None = None
     max_connections: int | None = None
+    max_head_bytes: int = 64 << 10
     _last_warning = 0.0
     _refused = 0
 
@@ -107,6 +111,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.timer: asyncio.TimerHandle | None = None
         self.timer_for = ""  # what the running timer guards: "head" or "body"
         self.reading = ""  # the part of a request being received: "head", "body" or ""
+        self.head_bytes = 0  # of the head being received, after the read that began it
         self.body_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -119,9 +124,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        continuing_head = self.reading == "head"
         super().data_received(data)
         # Timers only while a request is incomplete: most arrive whole in one read.
         if self.reading == "head":
+            # Counted from the read after the one that began the head (that one may also
+            # end a previous body): the bound overshoots by at most one read.
+            self.head_bytes = self.head_bytes + len(data) if continuing_head else 0
+            if self.head_bytes > self.max_head_bytes:
+                self._head_too_large()
+                return
             if self.timer_for != "head":  # its clock runs from the request's first bytes
                 self._arm("head", self.header_timeout)
         elif self.reading == "body":
@@ -196,6 +208,27 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             )
         )
 
+    def _head_too_large(self) -> None:
+        """431 with a JSON error, then close: the rest of this head is never read."""
+        self._cancel()
+        self.reading = ""
+        if self.transport.is_closing():
+            return
+        body = orjson.dumps(
+            {
+                "error": f"request line and headers exceed {self.max_head_bytes} bytes "
+                "(--max_request_header_size)"
+            }
+        )
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\n"
+            + f"content-length: {len(body)}\r\n".encode()
+            + b"connection: close\r\n\r\n"
+            + body
+        )
+        self.transport.close()
+
     # --- connection cap ----------------------------------------------------------------
 
     def _admit(self) -> bool:
@@ -243,6 +276,7 @@ def protocol_class(
     header_timeout: float | None,
     max_connections: int | None,
     body_timeout: float | None = None,
+    max_head_bytes: int = GuardedHttpProtocol.max_head_bytes,
 ) -> type[GuardedHttpProtocol]:
     """A protocol class for `uvicorn.Config(http=...)` carrying this server's limits."""
     return type(
@@ -252,5 +286,6 @@ def protocol_class(
             "header_timeout": header_timeout,
             "body_timeout": body_timeout,
             "max_connections": max_connections,
+            "max_head_bytes": max_head_bytes,
         },
     )

@@ -148,6 +148,7 @@ def serve(config: ServerConfig, runtime: type[Predictor], sock: socket.socket | 
             config.request_header_timeout or None,
             config.max_connections,
             config.request_body_timeout or None,
+            config.max_request_header_size,
         ),
     )
     server = DrainingServer(uvicorn_config, app.state.dataplane, config.graceful_shutdown_timeout)

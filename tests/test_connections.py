@@ -69,6 +69,34 @@ def test_connection_that_never_finishes_its_head_is_closed(serve, tmp_path):
             assert _read_response(sock)[0] == 200
 
 
+def test_a_request_head_beyond_the_size_cap_is_a_json_431_and_closed(serve, tmp_path):
+    """httptools buffers a header until its end and sets no limit: one client used to grow
+    the server by ~300 MB a second within the head deadline. Big but sane heads pass."""
+    iris_logistic(tmp_path)
+    server = serve("sklearn", tmp_path, "--model_name=iris", "--max_request_header_size=32k")
+    with _connect(server) as sock:  # a 20 KB token: under the cap
+        sock.sendall(
+            b"GET /v2/health/live HTTP/1.1\r\nHost: test\r\n"
+            + b"Authorization: Bearer "
+            + b"t" * 20_000
+            + b"\r\n\r\n"
+        )
+        assert _read_response(sock)[0] == 200
+    with _connect(server) as sock:
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: test\r\nX-Big: ")
+        sent = 0
+        with contextlib.suppress(ConnectionError):  # the server may close while we send
+            while sent < 64 << 20:  # at most 64 MB: far beyond any read the cap allows
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        status, headers, body = _read_response(sock)
+        assert status == 431
+        assert headers["connection"] == "close"
+        assert "max_request_header_size" in json.loads(body)["error"]
+        assert sent < 8 << 20  # refused after a few reads, not after the whole stream
+    assert _request(server, "/v2/health/live")[0] == 200  # and the server serves on
+
+
 def test_connections_beyond_the_cap_get_a_json_503(serve, tmp_path):
     iris_logistic(tmp_path)
     server = serve(
