@@ -286,13 +286,17 @@ def test_grpc_requests_are_in_the_metrics(server, client):
     assert 'endpoint="infer"' in text
 
 
-def test_deadline_cancels_and_the_server_keeps_serving(stub):
+def test_deadline_cancels_and_the_server_keeps_serving(server, stub):
     request = service_pb2.ModelInferRequest(model_name="echo")
     request.parameters["sleep"].double_param = 2.0
     tensor = request.inputs.add(name="x", datatype="INT32", shape=[1])
     tensor.contents.int_contents.append(1)
     expect_status(lambda: stub.ModelInfer(request, timeout=0.3), grpc.StatusCode.DEADLINE_EXCEEDED)
     assert list(stub.ModelInfer(typed_iris_request()).outputs[0].contents.int64_contents) == [1, 1]
+    # The metrics say what happened to the call (it used to be counted as "OK").
+    expired = 'endpoint="infer",model="echo",protocol="grpc",status="DEADLINE_EXCEEDED"'
+    wait_for(lambda: expired in server.get("/metrics").text)
+    assert 'model="echo",protocol="grpc",status="OK"' not in server.get("/metrics").text
 
 
 def test_workers_serve_grpc(tmp_path):

@@ -8,6 +8,7 @@ call is counted in the request metrics and access log with protocol `grpc`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable
@@ -45,6 +46,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         code, message = "OK", ""
         try:
             return await work
+        except asyncio.CancelledError:
+            # The client's deadline passed or it cancelled: nothing is answered, but the
+            # metrics and the access line say so rather than "OK".
+            remaining = context.time_remaining()
+            code = "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+            raise
         except ModelportError as exc:
             code, message = exc.grpc_code, exc.message
             log_failure(f"grpc {endpoint}", exc)
