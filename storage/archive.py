@@ -132,15 +132,19 @@ class _Extractor:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, perm)
         with os.fdopen(fd, "wb") as out:
             while chunk := src.read(_CHUNK):
-                self.bytes += len(chunk)
-                if self.bytes > self.transfer.max_archive_bytes:
-                    raise ArchiveError(
-                        self.uri,
-                        f"archive expands beyond {self.transfer.max_archive_bytes} bytes "
-                        "(MODELPORT_STORAGE_MAX_ARCHIVE_BYTES)",
-                    )
+                self.add_bytes(len(chunk))
                 out.write(chunk)
         self.files += 1
+
+    def add_bytes(self, n: int) -> None:
+        """Count ``n`` more bytes written to disk; refuse once the cap is passed."""
+        self.bytes += n
+        if self.bytes > self.transfer.max_archive_bytes:
+            raise ArchiveError(
+                self.uri,
+                f"archive expands beyond {self.transfer.max_archive_bytes} bytes "
+                "(MODELPORT_STORAGE_MAX_ARCHIVE_BYTES)",
+            )
 
     def symlink(self, entry: str, link_target: str) -> None:
         self.count(entry)
@@ -172,6 +176,9 @@ class _Extractor:
             raise self.fail(entry, f"hardlink target {link_name!r} is not an extracted file")
         target = os.path.join(self.parent_dir(entry, rel), os.path.basename(rel))
         self._clear(entry, target)
+        # The copy costs disk like a regular file, so it counts toward the cap before it is
+        # written: otherwise one small file and many hardlinks to it are an archive bomb.
+        self.add_bytes(os.path.getsize(source))
         shutil.copyfile(source, target)  # a copy: never share an inode with anything
         self.files += 1
 

@@ -113,3 +113,21 @@ def test_zip_file_modes_are_sane(tmp_path):
     src.write_bytes(zip_bytes([(info, b"#!/bin/sh\n")]))
     out = download(str(src), tmp_path / "d")
     assert os.stat(out / "run.sh").st_mode & 0o7777 == 0o755
+
+
+def test_hardlink_copies_count_toward_the_byte_cap(tmp_path, monkeypatch):
+    import tarfile
+
+    # One 256 KiB file and 20 hardlinks to it: 5.25 MiB on disk from a few-KiB archive.
+    links = []
+    for i in range(20):
+        hard = tarfile.TarInfo(f"h{i}")
+        hard.type, hard.linkname = tarfile.LNKTYPE, "big"
+        links.append(hard)
+    src = tmp_path / "m.tar.gz"
+    src.write_bytes(tar_bytes([("big", b"\0" * (256 * 1024)), *links], "w:gz"))
+    assert src.stat().st_size < 64 * 1024
+    monkeypatch.setenv("MODELPORT_STORAGE_MAX_ARCHIVE_BYTES", str(1024 * 1024))
+    with pytest.raises(ArchiveError, match="expands beyond"):
+        download(str(src), tmp_path / "d")
+    assert not (tmp_path / "d").exists()
