@@ -27,6 +27,7 @@ ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/zip
 TAR_TYPES = ("application/x-tar", "application/x-gtar", "application/x-tgz")
 GZIP_TYPES = ("application/gzip", "application/x-gzip", "application/x-compressed-tar")
 _CHUNK = 1024 * 1024
+_MAX_LINK_TARGET = 4096  # PATH_MAX on Linux: no real symlink target is longer
 
 
 def archive_suffix(name: str) -> str | None:
@@ -213,6 +214,22 @@ def _tar_entries(ex: _Extractor, tf: tarfile.TarFile) -> None:
             raise ex.fail(member.name, f"unsupported tar entry type {member.type!r}")
 
 
+def _zip_link_target(ex: _Extractor, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
+    """The target of a zip symlink entry, read with a hard bound.
+
+    A link target is a path, never more than PATH_MAX; reading the entry whole would let a
+    small, highly compressed entry claim gigabytes of memory. The declared size is checked
+    first, and the read is bounded too because the declared size can lie.
+    """
+    if info.file_size > _MAX_LINK_TARGET:
+        raise ex.fail(info.filename, f"symlink target longer than {_MAX_LINK_TARGET} bytes")
+    with zf.open(info) as src:
+        data = src.read(_MAX_LINK_TARGET + 1)
+    if len(data) > _MAX_LINK_TARGET:
+        raise ex.fail(info.filename, f"symlink target longer than {_MAX_LINK_TARGET} bytes")
+    return data.decode("utf-8", "replace")
+
+
 def _zip_entries(ex: _Extractor, zf: zipfile.ZipFile) -> None:
     infos = zf.infolist()
     if len(infos) > ex.transfer.max_archive_entries:
@@ -231,7 +248,7 @@ def _zip_entries(ex: _Extractor, zf: zipfile.ZipFile) -> None:
         if info.is_dir():
             ex.directory(info.filename)
         elif kind == stat.S_IFLNK:
-            ex.symlink(info.filename, zf.read(info).decode("utf-8", "replace"))
+            ex.symlink(info.filename, _zip_link_target(ex, zf, info))
         elif kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
             raise ex.fail(info.filename, "device, FIFO or socket entry")
         else:

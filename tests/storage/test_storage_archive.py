@@ -131,3 +131,30 @@ def test_hardlink_copies_count_toward_the_byte_cap(tmp_path, monkeypatch):
     with pytest.raises(ArchiveError, match="expands beyond"):
         download(str(src), tmp_path / "d")
     assert not (tmp_path / "d").exists()
+
+
+def test_zip_symlink_with_oversized_target_refused(tmp_path):
+    import stat
+
+    # A "link target" of 1 MiB compresses to about a kilobyte; it used to be read whole into
+    # memory (a few MB here, gigabytes for a crafted entry) before anything checked it.
+    info = zipfile.ZipInfo("link")
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    src = tmp_path / "m.zip"
+    src.write_bytes(zip_bytes([("model.joblib", b"abc"), (info, b"a" * (1024 * 1024))]))
+    assert src.stat().st_size < 16 * 1024
+    with pytest.raises(ArchiveError, match="'link': symlink target longer than 4096 bytes"):
+        download(str(src), tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
+def test_zip_symlink_with_ordinary_target_kept(tmp_path):
+    import stat
+
+    info = zipfile.ZipInfo("alias.joblib")
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    src = tmp_path / "m.zip"
+    src.write_bytes(zip_bytes([("model.joblib", b"abc"), (info, b"model.joblib")]))
+    out = download(str(src), tmp_path / "d")
+    assert tree(out) == {"model.joblib": b"abc", "alias.joblib": "-> model.joblib"}
