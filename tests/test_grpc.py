@@ -7,8 +7,10 @@ generated modules are only ever imported by the server processes.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -338,3 +340,37 @@ def test_sigterm_drains_a_grpc_call_in_flight(tmp_path):
     assert server.process.wait(30) == 0
     (answer,) = answers
     assert list(answer.outputs[0].contents.int_contents) == [5]  # type: ignore[attr-defined]
+
+
+def test_sigterm_ends_health_watch_streams_instead_of_waiting_for_them(tmp_path):
+    """Clients with gRPC client-side health checking keep a Watch stream open; the drain
+    used to wait the whole grace for it. The stream now says NOT_SERVING and ends."""
+    iris_logistic(tmp_path)
+    server = start_server(
+        "sklearn", tmp_path, "--model_name=iris", "--graceful_shutdown_timeout=60"
+    )
+    seen: list[int] = []
+    opened = threading.Event()
+
+    def watch() -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            stream = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service="iris"), timeout=120
+            )
+            with contextlib.suppress(grpc.RpcError):  # the stream may end as the server stops
+                for answer in stream:
+                    seen.append(answer.status)
+                    opened.set()
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    assert opened.wait(30)
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(30) == 0
+    assert time.monotonic() - started < 20  # not the 60 s grace
+    thread.join(30)
+    assert seen == [
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    ]

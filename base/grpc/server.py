@@ -52,6 +52,8 @@ class HealthService(health_pb2_grpc.HealthServicer):
         self.poll_seconds = poll_seconds
 
     async def _status(self, service: str) -> int:
+        if self.dataplane.draining:  # going away: nothing here should get new work
+            return _NOT_SERVING
         if service in ("", SERVICE_NAME):
             return _SERVING if await self.dataplane.ready() else _NOT_SERVING
         try:
@@ -75,6 +77,10 @@ class HealthService(health_pb2_grpc.HealthServicer):
             if status != last:
                 last = status
                 yield health_pb2.HealthCheckResponse(status=status)
+            if self.dataplane.draining:
+                # NOT_SERVING was sent: end the stream, or the drain's grpc.stop() would
+                # wait the whole grace for a stream that never ends on its own.
+                return
             await asyncio.sleep(self.poll_seconds)
 
 
