@@ -35,16 +35,22 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a size such as 512M, got '{text}'") from None
 
 
+# The largest message size gRPC's channel options can express (a C int).
+GRPC_MAX_MESSAGE = (1 << 31) - 1
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """Everything the server needs to start; runtime-specific flags land in `runtime_options`."""
 
     @property
     def grpc_limits(self) -> tuple[int, int]:
-        """(send, receive) message caps: one request-size limit for both transports."""
+        """(send, receive) message caps: one request-size limit for both transports.
+        gRPC takes them as C ints: a larger size (`--max_request_size=4G`) means the
+        largest message gRPC can carry, not a crash at start-up."""
         send = self.grpc_max_send_message_length or self.max_request_size
         receive = self.grpc_max_receive_message_length or self.max_request_size
-        return send, receive
+        return min(send, GRPC_MAX_MESSAGE), min(receive, GRPC_MAX_MESSAGE)
 
     model_name: str = "model"
     model_dir: str = "/mnt/models"

@@ -406,3 +406,11 @@ def test_grpc_limits_default_to_the_request_size_limit():
     assert ServerConfig().max_request_size >= 100 * 1000 * 1000 + 1024  # a 100 MB tensor fits
     config = parse_config(["--grpc_max_receive_message_length=1M"], "test")
     assert config.grpc_limits[1] == 1 << 20
+
+
+def test_grpc_limits_past_what_grpc_can_express_mean_its_largest_message():
+    """gRPC takes message caps as C ints: `--max_request_size=4G` used to crash start-up."""
+    config = parse_config(["--max_request_size=4G"], "test")
+    assert config.grpc_limits == ((1 << 31) - 1, (1 << 31) - 1)
+    config = parse_config(["--grpc_max_receive_message_length=3000000000"], "test")
+    assert config.grpc_limits[1] == (1 << 31) - 1
