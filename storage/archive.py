@@ -103,7 +103,12 @@ class _Extractor:
         parent = os.path.realpath(os.path.join(self.root, os.path.dirname(rel)))
         if not self._inside(parent):
             raise self.fail(entry, "parent directory resolves outside the destination (symlink)")
-        os.makedirs(parent, mode=0o755, exist_ok=True)
+        try:
+            os.makedirs(parent, mode=0o755, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            # An earlier entry put a file where this one needs a directory ("a", then "a/b").
+            # That is a malformed archive; the raw OSError would name the staging path instead.
+            raise self.fail(entry, "a parent directory conflicts with an earlier file") from None
         return parent
 
     def _clear(self, entry: str, target: str) -> None:

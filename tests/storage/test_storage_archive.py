@@ -158,3 +158,23 @@ def test_zip_symlink_with_ordinary_target_kept(tmp_path):
     src.write_bytes(zip_bytes([("model.joblib", b"abc"), (info, b"model.joblib")]))
     out = download(str(src), tmp_path / "d")
     assert tree(out) == {"model.joblib": b"abc", "alias.joblib": "-> model.joblib"}
+
+
+@pytest.mark.parametrize("second", ["a/b", "a/b/c", "a/d/"])
+def test_file_then_entry_below_it_is_an_archive_error(tmp_path, second):
+    import tarfile
+
+    if second.endswith("/"):
+        below: tarfile.TarInfo | tuple[str, bytes] = tarfile.TarInfo(second.rstrip("/"))
+        below.type = tarfile.DIRTYPE
+    else:
+        below = (second, b"y")
+    src = tmp_path / "m.tar"
+    src.write_bytes(tar_bytes([("a", b"x"), below]))
+    with pytest.raises(ArchiveError) as err:
+        download(str(src), tmp_path / "d")
+    assert "conflicts with an earlier file" in str(err.value)
+    assert repr(second.rstrip("/")) in str(err.value)
+    # The message names the entry, never the hidden staging directory.
+    assert ".modelport-download-" not in str(err.value)
+    assert not (tmp_path / "d").exists()
