@@ -107,17 +107,26 @@ def resolve_model_dir(model_dir: str) -> str:
         return model_dir
     try:
         from modelport.storage.download import download
-        from modelport.storage.errors import StorageError
+        from modelport.storage.errors import RedactFilter, StorageError
     except ImportError as exc:
         raise ModelportError(
             f"--model_dir {model_dir} is a URI but modelport[storage] is not installed ({exc})"
         ) from None
     dest = tempfile.mkdtemp(prefix="modelport-model-")
+    # The storage clients log what they fetch (httpx: every URL, query string included):
+    # the server's log lines pass through the storage CLI's redaction while they download.
+    redacting = RedactFilter()
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(redacting)
     try:
         return str(download(model_dir, dest))
     except StorageError as exc:  # one line, secrets already redacted; never a traceback
         shutil.rmtree(dest, ignore_errors=True)  # our own temporary directory
         raise ModelportError(f"cannot download --model_dir: {exc.kind}: {exc}") from None
+    finally:
+        for handler in handlers:
+            handler.removeFilter(redacting)
 
 
 def serve(config: ServerConfig, runtime: type[Predictor], sock: socket.socket | None = None) -> int:

@@ -126,3 +126,47 @@ def test_model_settings_json_is_never_taken_for_a_json_model(tmp_path):
     (tmp_path / "model.json").write_text("{}")
     (tmp_path / "model-settings.json").write_text('{"name": "m"}')
     assert find_model_file(tmp_path, (".json", ".ubj")) == tmp_path / "model.json"
+
+
+def test_a_model_dir_url_is_downloaded_without_its_secrets_in_the_log(tmp_path):
+    """`--model_dir` may be a presigned or user:password URL; the storage clients log each
+    URL they fetch (httpx at INFO), and those lines went out unredacted."""
+    import http.server
+    import threading
+
+    iris_logistic(tmp_path / "src")
+    payload = (tmp_path / "src" / "model.joblib").read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    try:
+        port = files.server_address[1]
+        url = (
+            f"http://alice:hunter2pw@127.0.0.1:{port}/model.joblib"
+            "?X-Amz-Signature=SECRETSIG&X-Amz-Credential=AKIAEXAMPLE"
+        )
+        server = start_server("sklearn", url, "--model_name=iris")
+        try:
+            body = {
+                "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64", "data": IRIS_ROWS}]
+            }
+            answer = server.post("/v2/models/iris/infer", json=body)
+            assert answer.status_code == 200
+            log = server.log()
+            assert "model.joblib" in log  # the download was logged...
+            for secret in ("hunter2pw", "SECRETSIG", "AKIAEXAMPLE"):
+                assert secret not in log  # ...without its secrets
+        finally:
+            server.stop()
+    finally:
+        files.shutdown()
