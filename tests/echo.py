@@ -3,7 +3,8 @@
 Served through `model-settings.json` (`"runtime": "tests.echo:EchoPredictor"`), it lets the
 transport tests send every datatype (BYTES, BOOL, FP16...) without a framework. A request
 parameter `sleep` (seconds) makes it slow, for drain and deadline tests; `started_file`
-names a file it creates when the call starts, so a test knows the call is in flight.
+names a file it creates when the call starts, so a test knows the call is in flight;
+`no_outputs` makes it answer with no outputs at all (a faulty model).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class EchoPredictor(Predictor):
         delay = float(request.parameters.get("sleep", 0))
         if delay:
             time.sleep(delay)
+        if request.parameters.get("no_outputs"):  # a faulty model: an answer with nothing in it
+            return InferResponse([])
         outputs = [
             Tensor(f"echo-{tensor.name}", tensor.data, tensor.datatype) for tensor in request.inputs
         ]

@@ -374,3 +374,19 @@ def test_sigterm_ends_health_watch_streams_instead_of_waiting_for_them(tmp_path)
         health_pb2.HealthCheckResponse.SERVING,
         health_pb2.HealthCheckResponse.NOT_SERVING,
     ]
+
+
+def test_a_model_answering_no_outputs_is_internal_as_over_rest(server, stub):
+    """REST answers 500 "the model produced no outputs"; gRPC answered an empty OK."""
+    request = service_pb2.ModelInferRequest(model_name="echo")
+    request.parameters["no_outputs"].bool_param = True
+    tensor = request.inputs.add(name="x", datatype="INT32", shape=[1])
+    tensor.contents.int_contents.append(1)
+    expect_status(lambda: stub.ModelInfer(request), grpc.StatusCode.INTERNAL, "no outputs")
+    body = {
+        "inputs": [{"name": "x", "shape": [1], "datatype": "INT32", "data": [1]}],
+        "parameters": {"no_outputs": True},
+    }
+    answer = server.post("/v2/models/echo/infer", json=body)
+    assert answer.status_code == 500
+    assert "no outputs" in answer.json()["error"]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from modelport.base.datatypes import to_numpy
-from modelport.base.errors import InvalidInput
+from modelport.base.errors import NO_OUTPUTS, InferenceFailed, InvalidInput
 from modelport.base.grpc import inference_pb2 as pb
 from modelport.base.messages import InferRequest, InferResponse, RequestedOutput, Tensor
 from modelport.base.protocol import v2
@@ -154,6 +154,8 @@ def wants_raw(message: pb.ModelInferRequest, request: InferRequest) -> bool:
 
 def encode_response(response: InferResponse, raw: bool) -> pb.ModelInferResponse:
     """An InferResponse as a ModelInferResponse, raw or typed (see the module docstring)."""
+    if not response.outputs:
+        raise InferenceFailed(NO_OUTPUTS)  # as REST answers it: the model's fault
     raw = raw or any(tensor.datatype in _RAW_ONLY for tensor in response.outputs)
     message = pb.ModelInferResponse(
         model_name=response.model_name,
