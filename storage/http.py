@@ -1,8 +1,9 @@
 """http(s):// via httpx: any Content-Type for plain files, archives by name or Content-Type.
 
 Redirects are followed by hand (still httpx's URL resolution) so the per-host headers from
-``<hostname>-headers`` are sent only to the host they were configured for, never to a host a
-redirect points at. Transient failures (connect errors, timeouts, a body cut short, 5xx/429)
+``<hostname>-headers`` are sent only to the origin (scheme, host, port) of the URL given, never
+to another host or port a redirect points at nor over an https -> http downgrade; a redirect
+to a scheme other than http(s) is a configuration error, not retried. Transient failures (connect errors, timeouts, a body cut short, 5xx/429)
 are retried with exponential backoff; a body shorter than Content-Length is never accepted.
 The deadline (or a signal) shuts the socket down, so a stalled read stops at once.
 """
@@ -46,16 +47,36 @@ def file_name(uri: str) -> str:
     return name
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the default port made explicit (httpx reports it as None)."""
+    return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
+
+
 def _get(client: httpx.Client, job: Job, target: Path) -> str:
     """One attempt: follow redirects, stream the body to ``target``; return the Content-Type."""
     url = httpx.URL(job.uri)
+    origin = _origin(url)
     for _hop in range(job.transfer.max_redirects + 1):
-        request = client.build_request("GET", url, headers=http_headers(url.host))
+        # The <host>-headers (usually Authorization) were configured for the URL the user
+        # gave: they go only to that exact origin. A redirect to another host, another port
+        # (another service) or from https to http (clear text) gets none.
+        headers = http_headers(url.host) if _origin(url) == origin else {}
+        request = client.build_request("GET", url, headers=headers)
         response = client.send(request, stream=True, follow_redirects=False)
         _abort_on_cancel(response, job)
         try:
             if response.is_redirect and response.next_request is not None:
                 url = response.next_request.url
+                if url.scheme not in _DEFAULT_PORTS:
+                    # Not transient: the server will say the same on every retry.
+                    raise ConfigError(
+                        job.uri,
+                        f"redirected to an unsupported scheme {url.scheme + '://'!r} "
+                        "(only http:// and https:// redirects are followed)",
+                    )
                 continue
             return _save(response, job, target)
         finally:

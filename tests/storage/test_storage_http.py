@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import http.server
 import itertools
 import os
 import select
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from modelport.storage.download import download
 from modelport.storage.errors import (
     ArchiveError,
     AuthError,
+    ConfigError,
     DownloadTimeoutError,
     NotFoundError,
     StorageError,
@@ -104,6 +107,67 @@ def test_host_headers_sent_only_to_their_host(http_server, tmp_path, monkeypatch
         download(http_server.redirect(uniq("model.bin"), other), tmp_path / "e")
     assert http_server.requests[start][1].get("Authorization") == "Bearer tok-123456"
     assert "Authorization" not in http_server.requests[-1][1]
+
+
+def test_host_headers_not_sent_to_another_port(http_server, tmp_path, monkeypatch):
+    from tests.storage.conftest import HTTPFixture
+
+    # Same host name, another port: another service, which must not get the token.
+    other = HTTPFixture()
+    try:
+        final = other.file(uniq("model.bin"), b"elsewhere")
+        monkeypatch.setenv("127.0.0.1-headers", '{"Authorization": "Bearer tok-123456"}')
+        start = len(http_server.requests)
+        out = download(http_server.redirect(uniq("model.bin"), final), tmp_path / "d")
+        assert tree(out) == {"model.bin": b"elsewhere"}
+        assert http_server.requests[start][1].get("Authorization") == "Bearer tok-123456"
+        assert [r[1].get("Authorization") for r in other.requests] == [None]
+    finally:
+        other.close()
+
+
+def test_host_headers_not_sent_after_https_to_http_downgrade(http_server, tmp_path, monkeypatch):
+    import http.server
+    import threading
+
+    final = http_server.file(uniq("model.bin"), b"plain")
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", final)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    srv, cafile = _tls_server(tmp_path, Redirect, san=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cafile))
+        monkeypatch.setenv("127.0.0.1-headers", '{"Authorization": "Bearer tok-123456"}')
+        start = len(http_server.requests)
+        url = f"https://127.0.0.1:{srv.server_address[1]}/model.bin"
+        assert tree(download(url, tmp_path / "d")) == {"model.bin": b"plain"}
+        # The token was sent over TLS only; the clear-text hop got no Authorization.
+        assert [r[1].get("Authorization") for r in http_server.requests[start:]] == [None]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_redirect_to_unsupported_scheme_is_a_config_error_without_retry(
+    http_server, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MODELPORT_STORAGE_RETRIES", "3")
+    path = uniq("model.bin")
+    url = http_server.redirect(path, "file:///etc/passwd")
+    start = len(http_server.requests)
+    with pytest.raises(ConfigError, match="redirected to an unsupported scheme 'file://'"):
+        download(url, tmp_path / "d")
+    assert len(http_server.requests) - start == 1  # refused at once, not retried
+    assert not (tmp_path / "d").exists()
 
 
 def test_closed_mid_body_leaves_no_partial_file(http_server, tmp_path):
@@ -231,11 +295,14 @@ def test_progress_lines_are_rate_limited(http_server, tmp_path):
     assert "downloaded http://" in res.stderr
 
 
-def test_tls_failure_is_reported_as_tls(tmp_path):
+def _tls_server(
+    tmp_path: Path, handler: type[http.server.BaseHTTPRequestHandler], san: bool = False
+) -> tuple[http.server.ThreadingHTTPServer, Path]:
+    """A TLS server on 127.0.0.1 with a fresh self-signed certificate (returned as a CA file).
+    Without ``san`` the certificate names the host only in the CN, which clients refuse."""
     import datetime
-    import http.server
+    import ipaddress
     import ssl
-    import threading
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -245,7 +312,7 @@ def test_tls_failure_is_reported_as_tls(tmp_path):
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -253,8 +320,11 @@ def test_tls_failure_is_reported_as_tls(tmp_path):
         .serial_number(1)
         .not_valid_before(now)
         .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
     )
+    if san:
+        alt = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+        builder = builder.add_extension(alt, critical=False)
+    cert = builder.sign(key, hashes.SHA256())
     (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "k.pem").write_bytes(
         key.private_bytes(
@@ -265,8 +335,15 @@ def test_tls_failure_is_reported_as_tls(tmp_path):
     )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    return srv, tmp_path / "c.pem"
+
+
+def test_tls_failure_is_reported_as_tls(tmp_path):
+    import threading
+
+    srv, _ = _tls_server(tmp_path, http.server.BaseHTTPRequestHandler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         url = f"https://127.0.0.1:{srv.server_address[1]}/model.bin"
