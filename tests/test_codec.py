@@ -149,6 +149,24 @@ def test_unclaimed_binary_bytes_are_an_error():
         v2.decode_request(header + b"\x00" * 8, len(header), LIMITS)
 
 
+def test_binary_bool_bytes_must_be_zero_or_one():
+    header = b'{"inputs":[{"name":"b","shape":[3],"datatype":"BOOL","parameters":{"binary_data_size":3}}]}'
+    assert v2.decode_request(header + b"\x00\x01\x00", len(header), LIMITS).inputs[
+        0
+    ].data.tolist() == [False, True, False]
+    with pytest.raises(InvalidInput, match="'b': BOOL bytes must be 0 or 1"):
+        v2.decode_request(header + b"\x00\x02\x01", len(header), LIMITS)
+
+
+def test_an_input_given_twice_is_an_error():
+    x = {"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}
+    body = orjson.dumps(
+        {"inputs": [x, {"name": "y", "shape": [1], "datatype": "FP32", "data": [2.0]}, x]}
+    )
+    with pytest.raises(InvalidInput, match="'x' is given more than once"):
+        v2.decode_request(body, None, LIMITS)
+
+
 def test_v1_json_ready_handles_scalars_half_floats_and_bytes():
     from modelport.base.protocol import v1
 

@@ -123,10 +123,16 @@ def decode_request(message: pb.ModelInferRequest, limits: v2.Limits) -> InferReq
             raise InvalidInput(f"input '{name}': missing 'datatype'")
         shape = _shape(name, tensor.shape, limits)
         if raw:
+            if tensor.HasField("contents"):  # as Triton: one or the other, never ignored
+                raise InvalidInput(
+                    f"input '{name}': has typed contents as well as raw_input_contents; "
+                    "send one or the other"
+                )
             data = v2.decode_binary(name, tensor.datatype, shape, memoryview(raw[index]))
         else:
             data = _typed(tensor, shape)
         inputs.append(Tensor(name, data, tensor.datatype, parameters_to_dict(tensor.parameters)))
+    v2.check_unique_names(inputs)
     if len(message.outputs) > limits.max_inputs:
         raise InvalidInput(
             f"too many requested outputs: {len(message.outputs)} > {limits.max_inputs}"

@@ -216,7 +216,20 @@ def decode_binary(name: str, datatype: str, shape: tuple[int, ...], raw: memoryv
             f"input '{name}': shape {list(shape)} of {datatype} needs {expected} bytes, "
             f"binary_data_size is {len(raw)}"
         )
+    if dtype.kind == "b" and expected and np.frombuffer(raw, dtype=np.uint8).max() > 1:
+        # numpy would take any byte as a bool whose value then depends on the operation.
+        raise InvalidInput(f"input '{name}': BOOL bytes must be 0 or 1")
     return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
+
+
+def check_unique_names(inputs: list[Tensor]) -> None:
+    """Two inputs of one name would silently shadow each other (as Triton, refused)."""
+    if len(inputs) > 1 and len({tensor.name for tensor in inputs}) != len(inputs):
+        seen: set[str] = set()
+        for tensor in inputs:
+            if tensor.name in seen:
+                raise InvalidInput(f"input '{tensor.name}' is given more than once")
+            seen.add(tensor.name)
 
 
 def deserialize_bytes(raw: memoryview | bytes, name: str = "tensor") -> np.ndarray:
@@ -303,6 +316,7 @@ def decode_request(body: bytes, header_length: int | None, limits: Limits) -> In
         inputs.append(Tensor(name, data, datatype, parameters))
     if offset != len(tail):
         raise InvalidInput(f"{len(tail) - offset} bytes of binary data not claimed by any input")
+    check_unique_names(inputs)
     outputs = _requested_outputs(doc.get("outputs"), limits)
     request_id = doc.get("id")
     return InferRequest(
