@@ -11,17 +11,26 @@ a client of the component should see:
 - no answer within the timeout is 504.
 
 Retries (`retries`, default 0) happen only on connection failures and 503, where the request
-certainly did not run.
+certainly did not run. Independently of them, a request that went out on a pooled keep-alive
+connection the predictor had just closed (it died before any answer arrived) is sent once more:
+the idle close raced the request, and the predictor never saw it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import Any, NamedTuple, TypeVar
 
 import aiohttp
 import orjson
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 
 from modelport.base.errors import InvalidInput, ModelportError, grpc_code_for_http
 from modelport.base.messages import InferRequest, InferResponse
@@ -48,6 +57,12 @@ _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _JSON = "application/json"
 _BACKOFF_S = 0.05
 _BACKOFF_MAX_S = 1.0
+# Idle keep-alive connections are dropped after this long, below the idle timeout of the
+# predictor (uvicorn closes after 5 s; aiohttp's default keeps them 15 s). A connection the
+# server closes first is found dead only when the next request goes out on it.
+KEEPALIVE_S = 4.0
+# How a connection the peer already closed fails a request written to it.
+_DEAD_CONNECTION_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 T = TypeVar("T")
 
@@ -94,6 +109,37 @@ class Answer(NamedTuple):
     headers: Mapping[str, str]
     content: bytes
     reason: str = ""
+
+
+# Whether the request being sent in this task went out on a kept-alive connection from the
+# pool (set by _PoolConnector.connect, which runs inside the request's own task).
+_reused: ContextVar[bool] = ContextVar("modelport_forward_reused", default=False)
+
+
+class _PoolConnector(aiohttp.TCPConnector):
+    """A TCPConnector that notes whether it hands a request a connection used before: only
+    such a connection can have been closed under it by the predictor's idle timeout. (A
+    request trace would say the same, but makes every request pay for a dozen signals.)"""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._handed_out: weakref.WeakSet[ResponseHandler] = weakref.WeakSet()
+
+    async def connect(
+        self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
+    ) -> Connection:
+        connection = await super().connect(req, traces, timeout)
+        protocol = connection.protocol
+        if protocol is not None:
+            reused = protocol in self._handed_out
+            if not reused:
+                self._handed_out.add(protocol)
+            _reused.set(reused)
+        return connection
+
+
+class _StaleConnection(Exception):
+    """Internal: the request went out on a reused connection that was already closed."""
 
 
 class _Retry(Exception):
@@ -153,7 +199,7 @@ class PredictorClient:
             self._http = aiohttp.ClientSession(
                 base_url=self.url,
                 # No cap on connections: the server's own concurrency bounds them.
-                connector=aiohttp.TCPConnector(limit=0),
+                connector=_PoolConnector(limit=0, keepalive_timeout=KEEPALIVE_S),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 # The predictor is named explicitly; a proxy from the environment is not wanted.
                 trust_env=False,
@@ -256,7 +302,22 @@ class PredictorClient:
 
     async def _post(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
         try:
+            return await self._post_once(path, body, headers, stale_retry=True)
+        except _StaleConnection:
+            # The predictor closed this idle keep-alive connection as the request went out
+            # on it (RFC 9112 9.3.1): nothing was answered, so it never ran the request.
+            # Once, whatever --predictor_request_retries says; the resend takes another
+            # pooled connection or a new one, and fails like any request.
+            return await self._post_once(path, body, headers, stale_retry=False)
+
+    async def _post_once(
+        self, path: str, body: bytes, headers: dict[str, str], *, stale_retry: bool
+    ) -> Answer:
+        _reused.set(False)  # set again by the connector once it hands out a connection
+        answered = False
+        try:
             async with self.http.post(path, data=body, headers=headers) as response:
+                answered = True
                 answer = Answer(
                     response.status, response.headers, await response.read(), response.reason or ""
                 )
@@ -267,6 +328,8 @@ class PredictorClient:
         except aiohttp.ClientConnectorError as exc:
             raise _Retry(self.unreachable(exc)) from None
         except (aiohttp.ClientError, OSError) as exc:
+            if stale_retry and not answered and _reused.get() and _dead(exc):
+                raise _StaleConnection from None
             raise PredictorUnavailable(
                 f"predictor {self.host} failed: {type(exc).__name__}: {exc}"
             ) from None
@@ -291,6 +354,16 @@ class PredictorClient:
         if status == 504:
             return PredictorTimeout(text)
         return PredictorUnavailable(text)
+
+
+def _dead(exc: BaseException) -> bool:
+    """Whether a request failed because its connection was closed before any answer: a
+    clean close with no status line (with aiohttp's C parser, no partial answer survives
+    to tell it from one cut short mid-head), or a reset or broken pipe while sending or
+    waiting. An answer cut short in its body is a ClientPayloadError, never this."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return isinstance(exc.message, str)  # a RawResponseMessage: the head had arrived
+    return isinstance(exc, aiohttp.ClientOSError) and exc.errno in _DEAD_CONNECTION_ERRNOS
 
 
 def _error_message(answer: Answer) -> str:

@@ -1,14 +1,18 @@
 """A tiny real HTTP server standing in as the predictor where the test must see what a
-component sent (headers, retries): it records every request and answers from a script."""
+component sent (headers, retries): it records every request and answers from a script. And
+a raw-socket one for answers and connection closes no HTTP server library would produce."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 # The V2 answer of a one-output model, and the V1 answer, for any request.
 V2_ANSWER = {
@@ -87,3 +91,108 @@ def fake_predictor(script: list[int] | None = None) -> Iterator[FakePredictor]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class Closing(bytes):
+    """Raw bytes after which the raw predictor closes the connection."""
+
+
+# How a raw predictor answers one request: `(connection number, request number on that
+# connection, request head)` -> the raw bytes to send (`Closing` ones: then close), or None
+# to close the connection without answering.
+RawScript = Callable[[int, int, bytes], bytes | None]
+
+
+@dataclass
+class RawPredictor:
+    """A predictor written on bare sockets, for answers no HTTP server library sends:
+    connections closed between or instead of answers, malformed heads and bodies."""
+
+    connections: int = 0
+    requests: int = 0
+    port: int = 0
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def http_answer(status: int, body: Any, extra_headers: bytes = b"") -> bytes:
+    """One raw HTTP/1.1 answer; a dict or list body is sent as JSON."""
+    payload = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
+    return b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n%s" % (
+        status,
+        len(payload),
+        extra_headers,
+        payload,
+    )
+
+
+def _read_head(connection: socket.socket) -> bytes | None:
+    """One request's head (its body read and dropped), or None when the peer closed."""
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        data = connection.recv(65536)
+        if not data:
+            return None
+        buffer += data
+    head, rest = buffer.split(b"\r\n\r\n", 1)
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        data = connection.recv(65536)
+        if not data:
+            return None
+        rest += data
+    return head
+
+
+@contextmanager
+def raw_predictor(script: RawScript) -> Iterator[RawPredictor]:
+    fake = RawPredictor()
+    lock = threading.Lock()
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    fake.port = listener.getsockname()[1]
+
+    def serve(connection: socket.socket, number: int) -> None:
+        with connection:
+            for index in itertools.count():
+                try:
+                    head = _read_head(connection)
+                except OSError:
+                    return
+                if head is None:
+                    return
+                with lock:
+                    fake.requests += 1
+                answer = script(number, index, head)
+                if answer is None:
+                    return
+                connection.sendall(answer)
+                if isinstance(answer, Closing):
+                    return
+
+    def accept() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:  # the listener was closed: the test is over
+                return
+            with lock:
+                fake.connections += 1
+                number = fake.connections - 1
+            threading.Thread(target=serve, args=(connection, number), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        listener.close()

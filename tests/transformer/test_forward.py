@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from modelport.base import forward
 from modelport.base.forward import (
     PredictorClient,
     PredictorNotReady,
@@ -22,7 +23,7 @@ from modelport.base.messages import InferRequest, RequestedOutput, Tensor
 from modelport.base.protocol import v2_client
 from tests.models import IRIS_ROWS, constant_model, iris_logistic
 from tests.servers import free_port, start_server
-from tests.transformer.fake import fake_predictor
+from tests.transformer.fake import Closing, fake_predictor, http_answer, raw_predictor
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +179,75 @@ def test_only_tracing_identity_and_auth_headers_are_forwarded():
     for name in ("x-b3-traceid", "b3", "traceparent", "tracestate", "authorization"):
         assert sent[name] == incoming[name]
     assert "cookie" not in sent and "x-other" not in sent
+
+
+V1_OK = http_answer(200, {"predictions": [1]})
+
+
+def calls(client: PredictorClient, count: int, pause: float = 0.0) -> list[Any]:
+    """`count` V1 calls in a row on one event loop (one pool), each outcome or its error."""
+
+    async def go() -> list[Any]:
+        outcomes: list[Any] = []
+        try:
+            for index in range(count):
+                if index and pause:
+                    await asyncio.sleep(pause)
+                try:
+                    outcomes.append(await client.predict_v1("m", {"instances": [[1]]}))
+                except forward.PredictorError as exc:
+                    outcomes.append(exc)
+        finally:
+            await client.aclose()
+        return outcomes
+
+    return asyncio.run(go())
+
+
+def test_a_kept_alive_connection_the_predictor_closed_is_resent_once():
+    # The predictor's idle close races the next request: each connection answers once and
+    # is closed, unanswered, under the request that reuses it. No retries configured.
+    with raw_predictor(lambda conn, index, head: V1_OK if index == 0 else None) as fake:
+        outcomes = calls(PredictorClient(fake.host, "v1"), 3)
+    assert outcomes == [{"predictions": [1]}] * 3
+    # The 2nd and 3rd each went out twice: on the dead connection, then on a new one.
+    assert (fake.requests, fake.connections) == (5, 3)
+
+
+def test_a_new_connection_closed_without_an_answer_is_not_resent():
+    # A predictor that drops a request on a connection made for it may have run it (and
+    # crashed): that is a 502, sent once, whatever the retries.
+    with raw_predictor(lambda conn, index, head: None) as fake:
+        (outcome,) = calls(PredictorClient(fake.host, "v1", retries=3), 1)
+    assert isinstance(outcome, PredictorUnavailable) and outcome.status == 502
+    assert "ServerDisconnectedError" in outcome.message
+    assert fake.requests == 1
+
+
+def test_a_reused_connection_cut_after_the_answer_began_is_not_resent():
+    # The predictor had started answering: it ran the request, which must not run twice.
+    def script(conn: int, index: int, head: bytes) -> bytes:
+        if index == 0:
+            return V1_OK
+        return Closing(b'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{"predi')
+
+    with raw_predictor(script) as fake:
+        first, second = calls(PredictorClient(fake.host, "v1", retries=3), 2)
+    assert first == {"predictions": [1]}
+    assert isinstance(second, PredictorUnavailable) and "ClientPayloadError" in second.message
+    assert fake.requests == 2
+
+
+def test_idle_connections_are_dropped_before_the_predictors_idle_close(monkeypatch):
+    import uvicorn
+
+    # Below uvicorn's keep-alive timeout, which closes a predictor's idle connections.
+    assert uvicorn.Config(app=None).timeout_keep_alive > forward.KEEPALIVE_S
+    monkeypatch.setattr(forward, "KEEPALIVE_S", 0.2)
+    with raw_predictor(lambda conn, index, head: V1_OK) as fake:
+        outcomes = calls(PredictorClient(fake.host, "v1"), 3, pause=0.6)
+    assert outcomes == [{"predictions": [1]}] * 3
+    assert (fake.requests, fake.connections) == (3, 3)
 
 
 def grpc_checks(*args: str) -> None:
