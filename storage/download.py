@@ -3,7 +3,8 @@
 Atomicity: in Kubernetes DEST (``/mnt/models``) is a mount point, so it cannot be replaced by a
 rename and its parent may be another filesystem. We therefore stage in a hidden directory
 *inside* DEST (``DEST/.modelport-download-<pid>-XXXX``, same filesystem), verify there, then
-move each top-level entry into DEST with ``os.replace``. Any failure (or SIGTERM in the CLI)
+move each top-level entry into DEST with ``os.replace``; if one of those renames fails, the ones
+done are undone, so DEST is left exactly as it was. Any failure (or SIGTERM in the CLI)
 removes the staging directory, so DEST never holds partial files; stale staging directories of
 dead processes are removed on the next run. Running twice yields the same DEST.
 """
@@ -18,6 +19,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from modelport.storage import gcs, http, local, s3
@@ -83,16 +85,67 @@ def _clean_stale(dest: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+class _PublishError(Exception):
+    """Moving the payload into DEST failed; DEST was put back as it was."""
+
+    def __init__(self, name: str, reason: str, restored: bool) -> None:
+        super().__init__(name, reason)
+        self.name = name
+        self.reason = reason
+        self.restored = restored
+
+
+@dataclass
+class _Moved:
+    """What publishing did for one top-level entry, so it can be undone in reverse."""
+
+    name: str
+    old_set_aside: bool = False  # DEST/name was moved to stage/replaced/name
+    new_placed: bool = False  # payload/name was moved to DEST/name
+
+
 def _publish(payload: Path, dest: Path, stage: Path) -> None:
-    """Move every top-level entry of ``payload`` into ``dest`` (same filesystem renames)."""
+    """Move every top-level entry of ``payload`` into ``dest`` (same filesystem renames).
+
+    All or nothing: if any rename fails, the entries already moved are moved back, in reverse
+    order, so DEST is exactly as it was (never half old model, half new).
+    """
     old = stage / "replaced"
     old.mkdir()
-    for entry in sorted(payload.iterdir()):
-        target = dest / entry.name
-        if os.path.lexists(target):
-            # os.replace cannot put a dir over a non-empty dir or a file (and vice versa).
-            os.rename(target, old / entry.name)
-        os.replace(entry, target)
+    moved: list[_Moved] = []
+    try:
+        for entry in sorted(payload.iterdir()):
+            step = _Moved(entry.name)
+            moved.append(step)
+            target = dest / entry.name
+            if os.path.lexists(target):
+                # os.replace cannot put a dir over a non-empty dir or a file (and vice versa).
+                os.rename(target, old / entry.name)
+                step.old_set_aside = True
+            os.replace(entry, target)
+            step.new_placed = True
+    except BaseException as exc:
+        restored = _unpublish(moved, payload, dest, old)
+        if isinstance(exc, OSError):
+            reason = exc.strerror or type(exc).__name__  # exc.filename is a staging path
+            raise _PublishError(moved[-1].name, reason, restored) from None
+        raise
+
+
+def _unpublish(moved: list[_Moved], payload: Path, dest: Path, old: Path) -> bool:
+    """Undo ``moved`` (newest first); True if every step was undone."""
+    ok = True
+    for step in reversed(moved):
+        try:
+            if step.new_placed:
+                os.replace(dest / step.name, payload / step.name)
+            if step.old_set_aside:
+                os.rename(old / step.name, dest / step.name)
+        except OSError:
+            # Renames that just succeeded the other way rarely fail; keep undoing the rest.
+            log.exception("cannot restore %s in %s", step.name, dest)
+            ok = False
+    return ok
 
 
 def cancel_all(why: str) -> None:
@@ -166,6 +219,11 @@ def download(uri: str, dest: str | os.PathLike[str]) -> Path:
             _publishing[str(stage)] = threading.get_ident()
         try:
             _publish(payload, dest_path, stage)
+        except _PublishError as exc:
+            state = "left as it was" if exc.restored else "NOT fully restored (see the log)"
+            raise StorageError(
+                uri, f"cannot move {exc.name!r} into {dest_path}: {exc.reason}; {state}"
+            ) from None
         finally:
             with _active_lock:
                 _publishing.pop(str(stage), None)

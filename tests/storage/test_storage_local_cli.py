@@ -7,11 +7,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from modelport.storage.download import download
-from modelport.storage.errors import NotFoundError, UnsupportedSchemeError
+from modelport.storage.errors import NotFoundError, StorageError, UnsupportedSchemeError
 from tests.storage.support import run_cli, tree
 
 
@@ -164,3 +165,45 @@ def test_sigterm_while_publishing_never_leaves_a_mixed_dest(tmp_path, monkeypatc
     )
     assert res.returncode == 128 + signal.SIGTERM, res.stderr
     assert tree(dest) == {"a.bin": b"new a", "b.bin": b"new b"}, res.stderr  # finished, whole
+
+
+@pytest.mark.parametrize(
+    ("op", "fails_on"),
+    [
+        ("replace", "m_dir"),  # the new entry cannot be moved in (old one already set aside)
+        ("rename", "z.bin"),  # the old entry cannot be set aside (earlier ones already new)
+    ],
+)
+def test_publish_failure_midway_restores_dest(tmp_path, monkeypatch, op, fails_on):
+    src = tmp_path / "src"
+    (src / "m_dir").mkdir(parents=True)
+    for rel in ("a.bin", "m_dir/w.bin", "n.bin", "z.bin"):
+        (src / rel).write_bytes(b"new " + rel.encode())
+    dest = tmp_path / "dest"
+    (dest / "m_dir").mkdir(parents=True)
+    for rel in ("a.bin", "m_dir/w.bin", "m_dir/old-only.bin", "keep.txt", "z.bin"):
+        (dest / rel).write_bytes(b"old " + rel.encode())
+    before = tree(dest)
+    monkeypatch.setenv("MODELPORT_STORAGE_LOCAL_COPY", "true")
+
+    # Stands in for a rename the kernel refuses (EACCES on a root-owned dir, EXDEV, ENOSPC...).
+    real = getattr(os, op)
+    failed: list[str] = []
+
+    def flaky(src_path, dst_path):  # type: ignore[no-untyped-def]
+        in_dest = Path(dst_path if op == "replace" else src_path)  # the DEST side of the move
+        if in_dest == dest / fails_on:
+            failed.append(fails_on)
+            raise PermissionError(13, "Permission denied", str(src_path))
+        return real(src_path, dst_path)
+
+    monkeypatch.setattr(os, op, flaky)
+    with pytest.raises(StorageError) as err:
+        download(str(src), dest)
+    assert failed == [fails_on]
+    assert f"cannot move {fails_on!r} into {dest}: Permission denied; left as it was" in str(
+        err.value
+    )
+    assert ".modelport-download-" not in str(err.value)
+    assert tree(dest) == before  # every entry old, none new, nothing missing
+    assert sorted(os.listdir(dest)) == ["a.bin", "keep.txt", "m_dir", "z.bin"]  # no staging
