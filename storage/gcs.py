@@ -157,7 +157,7 @@ def fetch(job: Job) -> list[str]:
         raise map_error(job.uri, exc, f"gs://{bucket_name}/{key}") from None
 
     job.progress.expect(sum(int(b.size or 0) for b, _ in blobs), len(blobs))
-    paths = {rel: job.target(rel) for _, rel in blobs}
+    paths = {rel: job.target(rel, blob.name) for blob, rel in blobs}
     by_rel = {rel: blob for blob, rel in blobs}
 
     def fetch_some(rels: list[str]) -> dict[str, Damage]:

@@ -46,6 +46,11 @@ class Job:
     # Relative names the backend identified as archives by other means than their suffix
     # (HTTP Content-Type).
     archive_hints: set[str] = field(default_factory=set)
+    # Every local path handed out by target(): file path -> object name, and folder path ->
+    # the first object name below it. Two object names can map to one path ("w.bin" and
+    # "./w.bin"), and a path cannot be a file for one object and a folder for another.
+    _files: dict[str, str] = field(default_factory=dict, repr=False)
+    _dirs: dict[str, str] = field(default_factory=dict, repr=False)
 
     def bucket_and_key(self) -> tuple[str, str]:
         """`scheme://bucket/key-or-prefix` split, a missing bucket being a clear error."""
@@ -62,14 +67,22 @@ class Job:
             return True
         return self.patterns.wants(rel)
 
-    def target(self, rel: str) -> Path:
-        """Local path for object ``rel``: refuses ``..``/absolute keys, creates parent dirs."""
+    def target(self, rel: str, name: str | None = None) -> Path:
+        """Local path for object ``rel``: refuses ``..``/absolute keys, creates parent dirs.
+
+        ``name`` is how errors name the object (its full key; ``rel`` by default). Refuses an
+        object whose path another object already has, or that is a folder of another's path
+        (or the reverse): all targets are claimed before any download, and silently letting one
+        overwrite the other would publish whichever finished last.
+        """
+        shown = rel if name is None else name
         try:
             safe = _safe_relpath(rel)
         except ValueError as exc:
-            raise StorageError(self.uri, f"refusing object name {rel!r}: {exc}") from None
+            raise StorageError(self.uri, f"refusing object name {shown!r}: {exc}") from None
         if not safe:
-            raise StorageError(self.uri, f"refusing empty object name {rel!r}")
+            raise StorageError(self.uri, f"refusing empty object name {shown!r}")
+        self._claim(safe, shown)
         path = self.payload / safe
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +93,30 @@ class Job:
         if path.is_dir():
             raise StorageError(self.uri, f"object {rel!r} conflicts with a folder of the same name")
         return path
+
+    def _claim(self, safe: str, shown: str) -> None:
+        if safe in self._files:
+            raise StorageError(
+                self.uri,
+                f"objects {self._files[safe]!r} and {shown!r} would both be saved as {safe!r}",
+            )
+        if safe in self._dirs:
+            raise StorageError(self.uri, self._clash(shown, safe, self._dirs[safe]))
+        parts = safe.split("/")
+        folders = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        for folder in folders:
+            if folder in self._files:
+                raise StorageError(self.uri, self._clash(self._files[folder], folder, shown))
+        for folder in folders:
+            self._dirs.setdefault(folder, shown)
+        self._files[safe] = shown
+
+    @staticmethod
+    def _clash(file_obj: str, path: str, below: str) -> str:
+        return (
+            f"object {file_obj!r} would be saved as the file {path!r}, "
+            f"which object {below!r} needs as a folder"
+        )
 
     def nothing_found(self, where: str, listed: int) -> NotFoundError:
         if listed and self.patterns:

@@ -235,7 +235,7 @@ def fetch(job: Job) -> list[str]:
     except Exception as exc:
         raise map_error(job.uri, exc, f"{bucket}/{key}") from None
     job.progress.expect(sum(o.size for o in objs), len(objs))
-    paths = {o.key: job.target(o.rel) for o in objs}
+    paths = {o.key: job.target(o.rel, o.key) for o in objs}
 
     def fetch_some(todo: list[_Obj]) -> dict[_Obj, Damage]:
         damaged = _transfer(job, client, bucket, todo, paths)

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from modelport.storage.download import download
-from modelport.storage.errors import NotFoundError
+from modelport.storage.errors import NotFoundError, StorageError
 from tests.storage.support import tree
 
 
@@ -60,3 +60,12 @@ def test_patterns(gcs, tmp_path, monkeypatch):
     put(gcs, {"m/a.safetensors": b"1", "m/b.bin": b"2"})
     monkeypatch.setenv("STORAGE_IGNORE_PATTERNS", '["*.bin"]')
     assert tree(download(f"gs://{gcs.name}/m", tmp_path / "d")) == {"a.safetensors": b"1"}
+
+
+def test_blob_names_mapping_to_one_path_are_refused(gcs, tmp_path):
+    put(gcs, {"p/w.bin": b"GOOD", "p/./w.bin": b"EVIL", "q/a": b"file", "q/a/b": b"nested"})
+    with pytest.raises(StorageError, match=r"objects 'p/\./w\.bin' and 'p/w\.bin' would both"):
+        download(f"gs://{gcs.name}/p", tmp_path / "d")
+    with pytest.raises(StorageError, match="object 'q/a' would be saved as the file 'a', which"):
+        download(f"gs://{gcs.name}/q", tmp_path / "e")
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()

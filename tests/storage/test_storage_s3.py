@@ -207,3 +207,33 @@ def test_rerun_replaces_a_folder_by_a_file(s3_env, s3_admin, bucket, tmp_path):
     (dest / "model" / "old.bin").write_bytes(b"old")
     put(s3_admin, bucket, {"p/model": b"new"})
     assert tree(download(f"s3://{bucket}/p", dest)) == {"model": b"new"}
+
+
+@pytest.mark.parametrize(
+    ("objects", "message"),
+    [
+        (
+            {"p/w.bin": b"GOOD", "p/./w.bin": b"EVIL"},
+            "objects 'p/./w.bin' and 'p/w.bin' would both be saved as 'w.bin'",
+        ),
+        (
+            {"p/a": b"file", "p/a/b": b"nested"},
+            "object 'p/a' would be saved as the file 'a', which object 'p/a/b' needs as a folder",
+        ),
+        (
+            # Listed folder-first ("-" sorts before "."): the clash is found the other way round.
+            {"p/a/-/x": b"nested", "p/a/.": b"file"},
+            "object 'p/a/.' would be saved as the file 'a', which object 'p/a/-/x' needs as a folder",
+        ),
+    ],
+    ids=["same-path", "file-then-folder", "folder-then-file"],
+)
+def test_keys_mapping_to_one_path_are_refused(s3_env, s3_admin, bucket, tmp_path, objects, message):
+    put(s3_admin, bucket, objects)
+    dest = tmp_path / "d"
+    dest.mkdir()
+    (dest / "model.bin").write_bytes(b"previous")
+    with pytest.raises(StorageError) as err:
+        download(f"s3://{bucket}/p", dest)
+    assert message in str(err.value)
+    assert tree(dest) == {"model.bin": b"previous"}
