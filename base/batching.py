@@ -6,7 +6,10 @@ next batch, up to `max_batch_size` requests. With `max_batch_time` > 0 (MLServer
 batch also waits up to that long after its first request for more to arrive. Requests that
 agree on everything but their row count (input names, datatypes, trailing dims, parameters,
 requested outputs) are concatenated along the first axis, predicted once and split back;
-any other request runs alone.
+any other request runs alone. A predictor that passes some request headers on (a
+transformer: credentials, request id, trace) names them in `batch_key_headers`: requests
+whose values of those headers differ are never merged, as the merged request carries only
+the first one's headers.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from modelport.base.messages import InferRequest, InferResponse, Tensor
+from modelport.base.messages import Headers, InferRequest, InferResponse, Tensor
 
 log = logging.getLogger("modelport.batching")
 # (request, its batch key, the future its caller awaits)
@@ -32,12 +35,38 @@ _TRANSPORT_PARAMETERS = ("binary_data_size",)
 ModelCall = Callable[[InferRequest, bool], Awaitable[InferResponse]]
 
 
-def batch_key(request: InferRequest) -> Hashable | None:
-    """What must match for requests to merge; None when the request cannot batch."""
+class KeyHeaders:
+    """Header names (lower case) whose values must agree for requests to merge, in both forms
+    a request carries headers in: raw ASGI byte pairs (HTTP) or a dict (gRPC metadata)."""
+
+    __slots__ = ("as_bytes", "as_str")
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.as_str = tuple(sorted(name.lower() for name in names))
+        self.as_bytes = frozenset(name.encode("latin-1") for name in self.as_str)
+
+    def values(self, headers: Headers | None) -> Hashable:
+        """The request's values of these headers. A dict's (str) and raw pairs' (bytes)
+        never compare equal unless both are empty: a gRPC and an HTTP request with such
+        headers do not merge, but no two different values can ever look alike."""
+        if not headers:
+            return ()
+        if isinstance(headers, dict):
+            return tuple((name, headers[name]) for name in self.as_str if name in headers)
+        # Raw pairs stay undecoded: ASGI header names are lower-case bytes already.
+        wanted = self.as_bytes
+        return tuple(sorted(pair for pair in headers if pair[0] in wanted))
+
+
+def batch_key(request: InferRequest, headers: KeyHeaders | None = None) -> Hashable | None:
+    """What must match for requests to merge; None when the request cannot batch.
+
+    With `headers`, the values of those headers are part of the key (read only for a
+    request that can batch at all)."""
     rows = {tensor.data.shape[0] if tensor.data.ndim else None for tensor in request.inputs}
     if len(rows) != 1 or None in rows:
         return None
-    return (
+    key = (
         tuple(
             (t.name, t.datatype, t.data.shape[1:], _frozen(t.parameters, _TRANSPORT_PARAMETERS))
             for t in request.inputs
@@ -45,6 +74,17 @@ def batch_key(request: InferRequest) -> Hashable | None:
         _frozen(request.parameters),
         tuple((o.name, _frozen(o.parameters)) for o in request.outputs),
     )
+    if headers is None:
+        return key
+    return (*key, headers.values(request.raw_headers))
+
+
+def _key_headers(call: ModelCall) -> KeyHeaders | None:
+    """The headers the batched predictor keeps requests apart by (see the module docstring).
+    The runner hands the batcher its bound call method, which knows its predictor."""
+    predictor = getattr(getattr(call, "__self__", None), "predictor", None)
+    names: frozenset[str] = getattr(predictor, "batch_key_headers", frozenset())
+    return KeyHeaders(names) if names else None
 
 
 def _frozen(mapping: dict[str, Any], ignore: tuple[str, ...] = ()) -> Hashable:
@@ -91,10 +131,17 @@ def split(response: InferResponse, rows: list[int]) -> list[InferResponse] | Non
 class Batcher:
     """The batching queue of one loaded predictor."""
 
-    def __init__(self, call: ModelCall, max_size: int, max_time: float) -> None:
+    def __init__(
+        self,
+        call: ModelCall,
+        max_size: int,
+        max_time: float,
+        key_headers: KeyHeaders | None = None,
+    ) -> None:
         self.call = call
         self.max_size = max_size
         self.max_time = max_time
+        self.key_headers = key_headers if key_headers is not None else _key_headers(call)
         self.pending: deque[Pending] = deque()
         self.first_arrival = 0.0
         self.busy = False
@@ -110,7 +157,7 @@ class Batcher:
             finally:
                 self.busy = False
                 self._schedule()
-        key = batch_key(request)
+        key = batch_key(request, self.key_headers)
         if key is None:
             return await self.call(request, False)
         loop = asyncio.get_running_loop()

@@ -33,7 +33,7 @@ import numpy as np
 
 from modelport.base.config import _bool
 from modelport.base.errors import InferenceFailed, InvalidInput, ModelLoadError
-from modelport.base.forward import PROTOCOLS, PredictorClient
+from modelport.base.forward import FORWARDED_HEADERS, PROTOCOLS, PredictorClient
 from modelport.base.messages import InferRequest, InferResponse, Tensor
 from modelport.base.model import Predictor
 from modelport.base.protocol import v1
@@ -69,6 +69,10 @@ class Transformer(Predictor):
     needs_model_dir: ClassVar[bool] = False
     # Requests are forwarded one by one: merging V1 bodies is meaningless.
     default_max_batch_size = 1
+    # With --max_batch_size, V2 requests may merge into one forwarded request, which carries
+    # the first one's headers: requests with other credentials, request id or trace must not
+    # join it (a subclass that forwards more headers adds them here).
+    batch_key_headers: ClassVar[frozenset[str]] = FORWARDED_HEADERS
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

@@ -3,6 +3,10 @@ each --predictor_protocol, the predictor's errors passed through, readiness, cus
 
 from __future__ import annotations
 
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 import numpy as np
 import pytest
 
@@ -250,3 +254,53 @@ def test_grpc_metadata_reaches_an_http_predictor_as_headers():
         sent = fake.seen[-1].headers
     for name in ("traceparent", "tracestate", "x-b3-traceid", "authorization", "x-request-id"):
         assert sent.get(name) == TRACE_HEADERS[name], name
+
+
+def test_batching_never_merges_requests_with_other_credentials_or_ids():
+    """With --max_batch_size the transformer merges V2 requests into one forwarded request,
+    which carries the first one's headers: two clients' rows must never travel under one
+    client's Authorization and request id, while requests alike in them still merge."""
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}
+
+    def send(url: str, headers: dict[str, str]) -> int:
+        return httpx.post(f"{url}/v2/models/m/infer", json=body, headers=headers).status_code
+
+    def concurrently(url: str, *headers: dict[str, str]) -> None:
+        with ThreadPoolExecutor(len(headers)) as pool:
+            assert list(pool.map(lambda h: send(url, h), headers)) == [200] * len(headers)
+
+    def shape(seen) -> list[int]:
+        return json.loads(seen.body)["inputs"][0]["shape"]
+
+    with fake_predictor() as fake:
+        # A batch runs once two requests are in, or a second after the first arrived.
+        server = start_transformer(
+            fake.host,
+            "--model_name=m",
+            "--predictor_protocol=v2",
+            "--max_batch_size=2",
+            "--max_batch_time=1.0",
+        )
+        try:
+            concurrently(
+                server.url,
+                {"authorization": "Bearer alice", "x-request-id": "id-alice"},
+                {"authorization": "Bearer mallory", "x-request-id": "id-mallory"},
+            )
+            apart = list(fake.seen)
+            fake.seen.clear()
+            concurrently(
+                server.url, {"authorization": "Bearer bob"}, {"authorization": "Bearer bob"}
+            )
+            alike = list(fake.seen)
+        finally:
+            server.stop()
+    assert [shape(seen) for seen in apart] == [[1, 2], [1, 2]]
+    assert sorted((s.headers["authorization"], s.headers["x-request-id"]) for s in apart) == [
+        ("Bearer alice", "id-alice"),
+        ("Bearer mallory", "id-mallory"),
+    ]
+    # Merged: one request of both rows (the fake's one-row answer cannot be split back, so
+    # each is then sent on its own too).
+    assert shape(alike[0]) == [2, 2]
+    assert all(seen.headers["authorization"] == "Bearer bob" for seen in alike)

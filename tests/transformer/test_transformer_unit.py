@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from modelport.base.batching import Batcher, KeyHeaders, batch_key
 from modelport.base.errors import InferenceFailed, InvalidInput, ModelLoadError
+from modelport.base.forward import FORWARDED_HEADERS
 from modelport.base.messages import InferRequest, InferResponse, Tensor
 from modelport.base.model import ModelSettings
 from modelport.base.transformer import (
@@ -104,3 +106,42 @@ def test_an_infer_response_passes_to_v2_clients_unchanged():
 
     answer = asyncio.run(transformer(Fixed).infer(InferRequest(inputs=[])))
     assert answer.outputs[0].name == "y"
+
+
+def test_batch_key_keeps_requests_with_other_forwarded_headers_apart():
+    def request(headers: Any) -> InferRequest:
+        return InferRequest(inputs=[Tensor("x", np.ones((1, 2)))], raw_headers=headers)
+
+    raw = [(b"host", b"a"), (b"authorization", b"Bearer alice"), (b"x-request-id", b"1")]
+    other_host = [(b"host", b"b"), (b"authorization", b"Bearer alice"), (b"x-request-id", b"1")]
+    other_user = [(b"host", b"a"), (b"authorization", b"Bearer bob"), (b"x-request-id", b"1")]
+    names = KeyHeaders(Transformer.batch_key_headers)
+    key = batch_key(request(raw), names)
+    assert key is not None
+    assert batch_key(request(other_host), names) == key  # not a forwarded header
+    assert batch_key(request(other_user), names) != key
+    assert batch_key(request([(b"x-b3-traceid", b"t")]), names) != batch_key(request([]), names)
+    # gRPC metadata arrives as a dict.
+    grpc = {"authorization": "Bearer alice", "x-request-id": "1"}
+    assert batch_key(request(grpc), names) == batch_key(request(dict(grpc)), names)
+    assert batch_key(request({**grpc, "authorization": "x"}), names) != batch_key(
+        request(grpc), names
+    )
+    # Without header names (a plain predictor) the key ignores headers, as before.
+    assert batch_key(request(raw)) == batch_key(request(other_user)) == batch_key(request(None))
+    # A request that cannot batch is not looked at further.
+    assert batch_key(InferRequest(inputs=[], raw_headers=raw), names) is None
+
+
+def test_the_batcher_of_a_transformer_keys_on_the_forwarded_headers():
+    class Runner:  # what the batcher is handed: the bound call of a runner of a predictor
+        def __init__(self, predictor: Any) -> None:
+            self.predictor = predictor
+
+        async def call(self, request: InferRequest, alone: bool) -> InferResponse:
+            raise AssertionError("not called")
+
+    batcher = Batcher(Runner(transformer()).call, 8, 0.1)
+    assert batcher.key_headers is not None
+    assert set(batcher.key_headers.as_str) == FORWARDED_HEADERS
+    assert Batcher(Runner(object()).call, 8, 0.1).key_headers is None
