@@ -2,7 +2,8 @@
 
 Like KServe, files are symlinked into DEST (the PVC is mounted in the server container too, so
 nothing is copied); ``MODELPORT_STORAGE_LOCAL_COPY=true`` copies instead. Directories are
-recreated for real so patterns can pick individual files.
+recreated for real so patterns can pick individual files. A ``pvc://`` path must resolve inside
+the PVC mount.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from modelport.storage.config import _truthy
-from modelport.storage.errors import NotFoundError
+from modelport.storage.errors import ConfigError, NotFoundError
 from modelport.storage.job import Job
 
 PVC_ROOT_ENV = "MODELPORT_PVC_ROOT"
@@ -25,7 +26,14 @@ def source_path(uri: str) -> Path:
     if uri.startswith("pvc://"):
         rest = uri[len("pvc://") :].split("/", 1)
         root = os.environ.get(PVC_ROOT_ENV, "/mnt/pvc")
-        return Path(root, rest[1] if len(rest) > 1 else "")
+        path = Path(root, rest[1] if len(rest) > 1 else "")
+        # The URI names a path on the claim: ".." (or a symlink) leading out of the mount
+        # would read the initializer's own filesystem (/etc, service-account tokens...).
+        real_root = os.path.realpath(root)
+        real = os.path.realpath(path)
+        if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+            raise ConfigError(uri, f"path resolves outside the PVC mount {root}")
+        return path
     return Path(uri)
 
 

@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 
 from modelport.storage.download import download
-from modelport.storage.errors import NotFoundError, StorageError, UnsupportedSchemeError
+from modelport.storage.errors import (
+    ConfigError,
+    NotFoundError,
+    StorageError,
+    UnsupportedSchemeError,
+)
 from tests.storage.support import run_cli, tree
 
 
@@ -207,3 +212,24 @@ def test_publish_failure_midway_restores_dest(tmp_path, monkeypatch, op, fails_o
     assert ".modelport-download-" not in str(err.value)
     assert tree(dest) == before  # every entry old, none new, nothing missing
     assert sorted(os.listdir(dest)) == ["a.bin", "keep.txt", "m_dir", "z.bin"]  # no staging
+
+
+def test_pvc_path_must_stay_under_the_pvc_root(tmp_path, monkeypatch):
+    pvc = tmp_path / "pvc"
+    (pvc / "model").mkdir(parents=True)
+    (pvc / "model" / "model.joblib").write_bytes(b"m")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.txt").write_bytes(b"secret")
+    (pvc / "escape").symlink_to(tmp_path / "outside")
+    monkeypatch.setenv("MODELPORT_PVC_ROOT", str(pvc))
+    for uri in (
+        "pvc://claim/../outside/secret.txt",
+        "pvc://claim/model/../../outside",
+        "pvc://claim/escape/secret.txt",  # a symlink on the claim leading out of it
+    ):
+        with pytest.raises(ConfigError, match="resolves outside the PVC mount"):
+            download(uri, tmp_path / "d")
+        assert not (tmp_path / "d").exists()
+    # ".." that stays on the claim is fine.
+    out = download("pvc://claim/model/../model", tmp_path / "ok")
+    assert (out / "model.joblib").read_bytes() == b"m"
