@@ -2,8 +2,10 @@
 
 Like KServe, files are symlinked into DEST (the PVC is mounted in the server container too, so
 nothing is copied); ``MODELPORT_STORAGE_LOCAL_COPY=true`` copies instead. Directories are
-recreated for real so patterns can pick individual files. A ``pvc://`` path must resolve inside
-the PVC mount.
+recreated for real so patterns can pick individual files; a symlinked directory in the source
+is followed like a symlinked file (a link back to one of its own ancestors is an error), and a
+directory that cannot be read is an error, never a silently partial model. A ``pvc://`` path
+must resolve inside the PVC mount.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from modelport.storage.config import _truthy
-from modelport.storage.errors import ConfigError, NotFoundError
+from modelport.storage.errors import ConfigError, NotFoundError, StorageError
 from modelport.storage.job import Job
 
 PVC_ROOT_ENV = "MODELPORT_PVC_ROOT"
@@ -37,6 +39,40 @@ def source_path(uri: str) -> Path:
     return Path(uri)
 
 
+def _walk(uri: str, src: Path) -> list[tuple[Path, str]]:
+    """(path, relative name) of every non-directory below ``src``, following symlinked
+    directories; raises on an unreadable directory or a symlink loop."""
+    found: list[tuple[Path, str]] = []
+    # (directory, its relative name, (dev, inode) of it and its ancestors): a directory whose
+    # identity is among its ancestors is a loop; the same directory reached by two links that
+    # are not nested is simply brought along twice.
+    stack: list[tuple[Path, str, frozenset[tuple[int, int]]]] = [(src, "", frozenset())]
+    while stack:
+        directory, rel, ancestors = stack.pop()
+        shown = rel or "."
+        try:
+            st = os.stat(directory)
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise StorageError(uri, f"cannot read directory {shown!r}: {reason}") from None
+        here = ancestors | {(st.st_dev, st.st_ino)}
+        if len(here) == len(ancestors):
+            raise StorageError(uri, f"directory {shown!r} is a symlink to one of its ancestors")
+        for entry in entries:
+            child = f"{rel}/{entry.name}" if rel else entry.name
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+            except OSError:
+                is_dir = False  # unreachable target: handled like a broken file link
+            if is_dir:
+                stack.append((Path(entry.path), child, here))
+            else:
+                found.append((Path(entry.path), child))
+    return found
+
+
 def fetch(job: Job) -> list[str]:
     """Link (or copy) the file or the tree below the directory into ``job.payload``."""
     src = source_path(job.uri)
@@ -47,11 +83,7 @@ def fetch(job: Job) -> list[str]:
     if src.is_file():
         files, single = [(src, src.name)], True
     else:
-        files = [
-            (Path(d, n), Path(d, n).relative_to(src).as_posix())
-            for d, _, names in os.walk(src)
-            for n in sorted(names)
-        ]
+        files = _walk(job.uri, src)
         single = False
     listed = len(files)
     files = [(p, rel) for p, rel in files if job.keep(rel, single)]

@@ -233,3 +233,59 @@ def test_pvc_path_must_stay_under_the_pvc_root(tmp_path, monkeypatch):
     # ".." that stays on the claim is fine.
     out = download("pvc://claim/model/../model", tmp_path / "ok")
     assert (out / "model.joblib").read_bytes() == b"m"
+
+
+@pytest.mark.parametrize("copy", ["false", "true"])
+def test_symlinked_directories_in_source_are_brought_along(tmp_path, monkeypatch, copy):
+    shared = tmp_path / "shared" / "tokenizer"
+    (shared / "deep").mkdir(parents=True)
+    (shared / "vocab.json").write_bytes(b"{}")
+    (shared / "deep" / "merges.txt").write_bytes(b"m")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.bin").write_bytes(b"w")
+    (src / "tokenizer").symlink_to("../shared/tokenizer")
+    (src / "tok2").symlink_to(shared)  # the same directory again, not nested: twice
+    monkeypatch.setenv("MODELPORT_STORAGE_LOCAL_COPY", copy)
+    out = download(str(src), tmp_path / "d")
+    files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert files == {
+        "model.bin": b"w",
+        "tok2/deep/merges.txt": b"m",
+        "tok2/vocab.json": b"{}",
+        "tokenizer/deep/merges.txt": b"m",
+        "tokenizer/vocab.json": b"{}",
+    }
+    # Directories are recreated for real, as for any other source directory.
+    assert (out / "tokenizer").is_dir() and not (out / "tokenizer").is_symlink()
+
+
+def test_symlink_loop_in_source_is_an_error(tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "model.bin").write_bytes(b"w")
+    (src / "sub" / "again").symlink_to("..")
+    with pytest.raises(StorageError, match="'sub/again' is a symlink to one of its ancestors"):
+        download(str(src), tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
+def test_unreadable_source_directory_is_an_error(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    (src / "weights").mkdir(parents=True)
+    (src / "config.json").write_bytes(b"{}")
+    (src / "weights" / "w.bin").write_bytes(b"w")
+    # chmod does not stop root (the tests may run as root): refuse the listing instead, as
+    # the kernel does for a uid without read permission on the directory.
+    real_scandir = os.scandir
+
+    def scandir(path):  # type: ignore[no-untyped-def]
+        if not isinstance(path, int) and Path(path) == src / "weights":  # rmtree passes fds
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    dest = tmp_path / "d"
+    with pytest.raises(StorageError, match="cannot read directory 'weights': Permission denied"):
+        download(str(src), dest)
+    assert not dest.exists()
