@@ -102,6 +102,15 @@ class Engine:
             if not np.array_equal(narrowed, features):
                 return None
             return narrowed
+        target = self.conversion.input_dtype
+        if kind == "f" and features.dtype.itemsize > np.dtype(target).itemsize:
+            with np.errstate(over="ignore"):  # an overflow is what is looked for below
+                narrowed = features.astype(target)
+            if not math.isfinite(narrowed.sum()) and not np.isfinite(narrowed).all():
+                # Finite, but beyond the graph's float range: the native model decides (a
+                # tree model refuses such values with a 400; the graph would answer them).
+                return None
+            return narrowed
         return features
 
 

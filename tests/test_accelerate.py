@@ -338,6 +338,12 @@ def test_switch_serves_only_eligible_requests(tmp_path, monkeypatch):
     assert accelerator.answer(np.zeros((30, 8)), ["predict"]) is None  # between 8 and 64
     assert accelerator.answer(np.full((2, 8), np.nan), ["predict"]) is None  # missing values
     assert accelerator.answer(rows, ["unknown"]) is None
+    # Finite in float64 but past float32's range: the graph would answer it as infinity,
+    # where scikit-learn refuses it (a 400); native decides.
+    huge = rows.astype(np.float64)
+    huge[0, 0] = 1e300
+    assert accelerator.answer(huge, ["predict"]) is None
+    assert accelerator.answer(rows.astype(np.float64), ["predict"]) is not None
 
 
 def test_engine_timings_ignore_time_the_thread_spends_waiting(tmp_path, monkeypatch):
