@@ -109,10 +109,12 @@ def decode_response(body: bytes, header_length: int | None) -> InferResponse:
         if not isinstance(datatype, str):
             raise InvalidInput(f"output '{name}' has no 'datatype'")
         shape = v2.check_shape(name, item.get("shape"), _RESPONSE_LIMITS)
-        parameters = dict(item.get("parameters") or {})
+        parameters = _parameters(item.get("parameters"), f"output '{name}'")
         size = parameters.pop("binary_data_size", None)
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(tail):
+            # bool is an int to Python, not to JSON: `true` is no byte count.
+            bad = isinstance(size, bool) or not isinstance(size, int)
+            if bad or size < 0 or offset + size > len(tail):
                 raise InvalidInput(f"output '{name}': binary_data_size {size} overruns the body")
             # A copy: the caller may keep the tensor after the body is gone, and may write.
             data = v2.decode_binary(name, datatype, shape, tail[offset : offset + size]).copy()
@@ -123,9 +125,20 @@ def decode_response(body: bytes, header_length: int | None) -> InferResponse:
             raise InvalidInput(f"output '{name}' has neither 'data' nor binary_data_size")
         outputs.append(Tensor(name, data, datatype, parameters))
     response_id = doc.get("id")
-    extra = doc.get("parameters")
+    if response_id is not None and not isinstance(response_id, str):
+        raise InvalidInput(f"response 'id' must be a string, got {type(response_id).__name__}")
     return InferResponse(
         outputs=outputs,
-        id=None if response_id is None else str(response_id),
-        parameters=dict(extra) if isinstance(extra, dict) else {},
+        id=response_id,
+        parameters=_parameters(doc.get("parameters"), "response"),
     )
+
+
+def _parameters(value: Any, owner: str) -> dict[str, Any]:
+    """A `parameters` object as a fresh dict (absent or null: empty); anything but an
+    object is a malformed answer, not a TypeError deep in the caller."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{owner} 'parameters' must be an object, got {type(value).__name__}")
+    return dict(value)

@@ -250,6 +250,36 @@ def test_idle_connections_are_dropped_before_the_predictors_idle_close(monkeypat
     assert (fake.requests, fake.connections) == (3, 3)
 
 
+V2_OUTPUT = {"name": "o", "datatype": "INT64", "shape": [1], "data": [1]}
+
+
+@pytest.mark.parametrize(
+    ("answer", "complaint"),
+    [
+        ({"outputs": [{**V2_OUTPUT, "parameters": 5}]}, "output 'o' 'parameters' must be an"),
+        ({"outputs": [{**V2_OUTPUT, "parameters": "ab"}]}, "must be an object, got str"),
+        ({"outputs": [{**V2_OUTPUT, "parameters": [["a", 1]]}]}, "must be an object, got list"),
+        ({"outputs": [V2_OUTPUT], "parameters": 5}, "response 'parameters' must be an object"),
+        ({"outputs": [V2_OUTPUT], "id": {"a": 1}}, "response 'id' must be a string"),
+        (
+            {"outputs": [{**V2_OUTPUT, "parameters": {"binary_data_size": True}}]},
+            "binary_data_size True overruns",
+        ),
+        ({"outputs": {"o": 1}}, "no 'outputs' list"),
+        ([1, 2], "no 'outputs' list"),
+    ],
+)
+def test_a_malformed_v2_answer_is_the_predictors_502(answer, complaint):
+    with (
+        raw_predictor(lambda conn, index, head: http_answer(200, answer)) as fake,
+        pytest.raises(PredictorUnavailable) as caught,
+    ):
+        run(PredictorClient(fake.host, "v2"), "infer", "m", iris_request(IRIS_ROWS))
+    assert caught.value.status == 502
+    assert f"predictor {fake.host} sent an invalid V2 response" in caught.value.message
+    assert complaint in caught.value.message
+
+
 def grpc_checks(*args: str) -> None:
     """The grpc-v2 checks run in a child process: modelport's generated OIP protos and
     tritonclient.grpc's (used by other tests in this session) both register the `inference`
