@@ -6,11 +6,15 @@ with a message saying how to export the model. Inputs bind to `forward`'s argume
 (V2 tensors or V1 instance keys) or by position; outputs are `output-0` for a tensor,
 `output-0..n` for a tuple and the keys of a returned dict. Dtypes pass through exactly
 (BF16 travels as raw 16-bit words in the binary extension); V1 numbers, which JSON leaves
-untyped, take the model's declared dtype when known and torch's float32 default otherwise.
+untyped, take the dtype an exported program declares; for TorchScript, which declares
+none, the floating dtype of the model's parameters (so integer rows feed a float model),
+except in a model with an embedding, or without floating parameters, where integers stay
+int64 and decimals become float32.
 Metadata: an exported program declares its outputs; TorchScript declares neither dtypes nor
 ranks, so its metadata is a guess until the first inference with inputs of the datatype the
 metadata gives them, and what it answered to that after.
-A RuntimeError is the client's mistake only when torch says the input does not fit.
+A RuntimeError is the client's mistake only when torch says the input does not fit (its
+dtype, shape or indices), never when it names a device error.
 """
 
 from __future__ import annotations
@@ -207,13 +211,41 @@ class PyTorchPredictor(Predictor):
 
     def decode_v1(self, body: Any) -> InferRequest:
         """Instances are rows of one input, or objects whose keys name forward's arguments;
-        numbers take the dtype an exported program declares."""
-        datatypes = {name: _datatype(dtype) for name, dtype in self.input_dtypes.items()}
+        numbers take the dtype an exported program declares, or for TorchScript that of
+        its floating parameters (see `_v1_datatype`)."""
+        if self.program is not None:
+            datatypes = {name: _datatype(dtype) for name, dtype in self.input_dtypes.items()}
+        else:
+            floating = self._v1_datatype()
+            datatypes = dict.fromkeys(self.input_names, floating) if floating else {}
         return decode_instances(body, self.input_names, datatypes)
+
+    def _v1_datatype(self) -> str | None:
+        """The datatype V1 numbers take for a TorchScript model, which declares none.
+
+        JSON does not tell 1 from 1.0, so `[[1, 2, 3, 4]]` must not become an int64 tensor
+        that a float Linear refuses while `[[1.0, 2, 3, 4]]` works: numbers take the floating
+        dtype of the model's parameters, as other runtimes give them the declared one. A
+        model with an embedding takes integer indices, and one without floating parameters
+        gives no hint: there, numbers keep their JSON kind (integers int64, decimals
+        float32)."""
+        floating = None
+        for module in self.module.modules():  # type: ignore[attr-defined]
+            if getattr(module, "original_name", "") in _INDEX_MODULES:
+                return None
+        for parameter in self.module.parameters():  # type: ignore[attr-defined]
+            if parameter.dtype.is_floating_point:
+                floating = parameter.dtype
+                break
+        return None if floating is None else _datatype(floating)
 
     def encode_v1(self, response: InferResponse) -> dict[str, Any]:
         """One output: its rows; several: one object per instance (TF Serving's shape)."""
         return encode_rows(response)
+
+
+# TorchScript submodules (by class name) whose input is integer indices, not features.
+_INDEX_MODULES = frozenset({"Embedding", "EmbeddingBag"})
 
 
 # --- loading helpers ----------------------------------------------------------------------
@@ -342,13 +374,28 @@ def _to_tensor(name: str, value: Any) -> Tensor:
 # What torch says when the input does not fit the model (shapes, ranks, dtypes). Torch
 # raises RuntimeError for those and for device faults alike (TorchScript wraps everything
 # in one), so only these messages make a RuntimeError the client's mistake.
+# Each alternative names the operand's dtype, shape or index, never the device: a CUDA
+# error (even an index assert on the device) stays a model fault.
 _INPUT_MISMATCH = re.compile(
     r"shapes cannot be multiplied|size mismatch|must match the size of tensor"
     r"|is invalid for input of size|dimension out of range|expected .*input"
-    r"|to have \d+ channels|expected scalar type|to have the same dtype"
-    r"|not implemented for '\w+'|expected input at",
+    r"|to have \d+ channels|expected scalar type|(must|to) have the same dtype"
+    r"|not implemented for '\w+'|expected input at"
+    # dtype mismatches: `mat1 and mat2 must have the same dtype, but got Long and Float`,
+    # conv's `Input type (double) and bias type (float) should be the same`, embedding's
+    # `Expected tensor for argument #1 'indices' to have one of the following scalar types`
+    r"|input type \(.*\) and \w+ type \(.*\) should be the same"
+    r"|expected tensor for argument #\d+ '\w+' to have (one of )?the following scalar type"
+    # indices the client sent: `index 7 is out of bounds for dimension 0 with size 3`,
+    # `tensors used as indices must be long, int, byte or bool tensors`, embedding's
+    # `index out of range in self`
+    r"|index -?\d+ is out of bounds for dimension|tensors used as indices must be"
+    r"|index out of range in self",
     re.IGNORECASE,
 )
+
+# A device error is the model's (or the machine's) whatever else its message says.
+_DEVICE_FAULT = re.compile(r"CUDA error|CUBLAS_STATUS|CUDNN_STATUS|device-side assert")
 
 
 def _classify(model: str, exc: Exception) -> ModelportError:
@@ -358,7 +405,9 @@ def _classify(model: str, exc: Exception) -> ModelportError:
     torch's argument checks raise ValueError, TypeError and IndexError for bad
     arguments, and a failed `assert` in forward is the model checking its input."""
     message = _message(exc)
-    blamed = not isinstance(exc, RuntimeError) or bool(_INPUT_MISMATCH.search(message))
+    blamed = not isinstance(exc, RuntimeError) or (
+        bool(_INPUT_MISMATCH.search(message)) and not _DEVICE_FAULT.search(message)
+    )
     if blamed:
         return InvalidInput(f"model '{model}' rejected the input: {message}")
     return InferenceFailed(f"model '{model}' failed: {type(exc).__name__}: {message}")

@@ -63,14 +63,35 @@ class Faulty(torch.nn.Module):
         return x + 1
 
 
+class Indexer(torch.nn.Module):
+    """Indexes one input with another: the indices are the client's."""
+
+    def forward(self, x: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        return x[i]
+
+
+class Embedder(torch.nn.Module):
+    """Float parameters, integer input: token ids must stay integers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = torch.nn.Embedding(10, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(ids)
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """One model repository (a subdirectory per model) plus the eager modules."""
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("torch-models")
     two, classifier = TwoInputs().eval(), Classifier().eval()
-    for name in ("two", "classifier", "doubler", "exported", "faulty"):
+    embedder = Embedder().eval()
+    for name in ("two", "classifier", "doubler", "exported", "faulty", "indexer", "embedder"):
         (root / name).mkdir()
+    torch.jit.save(torch.jit.script(Indexer()), root / "indexer" / "model.pt")
+    torch.jit.save(torch.jit.script(embedder), root / "embedder" / "model.pt")
     torch.jit.save(torch.jit.script(Faulty()), root / "faulty" / "model.pt")
     torch.jit.save(torch.jit.script(two), root / "two" / "model.pt")
     torch.jit.save(torch.jit.script(classifier), root / "classifier" / "model.pt")
@@ -82,7 +103,7 @@ def models(tmp_path_factory):
         dynamic_shapes={"x": {0: batch}, "y": {0: batch}},
     )
     torch.export.save(program, root / "exported" / "model.pt2")
-    return {"root": root, "two": two, "classifier": classifier}
+    return {"root": root, "two": two, "classifier": classifier, "embedder": embedder}
 
 
 @pytest.fixture(scope="module")
@@ -351,3 +372,50 @@ def test_runtime_error_that_is_not_the_inputs_fault_is_500(server: ServerProcess
     fault = server.post("/v2/models/faulty/infer", json={"inputs": v2_inputs(big, big)[:1]})
     assert fault.status_code == 500, fault.text
     assert "illegal memory access" in fault.json()["error"]
+
+
+@pytest.mark.parametrize("datatype", ["FP64", "INT64", "FP16", "BOOL"])
+def test_input_of_another_dtype_than_the_weights_is_400(server: ServerProcess, datatype: str):
+    """torch 2.x words a Linear's dtype mismatch as `mat1 and mat2 must have the same dtype`:
+    the client's mistake, as V2 gives the datatype explicitly."""
+    data = [True] * 4 if datatype == "BOOL" else [1, 2, 3, 4]
+    body = {"inputs": [{"name": "x", "datatype": datatype, "shape": [1, 4], "data": data}]}
+    response = server.post("/v2/models/classifier/infer", json=body)
+    assert response.status_code == 400, response.text
+    assert "must have the same dtype" in response.json()["error"]
+
+
+def test_indices_the_model_cannot_use_are_400(server: ServerProcess):
+    x = {"name": "x", "datatype": "FP32", "shape": [3], "data": [1, 2, 3]}
+    beyond = {"name": "i", "datatype": "INT64", "shape": [1], "data": [7]}
+    response = server.post("/v2/models/indexer/infer", json={"inputs": [x, beyond]})
+    assert response.status_code == 400, response.text
+    assert "index 7 is out of bounds for dimension 0" in response.json()["error"]
+    decimal = {"name": "i", "datatype": "FP32", "shape": [1], "data": [0.5]}
+    response = server.post("/v2/models/indexer/infer", json={"inputs": [x, decimal]})
+    assert response.status_code == 400, response.text
+    assert "tensors used as indices must be" in response.json()["error"]
+    token = {"name": "ids", "datatype": "INT64", "shape": [1], "data": [12]}
+    response = server.post("/v2/models/embedder/infer", json={"inputs": [token]})
+    assert response.status_code == 400, response.text
+    assert "index out of range" in response.json()["error"]
+    fine = {"name": "i", "datatype": "INT64", "shape": [1], "data": [2]}
+    response = server.post("/v2/models/indexer/infer", json={"inputs": [x, fine]})
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["data"] == [3.0]
+
+
+def test_v1_integer_rows_take_the_floating_dtype_of_the_weights(server: ServerProcess, models):
+    """JSON does not tell 1 from 1.0: V1 integers feed a float TorchScript model like
+    decimals do, while a model with an embedding still gets its integer ids."""
+    ints = server.post("/v1/models/classifier:predict", json={"instances": [[1, 2, 3, 4]]})
+    decimals = server.post("/v1/models/classifier:predict", json={"instances": [[1.0, 2, 3, 4]]})
+    assert ints.status_code == 200, ints.text
+    assert ints.json() == decimals.json()
+    logits, _ = eager(models["classifier"], np.array([[1, 2, 3, 4]], dtype=np.float32))
+    predicted = [row["output-0"] for row in ints.json()["predictions"]]
+    np.testing.assert_allclose(predicted, logits.numpy(), rtol=1e-5)
+    ids = server.post("/v1/models/embedder:predict", json={"instances": [[1, 2]]})
+    assert ids.status_code == 200, ids.text
+    expected = eager(models["embedder"], np.array([[1, 2]])).numpy()
+    np.testing.assert_allclose(ids.json()["predictions"], expected, rtol=1e-6)
