@@ -334,6 +334,11 @@ class TabularPredictor(Predictor):
         """Run a framework function: its input complaints are 400s, anything else a 500."""
         return np.asarray(self.guarded(function, features))
 
+    def complaint(self, exc: Exception) -> str:
+        """A framework's refusal of an input, as the client reads it (runtimes whose
+        messages carry native stack traces or source locations trim them here)."""
+        return str(exc)
+
     def guarded(self, function: Callable[[Any], Any], features: Any) -> Any:
         """`function(features)` with input complaints as 400s and anything else as a 500.
 
@@ -347,7 +352,7 @@ class TabularPredictor(Predictor):
             raise
         except (ValueError, TypeError, KeyError) as exc:
             if isinstance(exc, ValueError) or _input_at_fault(exc, features):
-                what = f"no column {exc}" if isinstance(exc, KeyError) else str(exc)
+                what = f"no column {exc}" if isinstance(exc, KeyError) else self.complaint(exc)
                 raise InvalidInput(f"model '{self.name}' rejected the input: {what}") from exc
             raise InferenceFailed(
                 f"model '{self.name}' failed: {type(exc).__name__}: {exc}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,10 @@ def read_booster(path: Path) -> Any:
     booster = xgb.Booster()
     booster.load_model(bytearray(path.read_bytes()))
     return booster
+
+
+# "[hh:mm:ss] /path/to/file.cc:123: " before an XGBoost error message.
+_XGBOOST_PREFIX = re.compile(r"^\[\d{2}:\d{2}:\d{2}\] [^\s:]+:\d+: ")
 
 
 class XGBoostPredictor(TabularPredictor):
@@ -106,6 +111,12 @@ class XGBoostPredictor(TabularPredictor):
             spec = self.contributions_spec(self.classes if objective.startswith("multi:") else 1)
             return TensorSpec(name, "FP32", spec.shape)
         return super().output_spec(name)
+
+    def complaint(self, exc: Exception) -> str:
+        """XGBoost's errors read `[12:00:00] /src/data/data.cc:1196: Check failed: ...`
+        followed by a native stack trace: the client gets the sentence only."""
+        text = str(exc).split("\nStack trace", 1)[0].strip()
+        return _XGBOOST_PREFIX.sub("", text)
 
     def dmatrix(self, features: Any) -> Any:
         """Arrays are positional (the model's names and types); DataFrames keep theirs."""

@@ -351,6 +351,11 @@ def test_bad_inputs_are_400s(iris_server: ServerProcess, regression_server: Serv
     assert_bad(post("/v2/models/iris/infer", json=text), "rejected the input")
     regression = v2_rows([[1.0, 2.0, 3.0]], "predict_proba")
     assert_bad(regression_server.post("/v2/models/reg/infer", json=regression), "predict_proba")
+    # XGBoost's own refusal, without its native source location and stack trace.
+    huge = post("/v1/models/iris:predict", json={"instances": [[1e300, 2.0, 3.0, 4.0]]})
+    assert_bad(huge, "Input data contains `inf` or a value too large")
+    error = huge.json()["error"]
+    assert "Stack trace" not in error and ".cc:" not in error, error
 
     good = post("/v1/models/iris:predict", json={"instances": IRIS_ROWS})
     assert good.status_code == 200, good.text
