@@ -80,9 +80,6 @@ class MLflowPredictor(Predictor):
             raise ModelLoadError(f"model URI '{uri}': '{path}' holds no {MLMODEL} file")
         return path
 
-    def unload(self) -> None:
-        self.model = None
-
     # --- metadata and V1 ----------------------------------------------------------------
 
     def inputs(self) -> list[TensorSpec]:

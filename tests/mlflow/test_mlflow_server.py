@@ -227,6 +227,23 @@ def test_v1_dataframe_split_matches_the_model(server: ServerProcess, models) -> 
     np.testing.assert_allclose(got, expected, rtol=1e-9)
 
 
+def test_an_unloaded_predictor_still_answers_requests_already_holding_it(models) -> None:
+    """The repository promises that requests in flight keep the predictor they started on:
+    an unload (or eviction) while one waits for the pool must not break it (unload used
+    to drop the model, and such a request failed with a 500)."""
+    from modelport.base.model import ModelSettings
+    from modelport.runtimes.mlflow.model import MLflowPredictor
+
+    predictor = MLflowPredictor(ModelSettings("wine", Path(models["root"]) / "wine"))
+    predictor.load()
+    rows = wine_rows()
+    body = {"dataframe_split": json.loads(rows.to_json(orient="split"))}
+    request = predictor.decode_v1(body)
+    predictor.unload()
+    answer = predictor.encode_v1(predictor.infer(request))
+    np.testing.assert_allclose(answer["predictions"], models["wine"].predict(rows), rtol=1e-9)
+
+
 IRIS_ROWS = [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]
 
 
