@@ -116,9 +116,9 @@ class Explainer(Transformer):
         # shap samples from NumPy's global generator: one thread owns all the math.
         self.math = ThreadPoolExecutor(1, thread_name_prefix="kernel-shap")
 
-    def unload(self) -> None:
-        self.math.shutdown(wait=False)
-        super().unload()
+    # No unload of its own: requests already holding this predictor finish on it (the
+    # repository's promise), so its math thread must outlive an unload; the executor's
+    # thread exits once the predictor, and with it the executor, is garbage.
 
     # --- V1 :explain and V2 `contributions` ----------------------------------------------
 

@@ -219,3 +219,27 @@ async def test_large_batches_reach_the_predictor_in_parts(iris, monkeypatch):
     assert np.allclose(parts["predictions"], whole["predictions"], atol=1e-12)
     for mine, theirs in zip(parts["explanations"], whole["explanations"], strict=True):
         assert np.allclose(mine["contributions"], theirs["contributions"], atol=1e-12)
+
+
+async def test_an_unloaded_explainer_still_answers_requests_already_holding_it(iris):
+    """Requests in flight keep the predictor they started on; unload used to shut the
+    explainer's math thread down, and such a request failed with a 500."""
+    from modelport.base.messages import InferRequest, Tensor
+    from modelport.base.model import ModelSettings
+    from modelport.runtimes.explainer import model as explainer_model
+
+    _, predictor, _, root = iris
+    options = {
+        "predictor_host": f"127.0.0.1:{predictor.port}",
+        "background_data": str(root / "background.csv"),
+        "background_samples": 20,
+        "max_evaluations": 32,
+    }
+    explainer = explainer_model.Explainer(ModelSettings("iris", root, parameters=options))
+    explainer.load()
+    try:
+        explainer.unload()
+        answer = await explainer.explain(InferRequest([Tensor("x", np.array(IRIS_ROWS))]))
+    finally:
+        await explainer.scorer.aclose()
+    assert len(answer["explanations"]) == len(IRIS_ROWS)
