@@ -19,7 +19,7 @@ import numpy as np
 from modelport.base.datatypes import TO_NUMPY, from_numpy
 from modelport.base.errors import NO_OUTPUTS, InferenceFailed, InvalidInput, ModelportError
 from modelport.base.messages import InferRequest, InferResponse, Tensor
-from modelport.base.protocol import v1
+from modelport.base.protocol import v1, v2
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -201,7 +201,12 @@ def decode_instances(body: Any, names: Sequence[str], datatypes: dict[str, str])
 
 def v1_column(name: str, values: list[Any], datatype: str | None) -> np.ndarray:
     """V1 values of one input stacked into rows of the model's datatype (when known and
-    carried; floats where unknown, as frameworks default JSON numbers to float32)."""
+    carried; floats where unknown, as frameworks default JSON numbers to float32).
+
+    The conversion is V2's JSON decoding (`v2._from_json`), so both protocols refuse the
+    same values alike: booleans only for BOOL, integers within the datatype's range, floats
+    that stay finite once narrowed. A plain `astype` would wrap 300 to 44 in UINT8 and turn
+    1e6 into infinity in FP16 without a word."""
     if any(value is None for value in values):
         raise InvalidInput(f"input '{name}' is missing from some instances")
     what = f"input '{name}': instances"
@@ -209,12 +214,18 @@ def v1_column(name: str, values: list[Any], datatype: str | None) -> np.ndarray:
         return v1.json_array(values, what, "strings", kinds="US")
     array = v1.json_array(values, what, "numbers", kinds="biuf")
     target = TO_NUMPY.get(datatype or "")
-    if target is not None and target.kind != "O":
-        if array.dtype.kind == "f" and target.kind in "biu":
+    if datatype is not None and target is not None and target.kind != "O":
+        # orjson reads integers past 64 bits as floats: V2 calls those out of range.
+        huge = array.dtype.kind == "f" and bool(array.size) and np.abs(array).max() >= 2.0**63
+        if array.dtype.kind == "f" and target.kind in "biu" and not huge:
             raise InvalidInput(f"input '{name}': the model takes {datatype}, got decimals")
-        return array.astype(target)
+        return v2._from_json(name, datatype, array.shape, values)
     if array.dtype == np.float64:
-        return array.astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32: refused below
+            narrowed = array.astype(np.float32)
+        if not np.isfinite(narrowed).all():
+            raise InvalidInput(f"input '{name}': values out of range for FP32")
+        return narrowed
     return array
 
 

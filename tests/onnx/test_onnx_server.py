@@ -46,6 +46,8 @@ def models(tmp_path_factory):
     save(brain_graph(), root / "brain" / "model.onnx")
     save(add_graph(), root / "add" / "model.onnx")
     save(reshape_graph(), root / "reshape" / "model.onnx")
+    for name, element in (("u8", TensorProto.UINT8), ("i32", TensorProto.INT32)):
+        save(identity_graph(name, element), root / name / "model.onnx")
     return {"root": root, "classifier": classifier, "rows": iris.data.astype(np.float32)}
 
 
@@ -63,6 +65,16 @@ def v2(name: str, array: np.ndarray, datatype: str) -> dict:
         "shape": list(array.shape),
         "data": array.ravel().tolist(),
     }
+
+
+def identity_graph(name: str, element: int) -> onnx.GraphProto:
+    """A rank-1 input of one element type, answered as is."""
+    return helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        name,
+        [helper.make_tensor_value_info("x", element, ["n"])],
+        [helper.make_tensor_value_info("y", element, ["n"])],
+    )
 
 
 def error_of(response: httpx.Response, status: int = 400) -> str:
@@ -411,3 +423,28 @@ def test_every_onnx_tensor_type_maps_to_its_oip_datatype(tmp_path):
     ]
     assert [(s.name, s.datatype, s.shape) for s in predictor.inputs()] == expected
     assert [s.datatype for s in predictor.outputs()] == list(ONNX_TO_OIP.values())
+
+
+@pytest.mark.parametrize(
+    ("model", "datatype", "shape", "data", "message"),
+    [
+        ("u8", "UINT8", [3], [300, -1, 255], "values out of range for UINT8"),
+        ("i32", "INT32", [2], [2**40, 1], "values out of range for INT32"),
+        ("half", "FP16", [1, 3], [1e6, 1, 1], "non-finite data for a FP16 tensor"),
+        ("half", "FP16", [1, 3], [True, False, True], "boolean data for a FP16 tensor"),
+    ],
+)
+def test_v1_refuses_what_v2_refuses(server: ServerProcess, model, datatype, shape, data, message):
+    """V1 instances take the model's datatype through V2's checks: a value out of range is
+    a 400 naming the input, never wrapped (300 -> 44) or turned into infinity."""
+    body = {"inputs": [{"name": "x", "datatype": datatype, "shape": shape, "data": data}]}
+    assert message in error_of(server.post(f"/v2/models/{model}/infer", json=body))
+    instances = data if len(shape) == 1 else [data]
+    v1 = server.post(f"/v1/models/{model}:predict", json={"instances": instances})
+    assert error_of(v1).startswith("input 'input-0': ")  # bare rows: V1's default name
+    assert message in error_of(v1)
+    edges = [0, 255] if model == "u8" else [-(2**31), 2**31 - 1]
+    if model != "half":
+        fine = server.post(f"/v1/models/{model}:predict", json={"instances": edges})
+        assert fine.status_code == 200, fine.text
+        assert fine.json()["predictions"] == edges
