@@ -253,19 +253,28 @@ class PredictorClient:
 
     async def predict_v1(
         self, model: str, body: Any, headers: Mapping[str, str] | None = None
-    ) -> Any:
-        """One V1 `:predict` call; `body` is JSON-ready (numpy arrays allowed)."""
+    ) -> dict[str, Any]:
+        """One V1 `:predict` call; `body` is JSON-ready (numpy arrays allowed). The answer
+        is the predictor's JSON object."""
         payload = orjson.dumps(body, option=_OPTIONS)
         request_headers = {**forwarded(headers), "content-type": _JSON}
         answer = await self.with_retries(
             lambda: self._post(f"/v1/models/{model}:predict", payload, request_headers)
         )
         try:
-            return orjson.loads(answer.content)
+            doc = orjson.loads(answer.content)
         except orjson.JSONDecodeError as exc:
             raise PredictorUnavailable(
                 f"predictor {self.host} sent a V1 response that is not JSON: {exc}"
             ) from None
+        if not isinstance(doc, dict):
+            # A V1 answer is an object ({"predictions": ...}); handing anything else on
+            # would blame the transformer's postprocess for the predictor's answer.
+            raise PredictorUnavailable(
+                f"predictor {self.host} sent a V1 response that is not a JSON object "
+                f"but {_json_kind(doc)}"
+            )
+        return doc
 
     async def is_ready(self, model: str) -> bool:
         """Whether the predictor serves `model` now; any failure counts as not ready."""
@@ -364,6 +373,17 @@ def _dead(exc: BaseException) -> bool:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return isinstance(exc.message, str)  # a RawResponseMessage: the head had arrived
     return isinstance(exc, aiohttp.ClientOSError) and exc.errno in _DEAD_CONNECTION_ERRNOS
+
+
+def _json_kind(doc: Any) -> str:
+    """What a JSON value is, in words (for error messages)."""
+    if isinstance(doc, list):
+        return "an array"
+    if isinstance(doc, str):
+        return "a string"
+    if isinstance(doc, bool):
+        return "a boolean"
+    return "null" if doc is None else "a number"
 
 
 def _error_message(answer: Answer) -> str:

@@ -33,7 +33,12 @@ import numpy as np
 
 from modelport.base.config import _bool
 from modelport.base.errors import InferenceFailed, InvalidInput, ModelLoadError
-from modelport.base.forward import FORWARDED_HEADERS, PROTOCOLS, PredictorClient
+from modelport.base.forward import (
+    FORWARDED_HEADERS,
+    PROTOCOLS,
+    PredictorClient,
+    PredictorUnavailable,
+)
 from modelport.base.messages import InferRequest, InferResponse, Tensor
 from modelport.base.model import Predictor
 from modelport.base.protocol import v1
@@ -160,21 +165,44 @@ class Transformer(Predictor):
             raise InferenceFailed(
                 f"preprocess returned {type(payload).__name__}; expected a dict or InferRequest"
             )
-        result: Any = await self.predict(payload, headers)
+        answer: Any = await self.predict(payload, headers)
+        predictions = answer.get("predictions") if isinstance(answer, dict) else None
         if self._post_wants_request:
-            result = self.postprocess(result, headers, request=original)  # type: ignore[call-arg]
+            result = self.postprocess(answer, headers, request=original)  # type: ignore[call-arg]
         else:
-            result = self.postprocess(result, headers)
+            result = self.postprocess(answer, headers)
         result = await _maybe_await(result)
         if isinstance(result, InferResponse):
             return result
         if isinstance(result, dict):
             if isinstance(request, V1Request):
                 return V1Response(outputs=[], body=result)
-            return v1_to_response(result)
+            if result is answer and result.get("predictions") is predictions:
+                # The V1 predictor's answer, as it sent it: what a V2 client cannot be given
+                # is the predictor's fault, not the client's (nor postprocess's).
+                return self._predictor_answer_to_response(result)
+            try:
+                return v1_to_response(result)
+            except InvalidInput as exc:  # postprocess's own answer: the transformer's fault
+                raise InferenceFailed(
+                    f"postprocess returned a dict a V2 client cannot receive: {exc.message}"
+                ) from None
         raise InferenceFailed(
             f"postprocess returned {type(result).__name__}; expected a dict or InferResponse"
         )
+
+    def _predictor_answer_to_response(self, answer: dict[str, Any]) -> InferResponse:
+        """A V1 predictor's unchanged answer for a V2 client; a 502 naming the predictor
+        when its `predictions` cannot become a tensor."""
+        host = self.client.host
+        if "predictions" not in answer:
+            raise PredictorUnavailable(f"predictor {host} sent a V1 answer without 'predictions'")
+        try:
+            return v1_to_response(answer)
+        except InvalidInput as exc:
+            raise PredictorUnavailable(
+                f"predictor {host} sent V1 predictions no V2 tensor can hold: {exc.message}"
+            ) from None
 
     def decode_v1(self, body: Any) -> InferRequest:
         """Keep the V1 body as it is: `preprocess` gets the client's dict."""

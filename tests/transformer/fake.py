@@ -118,8 +118,8 @@ class RawPredictor:
 
 
 def http_answer(status: int, body: Any, extra_headers: bytes = b"") -> bytes:
-    """One raw HTTP/1.1 answer; a dict or list body is sent as JSON."""
-    payload = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
+    """One raw HTTP/1.1 answer; a body that is not bytes is sent as JSON."""
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
     return b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n%s" % (
         status,
         len(payload),

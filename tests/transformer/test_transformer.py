@@ -13,7 +13,7 @@ import pytest
 from tests.models import IRIS_ROWS, constant_model, iris_logistic
 from tests.servers import ServerProcess, free_port, start_server, triton_infer
 from tests.transformer.components import start_component, start_transformer
-from tests.transformer.fake import fake_predictor
+from tests.transformer.fake import fake_predictor, http_answer, raw_predictor
 
 PROTOCOLS = ["v1", "v2", "grpc-v2"]
 V2_IRIS = {"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP64", "data": IRIS_ROWS}]}
@@ -304,3 +304,30 @@ def test_batching_never_merges_requests_with_other_credentials_or_ids():
     # each is then sent on its own too).
     assert shape(alike[0]) == [2, 2]
     assert all(seen.headers["authorization"] == "Bearer bob" for seen in alike)
+
+
+@pytest.mark.parametrize(
+    ("answer", "client", "complaint"),
+    [
+        ({"predictions": [[1, 2], [3]]}, "v2", "sent V1 predictions no V2 tensor can hold"),
+        ({"predictions": [{"a": 1}]}, "v2", "sent V1 predictions no V2 tensor can hold"),
+        ({"labels": [1]}, "v2", "sent a V1 answer without 'predictions'"),
+        ([1, 2], "v2", "sent a V1 response that is not a JSON object but an array"),
+        ([1, 2], "v1", "sent a V1 response that is not a JSON object but an array"),
+        ("yes", "v1", "not a JSON object but a string"),
+    ],
+)
+def test_a_v1_answer_no_client_can_receive_is_the_predictors_502(answer, client, complaint):
+    """Neither the client's fault (400) nor the transformer's (500 'postprocess returned')."""
+    with raw_predictor(lambda conn, index, head: http_answer(200, answer)) as fake:
+        server = start_transformer(fake.host, "--model_name=m")
+        try:
+            if client == "v1":
+                response = server.post("/v1/models/m:predict", json={"instances": [[1, 2]]})
+            else:
+                response = server.post("/v2/models/m/infer", json=V2_IRIS)
+        finally:
+            server.stop()
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert error.startswith(f"predictor {fake.host} ") and complaint in error, error

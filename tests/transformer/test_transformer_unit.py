@@ -12,7 +12,7 @@ import pytest
 
 from modelport.base.batching import Batcher, KeyHeaders, batch_key
 from modelport.base.errors import InferenceFailed, InvalidInput, ModelLoadError
-from modelport.base.forward import FORWARDED_HEADERS
+from modelport.base.forward import FORWARDED_HEADERS, PredictorUnavailable
 from modelport.base.messages import InferRequest, InferResponse, Tensor
 from modelport.base.model import ModelSettings
 from modelport.base.transformer import (
@@ -145,3 +145,23 @@ def test_the_batcher_of_a_transformer_keys_on_the_forwarded_headers():
     assert batcher.key_headers is not None
     assert set(batcher.key_headers.as_str) == FORWARDED_HEADERS
     assert Batcher(Runner(object()).call, 8, 0.1).key_headers is None
+
+
+def test_bad_v1_predictions_for_a_v2_client_blame_whoever_made_them():
+    class Ragged(Transformer):
+        async def predict(self, payload: Any, headers: dict[str, str]) -> Any:
+            return {"predictions": [[1, 2], [3]]}  # as if the predictor had answered so
+
+    class RaggedPost(Transformer):
+        async def predict(self, payload: Any, headers: dict[str, str]) -> Any:
+            return {"predictions": [1, 2]}
+
+        def postprocess(self, response: Any, headers: dict[str, str]) -> Any:
+            response["predictions"] = [[1, 2], [3]]  # in place: postprocess's own answer
+            return response
+
+    v2_request = InferRequest(inputs=[Tensor("x", np.ones((1, 2)))])
+    with pytest.raises(PredictorUnavailable, match=r"predictor 127\.0\.0\.1:9 sent V1 predictions"):
+        asyncio.run(transformer(Ragged).infer(v2_request))
+    with pytest.raises(InferenceFailed, match="postprocess returned a dict a V2 client cannot"):
+        asyncio.run(transformer(RaggedPost).infer(v2_request))
