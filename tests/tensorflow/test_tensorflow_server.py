@@ -322,3 +322,33 @@ def test_metadata_describes_what_infer_answers(server: ServerProcess, model: str
         "keras": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],
     }[model]
     assert_metadata_describes_infer(server, model, inputs)
+
+
+def test_finite_values_that_narrow_to_infinity_are_400(server: ServerProcess):
+    """FP64 1e300 for a float32 signature would become infinity: V2 blamed the output (500)
+    and V1 answered null. Both refuse it now, naming the input."""
+    x, y = [[1e300, 1.0, 1.0]], [[1.0, 1.0, 1.0]]
+    body = calc_body(x, y)
+    for tensor in body["inputs"]:
+        tensor["datatype"] = "FP64"
+    v2 = server.post("/v2/models/calc/infer", json=body)
+    assert v2.status_code == 400, v2.text
+    message = "input 'x': signature 'serving_default' takes FP32, got FP64: values out of range"
+    assert message in v2.json()["error"]
+    v1 = server.post("/v1/models/calc:predict", json={"instances": [{"x": x[0], "y": y[0]}]})
+    assert v1.status_code == 400, v1.text
+    assert "input 'x'" in v1.json()["error"]
+    assert "values out of range" in v1.json()["error"]
+    # Infinity sent as such (binary) is the client's choice and still reaches the model.
+    sent = np.array([[np.inf, 1.0, 1.0]])
+    result = triton_infer(
+        server,
+        "calc",
+        [("x", sent, "FP64", True), ("y", np.ones((1, 3)), "FP64", True)],
+        {"sum": True},
+    )
+    assert result.as_numpy("sum")[0, 0] == np.inf
+    fine = server.post(
+        "/v1/models/calc:predict", json={"instances": [{"x": [3e38, 1, 1], "y": y[0]}]}
+    )
+    assert fine.status_code == 200, fine.text
