@@ -88,8 +88,15 @@ class TensorFlowPredictor(Predictor):
                 f"{', '.join(self.signatures) or 'none'} (choose one with --signature_name)"
             )
 
-    def signature(self, name: str | None) -> Signature:
-        """The named signature, or the served default; an unknown name is the client's error."""
+    def signature(self, name: Any) -> Signature:
+        """The named signature, or the served default; an unknown name is the client's error.
+
+        `name` comes from a request's parameters, which may hold any JSON value: a list
+        cannot even be looked up, and an integer is no signature name either."""
+        if name is not None and not isinstance(name, str):
+            raise InvalidInput(
+                f"parameter '{SIGNATURE}' must be a string, got {type(name).__name__}"
+            )
         found = self.signatures.get(name or self.default)
         if found is None:
             raise InvalidInput(

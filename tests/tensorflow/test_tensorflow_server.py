@@ -352,3 +352,15 @@ def test_finite_values_that_narrow_to_infinity_are_400(server: ServerProcess):
         "/v1/models/calc:predict", json={"instances": [{"x": [3e38, 1, 1], "y": y[0]}]}
     )
     assert fine.status_code == 200, fine.text
+
+
+@pytest.mark.parametrize("value", [["scale"], 5, {"name": "scale"}, True])
+def test_signature_name_parameter_that_is_not_a_string_is_400(server: ServerProcess, value):
+    body = {
+        **calc_body([[1.0, 2.0, 3.0]], [[1.0, 1.0, 1.0]]),
+        "parameters": {"signature_name": value},
+    }
+    response = server.post("/v2/models/calc/infer", json=body)
+    assert response.status_code == 400, response.text
+    expected = f"parameter 'signature_name' must be a string, got {type(value).__name__}"
+    assert response.json()["error"] == expected
