@@ -114,8 +114,27 @@ for _cls, (_status, _code) in STATUS_CODES.items():
     _cls.status, _cls.grpc_code = _status, _code
 
 
+# HTTP statuses the table above does not produce, as google.rpc.Code maps them (the mapping
+# HTTP/JSON-to-gRPC gateways use; gRPC's own http-grpc-status-mapping.md is for a broken
+# transport, not for an application's answer: it would make a 400 INTERNAL and a 404
+# UNIMPLEMENTED). 409 is a conflict with the current state: retry the sequence, ABORTED.
+_HTTP_TO_GRPC: dict[int, str] = {
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    408: "DEADLINE_EXCEEDED",
+    409: "ABORTED",
+    412: "FAILED_PRECONDITION",
+    429: "RESOURCE_EXHAUSTED",
+}
+
+
 def grpc_code_for_http(status: int) -> str:
-    """The gRPC code for an HTTP status (for errors relayed from an HTTP peer)."""
+    """The gRPC code for an HTTP status (for errors relayed from an HTTP peer): the table's
+    (404 NOT_FOUND, 413 RESOURCE_EXHAUSTED, 501 UNIMPLEMENTED, ...), then google.rpc.Code's;
+    any other 4xx is INVALID_ARGUMENT, any other status INTERNAL."""
+    code = _HTTP_TO_GRPC.get(status)
+    if code is not None:
+        return code
     for http, code in STATUS_CODES.values():
         if http == status:
             return code

@@ -331,3 +331,37 @@ def test_a_v1_answer_no_client_can_receive_is_the_predictors_502(answer, client,
     assert response.status_code == 502, response.text
     error = response.json()["error"]
     assert error.startswith(f"predictor {fake.host} ") and complaint in error, error
+
+
+def test_a_grpc_client_gets_the_code_of_the_predictors_http_rejection():
+    from tritonclient.utils import InferenceServerException
+
+    expected = {
+        401: "UNAUTHENTICATED",
+        403: "PERMISSION_DENIED",
+        404: "NOT_FOUND",
+        408: "DEADLINE_EXCEEDED",
+        409: "ABORTED",
+        413: "RESOURCE_EXHAUSTED",
+        429: "RESOURCE_EXHAUSTED",
+        422: "INVALID_ARGUMENT",
+        501: "UNIMPLEMENTED",
+    }
+    seen: dict[int, tuple[str, str]] = {}
+    with fake_predictor() as fake:
+        server = start_transformer(fake.host, "--model_name=m", "--predictor_protocol=v2")
+        try:
+            for status in expected:
+                fake.script.append(status)
+                with pytest.raises(InferenceServerException) as caught:
+                    triton_infer(
+                        server, "m", [("x", np.ones((1, 2)), "FP64", False)], protocol="grpc"
+                    )
+                seen[status] = (str(caught.value.status()), str(caught.value.message()))
+        finally:
+            server.stop()
+    assert {status: code for status, (code, _) in seen.items()} == {
+        status: f"StatusCode.{code}" for status, code in expected.items()
+    }
+    for status, (_, message) in seen.items():
+        assert f"predictor {fake.host}: scripted {status}" in message, message
