@@ -11,7 +11,9 @@ version) directory overrides name, version, runtime, parameters and batching.
 Loading and unloading run in threads and change state only on the event loop, so requests
 to other models never wait on them. With `--max_loaded_models` or `--memory_budget` the
 least recently used model is evicted when another must load; a request for an evicted
-model loads it again transparently.
+model loads it again transparently. Loading a model that is loaded reloads it as Triton
+does: the new predictor loads beside the serving one and replaces it only once loaded; a
+reload that fails leaves the loaded version serving.
 """
 
 from __future__ import annotations
@@ -264,7 +266,10 @@ class ModelRepository:
         """Load (or reload) a model by name; the name must be a directory under the root.
 
         `reload=False` (on-demand loads of evicted models) skips the work when a concurrent
-        request already brought the model back.
+        request already brought the model back. A version that is serving is reloaded
+        beside its predictor (see `_load_version`); when such a reload fails, the old
+        predictor keeps serving and `ModelLoadError` says why. A version that was not
+        loaded and fails to load is left UNAVAILABLE with its reason (no exception).
         """
         model = self.models.get(name)
         if model is None:
@@ -274,29 +279,94 @@ class ModelRepository:
         async with self._load_lock:
             if not reload and not model.evicted:
                 return
+            # `incoming` is never its own victim, and a serving model counts once: as one
+            # of `--max_loaded_models` (the `+ 1`) and in the RSS `--memory_budget` reads.
             await self._evict_for(model)
             async with model.lock:
-                await self._load_versions(model)
+                failed_reloads = await self._load_versions(model)
         self._changed()
+        if failed_reloads:
+            # The old version still answers, but the caller asked for the new one: a load
+            # that did not happen is answered as a failed first load is (500).
+            raise ModelLoadError("; ".join(failed_reloads))
 
-    async def _load_versions(self, model: Model) -> None:
-        """Load every version of `model` (caller holds the load lock and its lock)."""
-        name = model.name
-        loop = asyncio.get_running_loop()
+    async def _load_versions(self, model: Model) -> list[str]:
+        """Load every version of `model` (caller holds the load lock and its lock); the
+        reasons of the reloads that failed while the old predictor kept serving."""
+        failed_reloads: list[str] = []
+        replaced: list[tuple[Predictor, Predictor]] = []
         for entry in model.versions.values():
-            entry.state, entry.reason = State.LOADING, ""
-            predictor = entry.runtime(entry.settings)
-            try:
-                await loop.run_in_executor(None, predictor.load)
-                predictor.loaded()
-            except Exception as exc:
-                entry.state, entry.reason = State.UNAVAILABLE, _reason(name, exc)
-                log.error("model load failed", extra={"model": name, "reason": entry.reason})
-                continue
-            entry.predictor, entry.state, entry.reason = predictor, State.READY, ""
+            await self._load_version(model.name, entry, failed_reloads, replaced)
         model.evicted = False
         model.last_used = time.monotonic()
-        log.info("model loaded", extra={"model": name, "state": model.state.value})
+        if replaced:
+            await self._retire(replaced)
+        log.info("model loaded", extra={"model": model.name, "state": model.state.value})
+        return failed_reloads
+
+    async def _load_version(
+        self,
+        name: str,
+        entry: ModelVersion,
+        failed_reloads: list[str],
+        replaced: list[tuple[Predictor, Predictor]],
+    ) -> None:
+        """Load one version; when it was serving, the new predictor loads beside the old.
+
+        As Triton's reload: the old predictor answers requests until the new one has
+        loaded, then one assignment on the event loop swaps it in, so no request ever sees
+        the model missing. Adds (old, new) to `replaced` after a swap (the caller unloads
+        old; lists rather than a return value, so no local of the caller's keeps the old
+        predictor alive once it is unloaded), or the reason to `failed_reloads` when a
+        reload failed (old still serving, READY).
+        """
+        serving = entry.predictor if entry.state is State.READY else None
+        if serving is None:
+            entry.state, entry.reason = State.LOADING, ""
+        predictor = entry.runtime(entry.settings)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, predictor.load)
+            predictor.loaded()
+        except Exception as exc:
+            reason = _reason(name, exc)
+            if serving is not None:
+                log.error(
+                    "model reload failed; the loaded version keeps serving",
+                    extra={"model": name, "version": entry.settings.version, "reason": reason},
+                )
+                failed_reloads.append(reason)
+                return
+            entry.predictor, entry.state, entry.reason = None, State.UNAVAILABLE, reason
+            log.error("model load failed", extra={"model": name, "reason": reason})
+            return
+        entry.predictor, entry.state, entry.reason = predictor, State.READY, ""
+        if serving is not None:
+            replaced.append((serving, predictor))
+
+    async def _retire(self, replaced: list[tuple[Predictor, Predictor]]) -> None:
+        """Unload the predictors a reload replaced and return their memory (caller holds
+        the locks, so the next eviction's RSS no longer counts them)."""
+        # The data plane drops the old predictors' runners (keyed by `id(predictor)`):
+        # requests in flight keep the runner they hold and finish on the old predictor, as
+        # after an unload; after this, only they keep it alive.
+        self._changed()
+        loop = asyncio.get_running_loop()
+        while replaced:
+            old, new = replaced.pop()
+            try:
+                await loop.run_in_executor(None, old.unload)
+            except Exception as exc:  # the new predictor serves: the reload succeeded
+                log.warning(
+                    "unloading the replaced predictor failed",
+                    extra={"model": new.name, "error": f"{type(exc).__name__}: {exc}"},
+                )
+            # The tabular runtimes keep `modelport_model_engine` per model name: the old
+            # predictor's unload zeroed what the new one had reported; report it again.
+            report_engine = getattr(new, "_report_engine", None)
+            if callable(report_engine):
+                report_engine()
+            del old, new  # no reference left here when the memory is returned
+        await loop.run_in_executor(None, memory.return_memory)
 
     async def unload(self, name: str, reason: str = "unloaded") -> None:
         """Unload every version of a model; in-flight requests keep their predictor."""
