@@ -360,11 +360,6 @@ class ModelRepository:
                     "unloading the replaced predictor failed",
                     extra={"model": new.name, "error": f"{type(exc).__name__}: {exc}"},
                 )
-            # The tabular runtimes keep `modelport_model_engine` per model name: the old
-            # predictor's unload zeroed what the new one had reported; report it again.
-            report_engine = getattr(new, "_report_engine", None)
-            if callable(report_engine):
-                report_engine()
             del old, new  # no reference left here when the memory is returned
         await loop.run_in_executor(None, memory.return_memory)
 

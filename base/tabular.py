@@ -14,6 +14,7 @@ import importlib
 import logging
 import os
 import sys
+import weakref
 from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -39,6 +40,11 @@ log = logging.getLogger("modelport.accelerate")
 
 OutputFunction = Callable[[Any], np.ndarray]
 DEFAULT_OUTPUT = "output-0"
+# The predictor that speaks for each model name in `modelport_model_engine` (see
+# TabularPredictor._report_engine); weak, so an unloaded predictor is still freed.
+_ENGINE_REPORTERS: weakref.WeakValueDictionary[str, TabularPredictor] = (
+    weakref.WeakValueDictionary()
+)
 
 
 @functools.cache
@@ -149,12 +155,15 @@ class TabularPredictor(Predictor):
                 on_change=self._report_engine,
             )
             self.accelerator.start(after=SERVING)
+        _ENGINE_REPORTERS[self.name] = self  # this predictor now speaks for the model
         self._report_engine()
 
     def unload(self) -> None:
         if self.accelerator is not None:
             self.accelerator.cancel()
         self._report_engine(unloaded=True)
+        if _ENGINE_REPORTERS.get(self.name) is self:
+            del _ENGINE_REPORTERS[self.name]
 
     def engine(self) -> str:
         """Which engine serves: `onnxruntime` once a verified graph serves some batch sizes."""
@@ -171,7 +180,11 @@ class TabularPredictor(Predictor):
         return {"engine": self.engine(), "accelerate": status}
 
     def _report_engine(self, unloaded: bool = False) -> None:
-        """The `modelport_model_engine` gauge: 1 for each engine serving some requests."""
+        """The `modelport_model_engine` gauge: 1 for each engine serving some requests.
+        Only the model's latest loaded predictor reports: a reload swaps the new one in
+        before the old one unloads, and the old one must not then zero the gauge."""
+        if _ENGINE_REPORTERS.get(self.name) is not self:
+            return
         from modelport.base.metrics import process_metrics
 
         gauge = process_metrics().engine
