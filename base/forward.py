@@ -282,7 +282,7 @@ class PredictorClient:
             if self.protocol == "grpc-v2":
                 return bool(await self._grpc_forwarder().is_ready(model))
             path = f"/v1/models/{model}" if self.protocol == "v1" else f"/v2/models/{model}/ready"
-            async with self.http.get(path) as response:
+            async with self.http.get(path, allow_redirects=False) as response:
                 status, content = response.status, await response.read()
         except (aiohttp.ClientError, PredictorError, OSError, TimeoutError):
             return False
@@ -325,7 +325,11 @@ class PredictorClient:
         _reused.set(False)  # set again by the connector once it hands out a connection
         answered = False
         try:
-            async with self.http.post(path, data=body, headers=headers) as response:
+            # A redirect is not followed: it would carry the request (and its credentials)
+            # to a host nobody named; a 3xx is the predictor's unexpected answer, a 502.
+            async with self.http.post(
+                path, data=body, headers=headers, allow_redirects=False
+            ) as response:
                 answered = True
                 answer = Answer(
                     response.status, response.headers, await response.read(), response.reason or ""

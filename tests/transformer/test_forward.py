@@ -280,6 +280,17 @@ def test_a_malformed_v2_answer_is_the_predictors_502(answer, complaint):
     assert complaint in caught.value.message
 
 
+def test_a_predictors_redirect_is_not_followed():
+    # Followed, the request and its credentials would go where the predictor points.
+    redirect = http_answer(307, b"", b"location: http://127.0.0.1:1/elsewhere\r\n")
+    with raw_predictor(lambda conn, index, head: redirect) as fake:
+        (outcome,) = calls(PredictorClient(fake.host, "v1", retries=2), 1)
+        assert run(PredictorClient(fake.host, "v1"), "is_ready", "m") is False
+    assert isinstance(outcome, PredictorUnavailable) and outcome.status == 502
+    assert outcome.message.startswith(f"predictor {fake.host} answered 307")
+    assert fake.requests == 2
+
+
 def grpc_checks(*args: str) -> None:
     """The grpc-v2 checks run in a child process: modelport's generated OIP protos and
     tritonclient.grpc's (used by other tests in this session) both register the `inference`
