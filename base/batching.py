@@ -79,14 +79,6 @@ def batch_key(request: InferRequest, headers: KeyHeaders | None = None) -> Hasha
     return (*key, headers.values(request.raw_headers))
 
 
-def _key_headers(call: ModelCall) -> KeyHeaders | None:
-    """The headers the batched predictor keeps requests apart by (see the module docstring).
-    The runner hands the batcher its bound call method, which knows its predictor."""
-    predictor = getattr(getattr(call, "__self__", None), "predictor", None)
-    names: frozenset[str] = getattr(predictor, "batch_key_headers", frozenset())
-    return KeyHeaders(names) if names else None
-
-
 def _frozen(mapping: dict[str, Any], ignore: tuple[str, ...] = ()) -> Hashable:
     if not mapping:
         return ()
@@ -141,7 +133,7 @@ class Batcher:
         self.call = call
         self.max_size = max_size
         self.max_time = max_time
-        self.key_headers = key_headers if key_headers is not None else _key_headers(call)
+        self.key_headers = key_headers
         self.pending: deque[Pending] = deque()
         self.first_arrival = 0.0
         self.busy = False

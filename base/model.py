@@ -59,6 +59,10 @@ class Predictor(ABC):
     # False for components without artifacts (a transformer): the server then hosts one
     # model named --model_name whatever --model_dir holds.
     needs_model_dir: ClassVar[bool] = True
+    # Request headers (lower-case names) this predictor passes on (a transformer: its
+    # credentials, request id, trace): requests whose values differ are never batched
+    # together, as a merged request carries only the first one's headers.
+    batch_key_headers: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, settings: ModelSettings) -> None:
         self.settings = settings

@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any, cast
 
-from modelport.base.batching import Batcher
+from modelport.base.batching import Batcher, KeyHeaders
 from modelport.base.errors import Overloaded
 from modelport.base.messages import InferRequest, InferResponse
 from modelport.base.model import Predictor
@@ -66,7 +66,12 @@ class ModelRunner:
         self.is_async = inspect.iscoroutinefunction(predictor.infer)
         self.max_queued = max_queued
         self.inline_limit = inline_limit if pool.threads else 0.0
-        self.batcher = Batcher(self._call, batch_size, batch_time) if batch_size > 1 else None
+        names = predictor.batch_key_headers
+        self.batcher = (
+            Batcher(self._call, batch_size, batch_time, KeyHeaders(names) if names else None)
+            if batch_size > 1
+            else None
+        )
         self.active = 0  # requests waiting for or inside this model
         self.costs: dict[int, float] = {}  # size bucket -> seconds per predict (EWMA)
         # Seconds from handing a call to the pool until a thread starts it (EWMA): until

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelport.base.batching import Batcher, KeyHeaders, batch_key
+from modelport.base.batching import KeyHeaders, batch_key
 from modelport.base.errors import InferenceFailed, InvalidInput, ModelLoadError
 from modelport.base.forward import FORWARDED_HEADERS, PredictorUnavailable
 from modelport.base.messages import InferRequest, InferResponse, Tensor
@@ -134,17 +134,15 @@ def test_batch_key_keeps_requests_with_other_forwarded_headers_apart():
 
 
 def test_the_batcher_of_a_transformer_keys_on_the_forwarded_headers():
-    class Runner:  # what the batcher is handed: the bound call of a runner of a predictor
-        def __init__(self, predictor: Any) -> None:
-            self.predictor = predictor
+    from modelport.base.pool import PredictPool
+    from modelport.base.runner import ModelRunner
 
-        async def call(self, request: InferRequest, alone: bool) -> InferResponse:
-            raise AssertionError("not called")
-
-    batcher = Batcher(Runner(transformer()).call, 8, 0.1)
-    assert batcher.key_headers is not None
-    assert set(batcher.key_headers.as_str) == FORWARDED_HEADERS
-    assert Batcher(Runner(object()).call, 8, 0.1).key_headers is None
+    pool = PredictPool(0)
+    runner = ModelRunner(
+        transformer(), pool, batch_size=8, batch_time=0.1, max_queued=0, inline_limit=0.0
+    )
+    assert runner.batcher is not None and runner.batcher.key_headers is not None
+    assert set(runner.batcher.key_headers.as_str) == FORWARDED_HEADERS
 
 
 def test_bad_v1_predictions_for_a_v2_client_blame_whoever_made_them():
