@@ -248,11 +248,18 @@ class DataPlane:
         return self.repository.index()
 
     async def load(self, name: str) -> None:
+        """Load (or reload) a model; a failure of any of its versions fails the call, as in
+        Triton (the versions that loaded serve)."""
         self._require_repository()
         await self.repository.load(name)
-        entry = self.repository.version(name)
-        if entry.state is not State.READY:
-            raise ModelportError(entry.reason or f"model '{name}' failed to load")
+        self.repository.version(name)  # the model is known now (404 otherwise)
+        failed = [
+            entry.reason or f"model '{name}' failed to load"
+            for entry in self.repository.models[name].versions.values()
+            if entry.state is not State.READY
+        ]
+        if failed:
+            raise ModelportError("; ".join(failed))
 
     async def unload(self, name: str) -> None:
         self._require_repository()

@@ -224,3 +224,21 @@ def test_replaced_predictor_is_unloaded_and_freed_before_memory_returns(tmp_path
             plane.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_a_first_load_is_a_failure_when_any_version_fails(serve, tmp_path):
+    """A model whose non-default version cannot load was answered 200: the load reported
+    only the default version. Every version now counts (the one that loaded serves)."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    models = tmp_path / "models"
+    label_model(models / "m", 1, markers)
+    server = serve("sklearn", models)
+
+    label_model(models / "v" / "1", "garbage", markers, name="v")  # the older version
+    label_model(models / "v" / "2", 2, markers, name="v")
+    failed = server.post("/v2/repository/models/v/load")
+    assert failed.status_code == 500, failed.text
+    assert "not a label" in failed.json()["error"]
+    assert label_of(infer_label(server, "/v2/models/v/versions/2")) == 2
+    assert server.get("/v2/models/v/versions/1/ready").status_code != 200
