@@ -197,9 +197,10 @@ class ModelportApp:
 
     async def _answer(self, scope: Scope, receive: Receive, route: InferenceRoute) -> Reply:
         if scope["method"] != "POST":
-            return json_reply(
+            reply = json_reply(
                 {"error": f"method {scope['method']} not allowed for {scope['path']}"}, 405
             )
+            return reply._replace(headers=((b"allow", b"POST"),))  # RFC 9110 asks a 405 for it
         dataplane = self.dataplane
         headers = scope["headers"]
         dataplane.in_flight += 1  # a drain waits for this request (DataPlane.track)
@@ -285,7 +286,12 @@ def _routes(dataplane: DataPlane, config: ServerConfig) -> list[BaseRoute]:
         return reply({"name": name, "ready": False}, error.status if error else 503)
 
     async def repository_index(request: Request) -> Response:
-        return reply(dataplane.repository_index())
+        # The extension's request body: optional `{"ready": true}` lists READY models only.
+        body = await request.body()
+        doc = v2.parse_json(body) if body.strip() else {}
+        if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
+            raise InvalidInput('the index request body is {"ready": true|false} or empty')
+        return reply(dataplane.repository_index(ready_only=doc.get("ready", False)))
 
     async def repository_load(request: Request) -> Response:
         name = request.path_params["name"]
@@ -377,4 +383,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = f"method {request.method} not allowed for {request.url.path}"
     else:
         message = str(exc.detail)
-    return to_response(json_reply({"error": message}, exc.status_code))
+    response = to_response(json_reply({"error": message}, exc.status_code))
+    if exc.headers:  # Starlette's 405 names the allowed methods (`Allow`), as RFC 9110 wants
+        response.headers.update(exc.headers)
+    return response

@@ -243,9 +243,12 @@ class DataPlane:
 
     # --- model repository extension ---------------------------------------------------------
 
-    def repository_index(self) -> list[dict[str, Any]]:
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        """Every model version and its state; with `ready_only`, the READY ones (the
+        extension's `{"ready": true}`)."""
         self._require_repository()
-        return self.repository.index()
+        rows = self.repository.index()
+        return [row for row in rows if row["state"] == "READY"] if ready_only else rows
 
     async def load(self, name: str) -> None:
         """Load (or reload) a model; a failure of any of its versions fails the call, as in

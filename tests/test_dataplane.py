@@ -344,6 +344,39 @@ async def test_openapi_and_offline_docs(tmp_path):
         assert (await client.get("/docs")).status_code == 404
 
 
+async def test_protocol_details_405_allow_index_filter_classification(tmp_path):
+    plane = await make_plane(tmp_path, enable_model_repository=True)
+    async with client_for(plane) as client:
+        # A 405 names the methods allowed (RFC 9110), on the fast path and elsewhere.
+        assert (await client.get("/v2/models/m/infer")).headers["allow"] == "POST"
+        ready = await client.post("/v2/health/ready")
+        assert ready.status_code == 405 and "GET" in ready.headers["allow"]
+        # The repository index takes the extension's {"ready": true}.
+        assert (await client.post("/v2/repository/models/m/unload")).status_code == 200
+        everything = (await client.post("/v2/repository/index")).json()
+        assert [row["state"] for row in everything] == ["UNAVAILABLE"]
+        assert (await client.post("/v2/repository/index", json={"ready": True})).json() == []
+        assert (
+            await client.post("/v2/repository/index", json={"ready": False})
+        ).json() == everything
+        bad = await client.post("/v2/repository/index", content=b"{")
+        assert bad.status_code == 400 and "JSON" in bad.json()["error"]
+        assert (await client.post("/v2/repository/models/m/load")).status_code == 200
+        # Triton's classification extension (class_count) is refused, not ignored.
+        body = v2_body([[1, 2]])
+        body["outputs"] = [{"name": "y", "parameters": {"classification": 2}}]
+        refused = await client.post("/v2/models/m/infer", json=body)
+        assert refused.status_code == 400 and "class_count" in refused.json()["error"]
+        # A boolean is not a byte count.
+        header = b'{"inputs":[{"name":"x","shape":[1],"datatype":"BOOL","parameters":{"binary_data_size":true}}]}'
+        sized = await client.post(
+            "/v2/models/m/infer",
+            content=header + b"\x01",
+            headers={"inference-header-content-length": str(len(header))},
+        )
+        assert sized.status_code == 400 and "binary_data_size" in sized.json()["error"]
+
+
 async def test_unknown_model_names_share_one_metric_label(tmp_path):
     """Model names in paths come from clients: each one kept as a label value would be a
     series for the process' life (an attacker grows /metrics and memory without bound)."""

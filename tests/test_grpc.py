@@ -204,6 +204,15 @@ def test_fp16_answer_is_raw_even_for_a_typed_request(stub):
             grpc.StatusCode.INVALID_ARGUMENT,
             ["input-0", "one or the other"],
         ),
+        (
+            lambda r: (
+                r.outputs.add(name="predict_proba")
+                .parameters["classification"]
+                .CopyFrom(service_pb2.InferParameter(int64_param=2))
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ["class_count"],
+        ),
     ],
     ids=[
         "unknown-model",
@@ -217,6 +226,7 @@ def test_fp16_answer_is_raw_even_for_a_typed_request(stub):
         "unknown-output",
         "duplicate-input",
         "typed-and-raw",
+        "classification",
     ],
 )
 def test_bad_requests_get_status_codes_and_the_server_keeps_serving(stub, mutate, code, words):

@@ -137,10 +137,11 @@ def decode_request(message: pb.ModelInferRequest, limits: v2.Limits) -> InferReq
         raise InvalidInput(
             f"too many requested outputs: {len(message.outputs)} > {limits.max_inputs}"
         )
-    outputs = [
-        RequestedOutput(output.name, parameters_to_dict(output.parameters))
-        for output in message.outputs
-    ]
+    outputs = []
+    for output in message.outputs:
+        parameters = parameters_to_dict(output.parameters)
+        v2.check_classification(output.name, parameters)
+        outputs.append(RequestedOutput(output.name, parameters))
     return InferRequest(
         inputs=inputs,
         id=message.id or None,

@@ -162,9 +162,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryIndexRequest, context: Any
     ) -> pb.RepositoryIndexResponse:
         async def work() -> pb.RepositoryIndexResponse:
-            rows = self.dataplane.repository_index()
-            if request.ready:
-                rows = [row for row in rows if row["state"] == "READY"]
+            rows = self.dataplane.repository_index(ready_only=request.ready)
             return pb.RepositoryIndexResponse(
                 models=[pb.RepositoryIndexResponse.ModelIndex(**row) for row in rows]
             )

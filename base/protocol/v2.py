@@ -303,7 +303,7 @@ def decode_request(body: bytes, header_length: int | None, limits: Limits) -> In
         )
         size = parameters.get("binary_data_size") if parameters else None
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(tail):
+            if type(size) is not int or size < 0 or offset + size > len(tail):  # not a bool
                 raise InvalidInput(
                     f"input '{name}': binary_data_size {size} exceeds the binary data sent"
                 )
@@ -338,10 +338,22 @@ def _requested_outputs(raw: Any, limits: Limits) -> list[RequestedOutput]:
     for item in raw:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidInput("each requested output needs a 'name'")
-        outputs.append(
-            RequestedOutput(item["name"], _as_dict(item.get("parameters"), "output parameters"))
-        )
+        parameters = _as_dict(item.get("parameters"), "output parameters")
+        check_classification(item["name"], parameters)
+        outputs.append(RequestedOutput(item["name"], parameters))
     return outputs
+
+
+def check_classification(name: str, parameters: dict[str, Any]) -> None:
+    """Triton's classification extension (`class_count` in its clients) answers top-k
+    "score:index" strings in place of the tensor; modelport does not offer it (nor lists
+    it among its extensions), so asking for it is refused rather than silently ignored."""
+    count = parameters.get("classification")
+    if count not in (None, 0, False):
+        raise InvalidInput(
+            f"output '{name}': the classification extension (class_count) is not supported; "
+            "ask for the output itself (e.g. predict_proba) and rank it on the client"
+        )
 
 
 def encode_response(
