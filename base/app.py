@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
@@ -26,7 +27,12 @@ from modelport.base import memory, openapi
 from modelport.base import metrics as metrics_module
 from modelport.base.config import ServerConfig
 from modelport.base.dataplane import DataPlane, log_failure
-from modelport.base.errors import InvalidInput, ModelportError, PayloadTooLarge
+from modelport.base.errors import (
+    InvalidInput,
+    ModelportError,
+    PayloadTooLarge,
+    UnsupportedEncoding,
+)
 from modelport.base.middleware import (
     ObservabilityMiddleware,
     header,
@@ -71,12 +77,17 @@ def to_response(reply: Reply) -> Response:
 
 
 async def read_body(receive: Receive, headers: list[tuple[bytes, bytes]], limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed `limit`."""
+    """The request body, refused with 413 as soon as it is known to exceed `limit`, and
+    decompressed when it comes gzip- or deflate-encoded (tritonclient's
+    `request_compression_algorithm`), the decoded size held to the same limit."""
+    encoding = None
     for key, value in headers:
         if key == b"content-length" and value.isdigit() and int(value) > limit:
             raise PayloadTooLarge(
                 f"request body of {value.decode()} bytes exceeds the {limit} byte limit"
             )
+        if key == b"content-encoding":
+            encoding = value
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -89,7 +100,36 @@ async def read_body(receive: Receive, headers: list[tuple[bytes, bytes]], limit:
             raise PayloadTooLarge(f"request body exceeds the {limit} byte limit")
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return body if encoding is None else decode_content(body, encoding, limit)
+
+
+# Content-Encoding -> zlib's wbits: gzip framing, or zlib's (HTTP's "deflate").
+_WBITS = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
+
+
+def decode_content(body: bytes, encoding: bytes, limit: int) -> bytes:
+    """A gzip or deflate body, decompressed to at most `limit` bytes (a small body may
+    expand a thousandfold); other encodings are a 415."""
+    name = encoding.strip().lower()
+    if name in (b"", b"identity"):
+        return body
+    wbits = _WBITS.get(name)
+    if wbits is None:
+        raise UnsupportedEncoding(
+            f"Content-Encoding '{encoding.decode('latin-1')}' is not supported: send the "
+            "body as is, gzip or deflate"
+        )
+    decoder = zlib.decompressobj(wbits)
+    try:
+        data = decoder.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"request body is not valid {name.decode()} data: {exc}") from None
+    if len(data) > limit:
+        raise PayloadTooLarge(f"decompressed request body exceeds the {limit} byte limit")
+    if not decoder.eof:
+        raise InvalidInput(f"request body is truncated {name.decode()} data")
+    return data
 
 
 def _header_length(headers: list[tuple[bytes, bytes]]) -> int | None:

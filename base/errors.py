@@ -65,6 +65,10 @@ class PayloadTooLarge(ModelportError):
     """The request body exceeds the configured cap."""
 
 
+class UnsupportedEncoding(ModelportError):
+    """A request body in a Content-Encoding the server does not decode."""
+
+
 class ServerDraining(ModelportError):
     """The server is shutting down and takes no new inference work."""
 
@@ -103,6 +107,7 @@ STATUS_CODES: dict[type[ModelportError], tuple[int, str]] = {
     ModelNotReady: (503, "UNAVAILABLE"),
     ModelUnloaded: (404, "NOT_FOUND"),
     PayloadTooLarge: (413, "RESOURCE_EXHAUSTED"),
+    UnsupportedEncoding: (415, "INVALID_ARGUMENT"),
     ServerDraining: (503, "UNAVAILABLE"),
     Overloaded: (503, "UNAVAILABLE"),
     RequestTimeout: (504, "DEADLINE_EXCEEDED"),

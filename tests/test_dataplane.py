@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from modelport.base import runner as runner_module
@@ -375,6 +376,42 @@ async def test_protocol_details_405_allow_index_filter_classification(tmp_path):
             headers={"inference-header-content-length": str(len(header))},
         )
         assert sized.status_code == 400 and "binary_data_size" in sized.json()["error"]
+
+
+async def test_compressed_request_bodies_are_decoded_within_the_size_limit(tmp_path):
+    """tritonclient compresses request bodies on request (gzip or deflate), the header
+    length counting the uncompressed JSON; the decoded size is held to the limit."""
+    import gzip
+    import zlib
+
+    plane = await make_plane(tmp_path, max_request_size=4096)
+    body = orjson.dumps(v2_body([[1, 2]]))
+    async with client_for(plane) as client:
+        for encoding, packed in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body))):
+            answer = await client.post(
+                "/v2/models/m/infer", content=packed, headers={"content-encoding": encoding}
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["outputs"][0]["data"] == [2.0, 4.0]
+        v1 = await client.post(
+            "/v1/models/m:predict",
+            content=gzip.compress(b'{"instances": [[1, 2]]}'),
+            headers={"content-encoding": "gzip"},
+        )
+        assert v1.json() == {"predictions": [[2.0, 4.0]]}
+        bomb = gzip.compress(b" " * 100_000)  # ~150 bytes that expand past the 4096 limit
+        refused = await client.post(
+            "/v2/models/m/infer", content=bomb, headers={"content-encoding": "gzip"}
+        )
+        assert refused.status_code == 413 and "decompressed" in refused.json()["error"]
+        broken = await client.post(
+            "/v2/models/m/infer", content=b"not gzip", headers={"content-encoding": "gzip"}
+        )
+        assert broken.status_code == 400 and "gzip" in broken.json()["error"]
+        other = await client.post(
+            "/v2/models/m/infer", content=body, headers={"content-encoding": "br"}
+        )
+        assert other.status_code == 415 and "'br'" in other.json()["error"]
 
 
 async def test_unknown_model_names_share_one_metric_label(tmp_path):

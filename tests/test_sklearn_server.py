@@ -130,6 +130,11 @@ def test_tritonclient_round_trip(iris, binary):
         assert result.as_numpy("predict").tolist() == [1, 1]
         assert result.as_numpy("predict_proba").shape == (2, 3)
         assert result.get_response()["id"] == "r1"
+        for algorithm in ("gzip", "deflate"):  # tritonclient's compressed request bodies
+            packed = client.infer(
+                "iris", [tensor], outputs=outputs, request_compression_algorithm=algorithm
+            )
+            assert packed.as_numpy("predict").tolist() == [1, 1]
     finally:
         client.close()
 
