@@ -209,8 +209,10 @@ def parse_config(
     for action in parser._actions:
         value = env.get(f"MODELPORT_{action.dest.upper()}")
         if value is not None and action.dest != "help":
-            convert = action.type if callable(action.type) else str
-            action.default = convert(value)
+            # Left as text: argparse converts a text default only when the flag is absent,
+            # and a bad value is then a usage error. (Kubernetes puts `<SERVICE>_PORT=tcp://..`
+            # variables in every pod: a Service named modelport-http must not break start-up.)
+            action.default = value
     namespace = vars(parser.parse_args(argv))
     core = {name: namespace.pop(name) for name, _, _ in _FLAGS}
     config = ServerConfig(**core, runtime_options=namespace)

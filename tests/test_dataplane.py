@@ -484,3 +484,16 @@ def test_grpc_limits_past_what_grpc_can_express_mean_its_largest_message():
     assert config.grpc_limits == ((1 << 31) - 1, (1 << 31) - 1)
     config = parse_config(["--grpc_max_receive_message_length=3000000000"], "test")
     assert config.grpc_limits[1] == (1 << 31) - 1
+
+
+def test_environment_values_yield_to_flags_and_bad_ones_are_usage_errors(capsys):
+    """Kubernetes adds `<SERVICE>_PORT=tcp://ip:port` variables to every pod: a Service
+    named modelport-http used to crash start-up with a traceback, flag given or not."""
+    service = {"MODELPORT_HTTP_PORT": "tcp://10.96.0.12:8080"}
+    assert parse_config(["--http_port=18080"], "test", environ=service).http_port == 18080
+    assert parse_config([], "test", environ={"MODELPORT_HTTP_PORT": "9000"}).http_port == 9000
+    for environ in (service, {"MODELPORT_ENABLE_GRPC": "maybe"}):
+        with pytest.raises(SystemExit) as exited:
+            parse_config([], "test", environ=environ)
+        assert exited.value.code == 2
+    assert "invalid" in capsys.readouterr().err
