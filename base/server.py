@@ -67,6 +67,11 @@ class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.grpc is not None:  # in-flight calls were drained with the HTTP ones
             await self.grpc.stop(grace=max(self.deadline - time.monotonic(), 0.5))
+        # uvicorn waits `timeout_graceful_shutdown` for requests still in flight, counted
+        # from now (after a fixed 0.1 s pause), then cancels them: give it only what is left
+        # of our drain, so the whole drain ends within the grace (None would wait forever).
+        left = self.deadline - time.monotonic() if self.deadline else self.grace
+        self.config.timeout_graceful_shutdown = max(left - 0.1, 0.1)  # type: ignore[assignment]
         await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -148,7 +153,7 @@ def serve(config: ServerConfig, runtime: type[Predictor], sock: socket.socket | 
         port=config.http_port,
         log_config=logs.uvicorn_log_config(),
         access_log=False,
-        timeout_graceful_shutdown=int(config.graceful_shutdown_timeout) or None,
+        timeout_graceful_shutdown=None,  # set at shutdown: what is left of the drain
         server_header=False,
         # X-Forwarded-* would only rewrite the client address, which nothing here reads:
         # uvicorn's proxy-headers wrapper is skipped on every request.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 
 import httpx
 
@@ -41,3 +42,30 @@ def test_keep_alive_clients_are_answered_and_told_to_close_while_draining(serve,
     caller.join(30)
     assert slow["answer"].status_code == 200
     assert server.process.wait(30) == 0
+
+
+def test_drain_ends_within_the_grace_even_if_a_request_does_not(serve, tmp_path):
+    echo_model(tmp_path / "echo")
+    server = serve("sklearn", tmp_path, "--graceful_shutdown_timeout=1", "--enable_grpc=false")
+    started = tmp_path / "started"
+    hung_body = {**V2_BODY, "parameters": {"sleep": 30.0, "started_file": str(started)}}
+    answer: dict[str, object] = {}
+
+    def hung_request() -> None:
+        try:
+            answer["status"] = httpx.post(
+                f"{server.url}/v2/models/echo/infer", json=hung_body, timeout=60
+            ).status_code
+        except httpx.HTTPError as exc:
+            answer["status"] = type(exc).__name__
+
+    caller = threading.Thread(target=hung_request, daemon=True)
+    caller.start()
+    wait_for(started.exists)
+    signalled = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(30) == 0
+    # The grace (1 s) plus uvicorn's ticks: neither forever (a 0 grace) nor twice the grace.
+    assert time.monotonic() - signalled < 2.0
+    caller.join(10)
+    assert answer["status"] != 200
