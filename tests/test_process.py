@@ -179,3 +179,28 @@ def test_server_fault_logs_its_traceback_once_and_never_in_the_body(serve, tmp_p
     assert server.log().count("Traceback (most recent call last)") == failed[0]["exc"].count(
         "Traceback (most recent call last)"
     )
+
+
+def test_workers_drain_within_the_grace_and_the_parent_exits_0(serve, tmp_path):
+    marker = tmp_path / "in-predict"
+    marked_slow_model(tmp_path / "model", marker, delay=60.0)
+    server = serve(
+        "sklearn",
+        tmp_path / "model",
+        "--model_name=slow",
+        "--workers=2",
+        "--graceful_shutdown_timeout=0.5",
+        "--enable_grpc=false",
+    )
+
+    def slow_request() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # cut off at the end of the grace
+            httpx.post(f"{server.url}/v1/models/slow:predict", json={"instances": IRIS_ROWS})
+
+    threading.Thread(target=slow_request, daemon=True).start()
+    _until(marker.exists, "the request is inside predict", server)
+    signalled = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=DEADLINE) == 0, server.log()
+    assert time.monotonic() - signalled < 3.0  # the grace, not the parent's kill 10 s later
+    assert "worker did not stop in time" not in server.log()
