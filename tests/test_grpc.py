@@ -418,3 +418,14 @@ def test_a_model_answering_no_outputs_is_internal_as_over_rest(server, stub):
     answer = server.post("/v2/models/echo/infer", json=body)
     assert answer.status_code == 500
     assert "no outputs" in answer.json()["error"]
+
+
+def test_a_grpc_port_in_use_is_a_clear_start_up_error(server, models):
+    """A single server bound its gRPC port with SO_REUSEPORT, so a second one on the same
+    port started silently and the kernel split the calls between them."""
+    second = start_server("sklearn", models, f"--grpc_port={server.grpc_port}", wait=False)
+    try:
+        assert second.process.wait(60) == 1
+        assert "cannot serve gRPC" in second.log()
+    finally:
+        second.stop()

@@ -116,7 +116,9 @@ async def start_grpc(dataplane: DataPlane) -> grpc.aio.Server:
         options=[
             ("grpc.max_send_message_length", send),
             ("grpc.max_receive_message_length", receive),
-            ("grpc.so_reuseport", 1),
+            # Workers share the port (the kernel spreads connections); a single server must
+            # not, or a second server on the same port would bind silently and split traffic.
+            ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
         ]
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(dataplane), server)
