@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import jsonschema
-import pytest
 from starlette.routing import Route
 
 from modelport.base.app import create_app
@@ -60,7 +59,8 @@ def resolve(doc: dict[str, Any], node: Any) -> Any:
 
 
 def test_document_is_valid_openapi_3_0():
-    validator = pytest.importorskip("openapi_spec_validator")
+    import openapi_spec_validator as validator  # the test extra's
+
     for doc in documents():
         assert doc["openapi"] == "3.0.3"
         errors = list(validator.OpenAPIV30SpecValidator(doc).iter_errors())
