@@ -8,6 +8,7 @@ flag can also come from the environment as `MODELPORT_<FLAG>` (flags win).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -177,6 +178,18 @@ _FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
 
 RuntimeArguments = Callable[[argparse.ArgumentParser], None]
 
+# Flags of KServe's model server that mean nothing here (its thread and asyncio pool sizes,
+# its logging set-up and latency log): accepted, so a ServingRuntime written for KServe's
+# servers starts unchanged, and named in one warning line.
+KSERVE_IGNORED_FLAGS = (
+    "max_threads",
+    "max_asyncio_workers",
+    "enable_latency_logging",
+    "configure_logging",
+    "log_config_file",
+    "access_log_format",
+)
+
 
 def build_parser(
     prog: str, add_runtime_arguments: RuntimeArguments | None = None
@@ -191,6 +204,8 @@ def build_parser(
         parser.add_argument(
             f"--{name}", type=kind, default=default, help=f"{text} (default: {default})", **bare
         )
+    for name in KSERVE_IGNORED_FLAGS:  # a value, or bare for the boolean ones
+        parser.add_argument(f"--{name}", nargs="?", const="true", help=argparse.SUPPRESS)
     if add_runtime_arguments is not None:
         group = parser.add_argument_group("runtime options")
         add_runtime_arguments(group)  # type: ignore[arg-type]
@@ -214,6 +229,11 @@ def parse_config(
             # variables in every pod: a Service named modelport-http must not break start-up.)
             action.default = value
     namespace = vars(parser.parse_args(argv))
+    ignored = [f"--{name}" for name in KSERVE_IGNORED_FLAGS if namespace.pop(name) is not None]
+    if ignored:
+        logging.getLogger("modelport.server").warning(
+            "ignoring KServe flags modelport does not use: %s", ", ".join(ignored)
+        )
     core = {name: namespace.pop(name) for name, _, _ in _FLAGS}
     config = ServerConfig(**core, runtime_options=namespace)
     _check(parser, config)

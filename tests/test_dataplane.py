@@ -497,3 +497,22 @@ def test_environment_values_yield_to_flags_and_bad_ones_are_usage_errors(capsys)
             parse_config([], "test", environ=environ)
         assert exited.value.code == 2
     assert "invalid" in capsys.readouterr().err
+
+
+def test_kserve_flags_modelport_does_not_use_are_accepted_and_named(caplog):
+    """A ServingRuntime written for KServe's servers may pass its thread, asyncio and
+    logging flags; they used to be a usage error (exit 2)."""
+    argv = [
+        "--max_threads=8",
+        "--max_asyncio_workers",
+        "4",
+        "--enable_latency_logging",
+        "--configure_logging=false",
+        "--log_config_file=/etc/log.yaml",
+        "--access_log_format=%(h)s",
+        "--http_port=9001",
+    ]
+    config = parse_config(argv, "test", environ={})
+    assert config.http_port == 9001
+    assert not set(config.runtime_options) & {"max_threads", "enable_latency_logging"}
+    assert "--max_threads, --max_asyncio_workers, --enable_latency_logging" in caplog.text
