@@ -210,8 +210,10 @@ class Supervisor:
         how = describe_exit(process.exitcode)
         fields = {"worker": slot.index, "pid": process.pid, **how}
         if self.stopping:
-            # 128+SIGTERM: stopped by our signal before it served (still loading models).
-            if process.exitcode not in (0, 128 + signal.SIGTERM) and self.code == 0:
+            # Stopped by our SIGTERM before it served: 128+SIGTERM while loading models
+            # (quiet handler), -SIGTERM before even that (Python's default action).
+            stopped = (0, 128 + signal.SIGTERM, -signal.SIGTERM)
+            if process.exitcode not in stopped and self.code == 0:
                 self.code = 1
             log.info("worker exited", extra=fields)
             return

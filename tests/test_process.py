@@ -204,3 +204,25 @@ def test_workers_drain_within_the_grace_and_the_parent_exits_0(serve, tmp_path):
     assert server.process.wait(timeout=DEADLINE) == 0, server.log()
     assert time.monotonic() - signalled < 3.0  # the grace, not the parent's kill 10 s later
     assert "worker did not stop in time" not in server.log()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        with contextlib.suppress(OSError, IndexError):
+            stat = open(f"/proc/{entry}/stat").read()  # noqa: SIM115
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_sigterm_while_workers_start_exits_0(tmp_path):
+    iris_logistic(tmp_path)
+    server = start_server("sklearn", tmp_path, "--workers=2", wait=False)
+    try:  # the two workers and multiprocessing's resource tracker: still importing
+        _until(lambda: len(_children(server.process.pid)) >= 3, "workers spawned", server)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=DEADLINE) == 0, server.log()
+    finally:
+        server.stop()
