@@ -121,7 +121,7 @@ space := $(empty) $(empty)
 framework_version = $(lastword $(subst ==, ,$(firstword $(FRAMEWORK_$(1)))))
 image_tags = $(REGISTRY)/$(1):$(MODELPORT_VERSION)$(TAG_SUFFIX)$(if $(FRAMEWORK_$(1)),$(,)$(REGISTRY)/$(1):$(call framework_version,$(1))$(TAG_SUFFIX))
 
-images: image-storage $(addprefix image-,$(RUNTIMES))
+images: image-storage $(addprefix image-,$(RUNTIMES) $(COMPONENTS))
 
 ## base-image: a local Debian bookworm + Python 3.11 base (debootstrap) for machines that cannot pull
 base-image:
@@ -143,13 +143,14 @@ image-%:
 
 ## print-runtimes: every image name as a JSON list (the images workflow's matrix)
 print-runtimes:
-	@echo '["$(subst $(space),"$(,)",$(strip storage $(RUNTIMES)))"]'
+	@echo '["$(subst $(space),"$(,)",$(strip storage $(RUNTIMES) $(COMPONENTS)))"]'
 
 # image-args-<fw>: the build arguments and tags of one image, as GitHub step outputs
 image-args-%:
 	@echo 'extra=$(or $(EXTRA_$*),$*)'
 	@echo 'framework=$(FRAMEWORK_$*)'
 	@echo 'apt=$(APT_$*)'
+	@echo 'nodeps=$(NODEPS_$*)'
 	@echo 'index=$(INDEX_$*)'
 	@echo 'module=$(if $(filter storage,$*),modelport.storage,modelport.runtimes.$*)'
 	@echo 'version=$(MODELPORT_VERSION)'

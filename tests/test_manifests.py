@@ -25,6 +25,8 @@ from tests.kserve import rules
 ROOT = rules.ROOT
 RUNTIMES_FILE = ROOT / "kserve-runtimes.yaml"
 EXAMPLES = sorted((ROOT / "examples" / "kserve").glob("*.yaml"))
+# Predictor + transformer / explainer InferenceServices (examples/manifests/).
+COMPONENT_EXAMPLES = sorted((ROOT / "examples" / "manifests").glob("*.yaml"))
 DOCUMENTS = rules.load_documents(RUNTIMES_FILE)
 OURS = [doc for doc in DOCUMENTS if doc["kind"] == "ClusterServingRuntime"]
 STORAGE = next(doc for doc in DOCUMENTS if doc["kind"] == "ClusterStorageContainer")
@@ -55,7 +57,9 @@ def schemas() -> dict[tuple[str, str], dict[str, Any]]:
 
 
 @pytest.mark.parametrize(
-    "path", [RUNTIMES_FILE, rules.STOCK_RUNTIMES, *EXAMPLES], ids=lambda p: p.name
+    "path",
+    [RUNTIMES_FILE, rules.STOCK_RUNTIMES, *EXAMPLES, *COMPONENT_EXAMPLES],
+    ids=lambda p: p.name,
 )
 def test_documents_validate_strictly(path: Path, schemas) -> None:
     documents = rules.load_documents(path)
@@ -94,11 +98,12 @@ def test_manifest_formats_follow_the_registry() -> None:
 
 
 def test_one_runtime_per_image(schemas) -> None:
-    """The registry's runtimes, the Dockerfile's stages and the manifests name the same set."""
+    """The registry's runtimes, the Dockerfile's stages and the manifests name the same set;
+    the components (transformer, explainer) get an image too, and no runtime manifest."""
     names = {doc["metadata"]["name"] for doc in OURS}
     assert names == {f"modelport-{fw}" for fw in RUNTIMES}
     stages = re.findall(r"^FROM run AS (\S+)$", (ROOT / "docker/Dockerfile").read_text(), re.M)
-    assert sorted(stages) == sorted([*RUNTIMES, "storage"])
+    assert sorted(stages) == sorted([*RUNTIMES, *registry.COMPONENTS, "storage"])
     version = project_version()
     for doc in OURS:
         fw = doc["metadata"]["name"].removeprefix("modelport-")
@@ -329,3 +334,34 @@ def test_container_args_parse_with_the_runtime_cli(runtime: dict[str, Any]) -> N
     config = parse_config(args, f"modelport.runtimes.{framework}", predictor.add_arguments, {})
     assert (config.model_name, config.model_dir, config.http_port) == ("iris", "/mnt/models", 8080)
     assert config.grpc_port == 8081
+
+
+def test_ci_image_builds_pass_every_build_arg_the_makefile_passes():
+    """The release workflow builds the images itself: a build argument `make image-<x>`
+    passes and the workflow does not (NODEPS_REQ, which installs onnxmltools for XGBoost and
+    LightGBM acceleration) made the published images differ from the local ones."""
+    makefile = (ROOT / "Makefile").read_text()
+    made = set(re.findall(r'--build-arg "?([A-Z_]+)=', makefile)) - {"BASE_IMAGE"}
+    workflow = (ROOT / ".github" / "workflows" / "images.yml").read_text()
+    blocks = re.findall(r"build-args: \|\n((?:\s{12}\S.*\n)+)", workflow)
+    assert blocks, "no build-args blocks found in images.yml"
+    for block in blocks:
+        passed = set(re.findall(r"^\s+([A-Z_]+)=", block, flags=re.MULTILINE))
+        assert made <= passed, f"images.yml does not pass {sorted(made - passed)}"
+
+
+def test_the_explainer_example_starts_with_the_args_kserve_appends() -> None:
+    """The explainer needs a background sample; the example passed none, so the container
+    KServe starts from it exited at load."""
+    from modelport.runtimes.explainer.data import load_background
+    from modelport.runtimes.explainer.model import Explainer
+
+    [isvc] = rules.load_documents(ROOT / "examples/manifests/explainer.yaml")
+    [container] = isvc["spec"]["explainer"]["containers"]
+    assert container["image"] == f"modelport/explainer:{project_version()}"
+    argv = [*container.get("args", []), "--model_name", isvc["metadata"]["name"]]
+    argv += ["--predictor_host", "predictor.default", "--http_port", "8080"]
+    config = parse_config(argv, "explainer", Explainer.add_arguments, environ={})
+    options = config.runtime_options
+    background = load_background(options.get("background_data"), options.get("background"))
+    assert background.data.shape == (4, 4)
