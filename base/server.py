@@ -43,10 +43,16 @@ class DrainingServer(uvicorn.Server):
     """uvicorn.Server that also serves gRPC, and whose first SIGTERM/SIGINT drains both
     transports instead of stopping at once."""
 
-    def __init__(self, config: uvicorn.Config, state: DataPlane, grace: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, state: DataPlane, grace: float, worker: bool = False
+    ) -> None:
         super().__init__(config)
         self.state = state
         self.grace = grace
+        # A worker of `--workers N` takes its signals from the parent (SIGTERM, forwarded):
+        # the terminal's Ctrl-C reaches the whole process group, and taken here too it would
+        # make the parent's forwarded SIGTERM a second signal, which stops at once.
+        self.worker = worker
         self.deadline = 0.0
         self.grpc: Any = None
         self.failed = False
@@ -75,6 +81,8 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.worker and sig == signal.SIGINT:
+            return
         if self.state.draining:  # a second signal: stop now
             stop_now(sig, frame)
         self.state.draining = True
@@ -134,7 +142,12 @@ def resolve_model_dir(model_dir: str) -> str:
             handler.removeFilter(redacting)
 
 
-def serve(config: ServerConfig, runtime: type[Predictor], sock: socket.socket | None = None) -> int:
+def serve(
+    config: ServerConfig,
+    runtime: type[Predictor],
+    sock: socket.socket | None = None,
+    worker: bool = False,
+) -> int:
     """Load the models, then serve until drained. Returns the process exit code."""
     memory.tune_malloc()  # before any thread allocates
     _quiet_signals()
@@ -165,7 +178,9 @@ def serve(config: ServerConfig, runtime: type[Predictor], sock: socket.socket | 
             config.max_request_header_size,
         ),
     )
-    server = DrainingServer(uvicorn_config, app.state.dataplane, config.graceful_shutdown_timeout)
+    server = DrainingServer(
+        uvicorn_config, app.state.dataplane, config.graceful_shutdown_timeout, worker
+    )
     server.run(sockets=[sock] if sock is not None else None)
     return 1 if server.failed else 0
 
@@ -173,7 +188,7 @@ def serve(config: ServerConfig, runtime: type[Predictor], sock: socket.socket | 
 def _worker(config: ServerConfig, runtime: type[Predictor], sock: socket.socket) -> None:
     logs.configure(config.log_level, config.access_log)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM
-    code = serve(config, runtime, sock)
+    code = serve(config, runtime, sock, worker=True)
     sys.exit(WORKER_BOOT_FAILED if code == 1 else code)
 
 

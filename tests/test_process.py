@@ -226,3 +226,31 @@ def test_sigterm_while_workers_start_exits_0(tmp_path):
         assert server.process.wait(timeout=DEADLINE) == 0, server.log()
     finally:
         server.stop()
+
+
+def test_ctrl_c_drains_workers_once(serve, tmp_path):
+    """Ctrl-C signals the whole process group: the workers must drain on the parent's
+    forwarded SIGTERM only, not take it as a second signal (which drops requests)."""
+    marker = tmp_path / "in-predict"
+    marked_slow_model(tmp_path / "model", marker, delay=2.0)
+    server = serve(
+        "sklearn", tmp_path / "model", "--model_name=slow", "--workers=2", "--enable_grpc=false"
+    )
+    _until(lambda: len(_worker_pids(server)) == 2, "two workers started", server)
+    answer: dict[str, int] = {}
+
+    def slow_request() -> None:
+        response = httpx.post(
+            f"{server.url}/v1/models/slow:predict", json={"instances": IRIS_ROWS}, timeout=30
+        )
+        answer["status"] = response.status_code
+
+    caller = threading.Thread(target=slow_request, daemon=True)
+    caller.start()
+    _until(marker.exists, "the request is inside predict", server)
+    for pid in [*_worker_pids(server), server.process.pid]:  # as the terminal does
+        os.kill(pid, signal.SIGINT)
+    assert server.process.wait(timeout=DEADLINE) == 0, server.log()
+    caller.join(10)
+    assert answer == {"status": 200}
+    assert '"stopping now"' not in server.log()
