@@ -11,6 +11,8 @@ or SIGINT stops at once, quietly (one log line, no traceback), with exit code 12
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import dataclasses
 import logging
 import os
@@ -185,9 +187,25 @@ def serve(
     return 1 if server.failed else 0
 
 
-def _worker(config: ServerConfig, runtime: type[Predictor], sock: socket.socket) -> None:
+def _die_with_parent(parent_pid: int) -> bool:
+    """Ask Linux to send this worker SIGTERM (a drain) when its parent dies, even by
+    SIGKILL: an orphaned worker would keep serving and hold the port. Returns whether the
+    parent is still there (it may have died before the request took effect)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    return os.getppid() == parent_pid
+
+
+def _worker(
+    config: ServerConfig, runtime: type[Predictor], sock: socket.socket, parent_pid: int
+) -> None:
     logs.configure(config.log_level, config.access_log)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards SIGTERM
+    if not _die_with_parent(parent_pid):
+        log.info("parent gone before the worker started: exiting", extra={"pid": parent_pid})
+        sys.exit(0)
     code = serve(config, runtime, sock, worker=True)
     sys.exit(WORKER_BOOT_FAILED if code == 1 else code)
 

@@ -140,7 +140,7 @@ class Supervisor:
     def __init__(self, config: ServerConfig, runtime: type[Predictor], target: Any) -> None:
         self.config = config
         self.runtime = runtime
-        self.target = target  # the worker entry point: target(config, runtime, sock)
+        self.target = target  # the worker: target(config, runtime, sock, parent_pid)
         self.context = multiprocessing.get_context("spawn")
         self.slots = [Slot(i) for i in range(config.workers)]
         self.deaths: collections.deque[float] = collections.deque()
@@ -190,7 +190,7 @@ class Supervisor:
         assert self.sock is not None
         slot.process = self.context.Process(
             target=self.target,
-            args=(self.config, self.runtime, self.sock),
+            args=(self.config, self.runtime, self.sock, os.getpid()),
             name=f"worker-{slot.index}",
         )
         slot.process.start()

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -254,3 +255,29 @@ def test_ctrl_c_drains_workers_once(serve, tmp_path):
     caller.join(10)
     assert answer == {"status": 200}
     assert '"stopping now"' not in server.log()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
+def test_workers_stop_when_the_parent_is_killed(tmp_path):
+    iris_logistic(tmp_path)
+    server = start_server("sklearn", tmp_path, "--workers=2", "--graceful_shutdown_timeout=1")
+    try:
+        _until(lambda: len(_worker_pids(server)) == 2, "two workers started", server)
+        workers = _worker_pids(server)
+        server.process.kill()
+        server.process.wait()
+        _until(lambda: not any(_running(pid) for pid in workers), "orphans exit", timeout=15)
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{server.url}/v2/health/ready", timeout=2)
+    finally:
+        for pid in _worker_pids(server):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
