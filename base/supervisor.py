@@ -46,6 +46,7 @@ from modelport.base.model import Predictor
 log = logging.getLogger("modelport.server")
 
 WORKER_BOOT_FAILED = 3  # exit code of a worker whose models failed to load
+STARTUP_FAILURE = 3  # uvicorn's exit code when it cannot bind (the single-process server's)
 CRASH_WINDOW = 60.0  # seconds over which worker deaths count towards a crash loop
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 10.0
 _METRIC_FILE = re.compile(r"^(?:counter|histogram|summary|gauge_[a-z]+)_(\d+)\.db$")
@@ -153,14 +154,23 @@ class Supervisor:
     def run(self) -> int:
         from prometheus_client import multiprocess
 
+        address = (self.config.host, self.config.http_port)
+        try:  # before anything that needs cleaning up
+            self.sock = socket.create_server(address, reuse_port=False, backlog=2048)
+        except OSError as exc:  # one line, as uvicorn logs it for a single process
+            reason = (os.strerror(exc.errno) if (exc.errno or 0) > 0 else str(exc)).lower()
+            log.error(
+                "[Errno %s] error while attempting to bind on address %r: %s",
+                exc.errno,
+                address,
+                reason,
+            )
+            return STARTUP_FAILURE
+        self.sock.set_inheritable(True)
         metrics_dir = MetricsDir.prepare()
         self.restarts = _restart_counter()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        self.sock = socket.create_server(
-            (self.config.host, self.config.http_port), reuse_port=False, backlog=2048
-        )
-        self.sock.set_inheritable(True)
         try:
             for slot in self.slots:
                 self._start(slot)

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -281,3 +282,30 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path):
         for pid in _worker_pids(server):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_port_in_use_with_workers_is_one_line_and_leaves_nothing(tmp_path):
+    iris_logistic(tmp_path / "model")
+    (tmp_path / "tmp").mkdir()
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        server = start_server(
+            "sklearn",
+            tmp_path / "model",
+            "--workers=2",
+            f"--http_port={port}",
+            env={"TMPDIR": str(tmp_path / "tmp"), "PROMETHEUS_MULTIPROC_DIR": ""},
+            wait=False,
+        )
+        try:
+            assert server.process.wait(timeout=DEADLINE) == 3
+        finally:
+            server.stop()
+    log = server.log()
+    assert "Traceback" not in log
+    errors = [line["msg"] for line in _log_lines(server) if line["level"] == "error"]
+    assert errors == [
+        f"[Errno 98] error while attempting to bind on address ('127.0.0.1', {port}): "
+        "address already in use"
+    ], log
+    assert list((tmp_path / "tmp").iterdir()) == []
