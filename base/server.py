@@ -39,6 +39,16 @@ from modelport.base.supervisor import WORKER_BOOT_FAILED, Supervisor
 
 log = logging.getLogger("modelport.server")
 _URI_SCHEMES = ("s3://", "gs://", "http://", "https://", "pvc://", "file://")
+# Folders this process made and removes at exit, however it exits (main's `finally` or
+# `stop_now`): the download of a `--model_dir` URI. /tmp is an emptyDir in the manifests,
+# which survives container restarts: a crash-looping pod would pile up model copies.
+# Spawned workers start with this list empty: the parent downloads, the parent removes.
+_owned_dirs: list[str] = []
+
+
+def _remove_owned_dirs() -> None:
+    while _owned_dirs:
+        shutil.rmtree(_owned_dirs.pop(), ignore_errors=True)
 
 
 class DrainingServer(uvicorn.Server):
@@ -103,6 +113,7 @@ def stop_now(sig: int, frame: FrameType | None) -> NoReturn:
     (asyncio teardown would log each cancelled request as an error and wait for threads
     stuck in native code). In-flight requests are dropped: that is what was asked."""
     log.info("stopping now", extra={"signal": signal.Signals(sig).name})
+    _remove_owned_dirs()
     logging.shutdown()
     sys.stderr.flush()
     os._exit(128 + sig)
@@ -128,6 +139,7 @@ def resolve_model_dir(model_dir: str) -> str:
             f"--model_dir {model_dir} is a URI but modelport[storage] is not installed ({exc})"
         ) from None
     dest = tempfile.mkdtemp(prefix="modelport-model-")
+    _owned_dirs.append(dest)  # removed at exit: nothing needs the copy afterwards
     # The storage clients log what they fetch (httpx: every URL, query string included):
     # the server's log lines pass through the storage CLI's redaction while they download.
     redacting = RedactFilter()
@@ -137,7 +149,7 @@ def resolve_model_dir(model_dir: str) -> str:
     try:
         return str(download(model_dir, dest))
     except StorageError as exc:  # one line, secrets already redacted; never a traceback
-        shutil.rmtree(dest, ignore_errors=True)  # our own temporary directory
+        _remove_owned_dirs()  # our own temporary directory
         raise ModelportError(f"cannot download --model_dir: {exc.kind}: {exc}") from None
     finally:
         for handler in handlers:
@@ -221,13 +233,17 @@ def main(runtime: type[Predictor], argv: Sequence[str] | None = None) -> None:
         argv, f"python -m modelport.runtimes.{runtime.runtime}", runtime.add_arguments
     )
     logs.configure(config.log_level, config.access_log)
+    _quiet_signals()  # a SIGTERM while downloading still removes the download (stop_now)
     try:
-        model_dir = resolve_model_dir(config.model_dir)
-    except ModelportError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        sys.exit(1)
-    if model_dir != config.model_dir:
-        config = dataclasses.replace(config, model_dir=model_dir)
-    if config.workers > 1:
-        sys.exit(supervise(config, runtime))
-    sys.exit(serve(config, runtime))
+        try:
+            model_dir = resolve_model_dir(config.model_dir)
+        except ModelportError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            sys.exit(1)
+        if model_dir != config.model_dir:
+            config = dataclasses.replace(config, model_dir=model_dir)
+        if config.workers > 1:
+            sys.exit(supervise(config, runtime))
+        sys.exit(serve(config, runtime))
+    finally:
+        _remove_owned_dirs()

@@ -309,3 +309,23 @@ def test_port_in_use_with_workers_is_one_line_and_leaves_nothing(tmp_path):
         "address already in use"
     ], log
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("workers", ["--workers=1", "--workers=2"])
+def test_downloaded_model_dir_is_removed_at_exit(tmp_path, workers):
+    iris_logistic(tmp_path / "source")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    server = start_server(
+        "sklearn",
+        f"file://{tmp_path / 'source'}",
+        "--model_name=iris",
+        workers,
+        env={"TMPDIR": str(temp)},
+    )
+    try:
+        assert list(temp.glob("modelport-model-*"))  # the download, while serving
+        assert server.post("/v1/models/iris:predict", json={"instances": IRIS_ROWS}).is_success
+    finally:
+        server.stop()  # the exit code is other tests' business
+    assert list(temp.glob("modelport-model-*")) == []
