@@ -158,7 +158,7 @@ class Supervisor:
         try:  # before anything that needs cleaning up
             self.sock = socket.create_server(address, reuse_port=False, backlog=2048)
         except OSError as exc:  # one line, as uvicorn logs it for a single process
-            reason = (os.strerror(exc.errno) if (exc.errno or 0) > 0 else str(exc)).lower()
+            reason = (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
             log.error(
                 "[Errno %s] error while attempting to bind on address %r: %s",
                 exc.errno,
