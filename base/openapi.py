@@ -5,7 +5,9 @@ model repository extension, with the OIP's request and response shapes and every
 each route gives (its errors, binary inference answers, the 503s of readiness), held to
 the server's real answers by tests/test_openapi.py. The Swagger UI's assets come from the
 `swagger-ui-bundle` package and are served by the server itself: clusters are often
-offline, so no page may load from a CDN.
+offline, so no page may load from a CDN. The shapes themselves (JSON Schema of the bodies,
+the shared error answers) are data in base/openapi_schemas.py; this module assembles the
+routes' operations, the document and the two routes that serve it.
 """
 
 from __future__ import annotations
@@ -19,207 +21,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from modelport.base.config import ServerConfig
-from modelport.base.datatypes import TO_NUMPY
+from modelport.base.openapi_schemas import RESPONSES, SCHEMAS, either, json_body, ref
 
-_REF = "#/components/schemas/"
 _RESPONSES = "#/components/responses/"
 _HEADER_LENGTH = "Inference-Header-Content-Length"
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF + name}
-
-
-def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _either(*names: str) -> dict[str, Any]:
-    """A body that is one of several shapes (anyOf: the shapes may overlap)."""
-    return {"anyOf": [_ref(name) for name in names]}
-
-
-# Error answers, each `{"error": "..."}` (errors.STATUS_CODES is the one table behind them).
-RESPONSES: dict[str, Any] = {
-    code: _json(_ref("Error"), description)
-    for code, description in {
-        "400": "the request is malformed or inconsistent (the message names the problem)",
-        "404": "unknown model or version, or a model unloaded through the repository API "
-        "(or whose load failed)",
-        "413": "the request body exceeds --max_request_size",
-        "415": "the body's Content-Encoding is not one the server decodes (gzip, deflate, "
-        "identity)",
-        "431": "the request line and headers exceed --max_request_header_size (the "
-        "connection is then closed)",
-        "500": "a fault of the model or the server (the message names it, never a traceback)",
-        "501": "not offered by this model (no explainer; an explainer asked to explain "
-        "integer or text outputs)",
-        "502": "a transformer's or explainer's predictor is down, refused the connection, "
-        "redirected or gave an answer no client could use",
-        "503": "a retry helps: the model is loading, unloading or evicted, its queue is "
-        "full, the server is draining, or the worker is over --max_connections "
-        "(then with Retry-After and Connection: close)",
-        "504": "the request's work exceeded --request_timeout (or a transformer's "
-        "--predictor_request_timeout_seconds)",
-    }.items()
-}
-
-# Every OIP datatype: numpy-backed ones, and BF16 (binary only).
-_DATATYPES = [*TO_NUMPY, "BF16"]
-_TENSOR_PROPERTIES: dict[str, Any] = {
-    "name": {"type": "string"},
-    "shape": {"type": "array", "items": {"type": "integer", "format": "int64"}},
-    "datatype": {"type": "string", "enum": _DATATYPES},
-    "parameters": _ref("Parameters"),
-    "data": _ref("TensorData"),
-}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {"error": {"type": "string"}},
-    },
-    "Parameters": {"type": "object", "additionalProperties": True},
-    "TensorData": {
-        "description": "row-major data, flat or nested; omitted when sent as binary",
-        "type": "array",
-        "items": {},
-    },
-    "RequestInput": {
-        "type": "object",
-        "required": ["name", "shape", "datatype"],
-        "properties": _TENSOR_PROPERTIES,
-    },
-    "RequestOutput": {
-        "type": "object",
-        "required": ["name"],
-        "properties": {"name": {"type": "string"}, "parameters": _ref("Parameters")},
-    },
-    "InferenceRequest": {
-        "type": "object",
-        "required": ["inputs"],
-        "properties": {
-            "id": {"type": "string"},
-            "parameters": _ref("Parameters"),
-            "inputs": {"type": "array", "items": _ref("RequestInput")},
-            "outputs": {"type": "array", "items": _ref("RequestOutput")},
-        },
-    },
-    "ResponseOutput": {
-        "type": "object",
-        "required": ["name", "shape", "datatype"],
-        "properties": _TENSOR_PROPERTIES,
-    },
-    "InferenceResponse": {
-        "type": "object",
-        "required": ["model_name", "outputs"],
-        "properties": {
-            "model_name": {"type": "string"},
-            "model_version": {"type": "string"},
-            "id": {"type": "string"},
-            "parameters": _ref("Parameters"),
-            "outputs": {"type": "array", "items": _ref("ResponseOutput")},
-        },
-    },
-    "TensorMetadata": {
-        "type": "object",
-        "required": ["name", "datatype", "shape"],
-        "properties": {
-            "name": {"type": "string"},
-            "datatype": {"type": "string"},
-            "shape": {"type": "array", "items": {"type": "integer", "format": "int64"}},
-        },
-    },
-    "ServerMetadata": {
-        "type": "object",
-        "required": ["name", "version", "extensions"],
-        "properties": {
-            "name": {"type": "string"},
-            "version": {"type": "string"},
-            "extensions": {"type": "array", "items": {"type": "string"}},
-        },
-    },
-    "ModelMetadata": {
-        "type": "object",
-        "required": ["name", "platform"],
-        "properties": {
-            "name": {"type": "string"},
-            "versions": {"type": "array", "items": {"type": "string"}},
-            "platform": {"type": "string"},
-            "inputs": {"type": "array", "items": _ref("TensorMetadata")},
-            "outputs": {"type": "array", "items": _ref("TensorMetadata")},
-            "parameters": _ref("Parameters"),
-        },
-    },
-    "Alive": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {"status": {"type": "string", "enum": ["alive"]}},
-    },
-    "Live": {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}},
-    "Ready": {
-        "type": "object",
-        "required": ["ready"],
-        "properties": {"ready": {"type": "boolean"}},
-    },
-    "ModelReady": {
-        "type": "object",
-        "required": ["name", "ready"],
-        "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
-    },
-    "Models": {
-        "type": "object",
-        "required": ["models"],
-        "properties": {"models": {"type": "array", "items": {"type": "string"}}},
-    },
-    "V1Request": {
-        "type": "object",
-        "description": "KServe V1: rows of numbers, or of objects with named fields, as "
-        "`instances` (or `inputs`)",
-        "properties": {
-            "instances": {"type": "array", "items": {}},
-            "inputs": {"type": "array", "items": {}},
-        },
-    },
-    "V1Response": {
-        "type": "object",
-        "properties": {"predictions": {"type": "array", "items": {}}},
-    },
-    "V1Explanation": {
-        "type": "object",
-        "properties": {
-            "predictions": {"type": "array", "items": {}},
-            "explanations": {"type": "array", "items": {"type": "object"}},
-        },
-    },
-    "RepositoryIndex": {
-        "type": "array",
-        "items": {
-            "type": "object",
-            "required": ["name", "state", "reason"],
-            "properties": {
-                "name": {"type": "string"},
-                "version": {"type": "string"},
-                "state": {
-                    "type": "string",
-                    "enum": ["READY", "LOADING", "UNLOADING", "UNAVAILABLE"],
-                },
-                "reason": {"type": "string"},
-            },
-        },
-    },
-    "RepositoryLoad": {
-        "type": "object",
-        "required": ["name", "load"],
-        "properties": {"name": {"type": "string"}, "load": {"type": "boolean"}},
-    },
-    "RepositoryUnload": {
-        "type": "object",
-        "required": ["name", "unload"],
-        "properties": {"name": {"type": "string"}, "unload": {"type": "boolean"}},
-    },
-}
 
 
 def _operation(
@@ -261,7 +66,7 @@ _INFERENCE_ERRORS = ("400", "404", "413", "415", "502", "503", "504")
 def _v2_model_paths(prefix: str, suffix: str, versioned: bool) -> dict[str, Any]:
     """Metadata, readiness and inference under `prefix` (a model, or one of its versions):
     new operation dicts each call, so the two sets share nothing."""
-    model_ready_body = _either("ModelReady", "Error")
+    model_ready_body = either("ModelReady", "Error")
     binary_body = (
         f"the binary tensor extension: a JSON InferenceRequest of {_HEADER_LENGTH} bytes, "
         "then the raw bytes of the inputs that declare `binary_data_size` (any Content-Type, "
@@ -273,7 +78,7 @@ def _v2_model_paths(prefix: str, suffix: str, versioned: bool) -> dict[str, Any]
                 f"model{suffix}Metadata",
                 "Model metadata",
                 "V2",
-                _json(_ref("ModelMetadata")),
+                json_body(ref("ModelMetadata")),
                 ("404", "503"),
             )
         },
@@ -282,14 +87,14 @@ def _v2_model_paths(prefix: str, suffix: str, versioned: bool) -> dict[str, Any]
                 f"model{suffix}Ready",
                 "Model readiness",
                 "V2",
-                _json(_ref("ModelReady"), "ready: `{name, ready: true}`"),
+                json_body(ref("ModelReady"), "ready: `{name, ready: true}`"),
                 responses={
-                    "404": _json(
+                    "404": json_body(
                         model_ready_body,
                         "unloaded through the repository API, or its load failed: `{name, "
                         "ready: false}`; unknown model or version: `{error}`",
                     ),
-                    "503": _json(
+                    "503": json_body(
                         model_ready_body,
                         "loading, unloading, evicted or its predictor not ready: `{name, "
                         "ready: false}`; the worker over --max_connections: `{error}`",
@@ -314,7 +119,7 @@ def _v2_model_paths(prefix: str, suffix: str, versioned: bool) -> dict[str, Any]
                         }
                     },
                     "content": {
-                        "application/json": {"schema": _ref("InferenceResponse")},
+                        "application/json": {"schema": ref("InferenceResponse")},
                         "application/octet-stream": {
                             "schema": {"type": "string", "format": "binary"}
                         },
@@ -335,7 +140,7 @@ def _v2_model_paths(prefix: str, suffix: str, versioned: bool) -> dict[str, Any]
                     "required": True,
                     "description": f"an InferenceRequest as JSON; or {binary_body}",
                     "content": {
-                        "application/json": {"schema": _ref("InferenceRequest")},
+                        "application/json": {"schema": ref("InferenceRequest")},
                         "application/octet-stream": {
                             "schema": {"type": "string", "format": "binary"}
                         },
@@ -351,7 +156,7 @@ def document(config: ServerConfig) -> dict[str, Any]:
     from modelport.base.dataplane import SERVER_NAME, SERVER_VERSION
 
     def get(operation_id: str, summary: str, schema: str, tag: str) -> dict[str, Any]:
-        return _operation(operation_id, summary, tag, _json(_ref(schema)), ("503",))
+        return _operation(operation_id, summary, tag, json_body(ref(schema)), ("503",))
 
     def v1(verb: str, summary: str, response: str, errors: tuple[str, ...]) -> dict[str, Any]:
         return {
@@ -359,17 +164,17 @@ def document(config: ServerConfig) -> dict[str, Any]:
                 verb,
                 summary,
                 "V1",
-                _json(_ref(response)),
+                json_body(ref(response)),
                 errors,
                 requestBody={
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("V1Request")}},
+                    "content": {"application/json": {"schema": ref("V1Request")}},
                 },
             )
         }
 
     paths: dict[str, Any] = {
-        "/": {"get": _operation("root", "Alive", "health", _json(_ref("Alive")))},
+        "/": {"get": _operation("root", "Alive", "health", json_body(ref("Alive")))},
         "/metrics": {
             "get": _operation(
                 "metrics",
@@ -383,17 +188,17 @@ def document(config: ServerConfig) -> dict[str, Any]:
             )
         },
         "/v2/health/live": {
-            "get": _operation("serverLive", "Server liveness", "V2", _json(_ref("Live")))
+            "get": _operation("serverLive", "Server liveness", "V2", json_body(ref("Live")))
         },
         "/v2/health/ready": {
             "get": _operation(
                 "serverReady",
                 "Server readiness",
                 "V2",
-                _json(_ref("Ready"), "ready: `{ready: true}`"),
+                json_body(ref("Ready"), "ready: `{ready: true}`"),
                 responses={
-                    "503": _json(
-                        _ref("Ready"),
+                    "503": json_body(
+                        ref("Ready"),
                         "not ready (start-up loads not done, draining, or a predictor "
                         "not ready): `{ready: false}`",
                     )
@@ -410,7 +215,7 @@ def document(config: ServerConfig) -> dict[str, Any]:
                 "v1ModelReady",
                 "Model readiness",
                 "V1",
-                _json(_ref("ModelReady"), "ready: `{name, ready: true}`"),
+                json_body(ref("ModelReady"), "ready: `{name, ready: true}`"),
                 ("404", "503"),
             )
         },
@@ -422,7 +227,7 @@ def document(config: ServerConfig) -> dict[str, Any]:
     if config.enable_model_repository:
 
         def index() -> dict[str, Any]:
-            return _json(_ref("RepositoryIndex"), "every known model version and its state")
+            return json_body(ref("RepositoryIndex"), "every known model version and its state")
 
         paths["/v2/repository/index"] = {
             "get": _operation("repositoryIndex", "Repository index", "repo", index(), ("503",)),
@@ -439,10 +244,12 @@ def document(config: ServerConfig) -> dict[str, Any]:
                 "repositoryLoad",
                 "Load (or reload) a model",
                 "repo",
-                _json(_ref("RepositoryLoad"), "loaded: `{name, load: true}`"),
+                json_body(ref("RepositoryLoad"), "loaded: `{name, load: true}`"),
                 ("400", "404", "503"),
                 responses={
-                    "500": _json(_ref("Error"), "a version failed to load (the message says why)")
+                    "500": json_body(
+                        ref("Error"), "a version failed to load (the message says why)"
+                    )
                 },
             )
         }
@@ -451,7 +258,7 @@ def document(config: ServerConfig) -> dict[str, Any]:
                 "repositoryUnload",
                 "Unload a model",
                 "repo",
-                _json(_ref("RepositoryUnload"), "unloaded: `{name, unload: true}`"),
+                json_body(ref("RepositoryUnload"), "unloaded: `{name, unload: true}`"),
                 ("404", "503"),
             )
         }
@@ -461,7 +268,7 @@ def document(config: ServerConfig) -> dict[str, Any]:
                 "openapi",
                 "This document",
                 "docs",
-                _json({"type": "object"}, "the OpenAPI document"),
+                json_body({"type": "object"}, "the OpenAPI document"),
                 ("503",),
             )
         }
