@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import httpx
 import numpy as np
@@ -88,12 +89,18 @@ def test_failed_reload_keeps_the_loaded_version_serving(serve, tmp_path):
     assert metric(server, 'modelport_model_engine{engine="native",model="b"}') == 1
 
 
-def test_reload_swaps_in_the_new_predictor_and_unloads_the_old(serve, tmp_path):
+def serve_label_model(serve: Any, tmp_path: Path) -> tuple[ServerProcess, Path, Path]:
+    """A server over a models root holding label model `m` (answering 1): the server,
+    the root, and the folder where the label runtime leaves its unload markers."""
     markers = tmp_path / "markers"
     markers.mkdir()
     models = tmp_path / "models"
     label_model(models / "m", 1, markers)
-    server = serve("sklearn", models)
+    return serve("sklearn", models), models, markers
+
+
+def test_reload_swaps_in_the_new_predictor_and_unloads_the_old(serve, tmp_path):
+    server, models, markers = serve_label_model(serve, tmp_path)
     assert label_of(infer_label(server, "/v2/models/m")) == 1
 
     # A request in flight on the loaded predictor while the reload replaces it.
@@ -149,11 +156,7 @@ def test_reload_of_versions_replaces_each_version_that_loads(serve, tmp_path):
 
 
 def test_failed_reload_through_grpc_keeps_serving(serve, tmp_path):
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    models = tmp_path / "models"
-    label_model(models / "m", 1, markers)
-    server = serve("sklearn", models)
+    server, models, markers = serve_label_model(serve, tmp_path)
 
     def grpc_label(client: tgrpc.InferenceServerClient) -> int:
         tensor = tgrpc.InferInput("x", [1, 1], "FP32")
@@ -229,11 +232,7 @@ def test_replaced_predictor_is_unloaded_and_freed_before_memory_returns(tmp_path
 def test_a_first_load_is_a_failure_when_any_version_fails(serve, tmp_path):
     """A model whose non-default version cannot load was answered 200: the load reported
     only the default version. Every version now counts (the one that loaded serves)."""
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    models = tmp_path / "models"
-    label_model(models / "m", 1, markers)
-    server = serve("sklearn", models)
+    server, models, markers = serve_label_model(serve, tmp_path)
 
     label_model(models / "v" / "1", "garbage", markers, name="v")  # the older version
     label_model(models / "v" / "2", 2, markers, name="v")

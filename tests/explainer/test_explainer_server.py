@@ -4,6 +4,9 @@ which has no native explainer): KernelSHAP of its class probabilities over V1 an
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import joblib
 import numpy as np
 import pytest
@@ -184,14 +187,11 @@ def test_too_many_rows_for_one_explanation_is_400(iris):
     assert "send fewer rows" in response.json()["error"]
 
 
-async def test_large_batches_reach_the_predictor_in_parts(iris, monkeypatch):
-    """In-process explainer, real predictor: parts give the answer one request gives."""
-    from modelport.base.messages import InferRequest, Tensor
+def in_process_explainer(predictor: Any, root: Path) -> Any:
+    """A loaded Explainer in this process, in front of the fixture's real predictor."""
     from modelport.base.model import ModelSettings
     from modelport.runtimes.explainer import model as explainer_model
 
-    server, predictor, _, root = iris
-    whole = server.post("/v1/models/iris:explain", json={"instances": IRIS_ROWS}).json()
     options = {
         "predictor_host": f"127.0.0.1:{predictor.port}",
         "background_data": str(root / "background.csv"),
@@ -200,6 +200,17 @@ async def test_large_batches_reach_the_predictor_in_parts(iris, monkeypatch):
     }
     explainer = explainer_model.Explainer(ModelSettings("iris", root, parameters=options))
     explainer.load()
+    return explainer
+
+
+async def test_large_batches_reach_the_predictor_in_parts(iris, monkeypatch):
+    """In-process explainer, real predictor: parts give the answer one request gives."""
+    from modelport.base.messages import InferRequest, Tensor
+    from modelport.runtimes.explainer import model as explainer_model
+
+    server, predictor, _, root = iris
+    whole = server.post("/v1/models/iris:explain", json={"instances": IRIS_ROWS}).json()
+    explainer = in_process_explainer(predictor, root)
     sent: list[int] = []
     forward = explainer.scorer.infer
 
@@ -225,18 +236,9 @@ async def test_an_unloaded_explainer_still_answers_requests_already_holding_it(i
     """Requests in flight keep the predictor they started on; unload used to shut the
     explainer's math thread down, and such a request failed with a 500."""
     from modelport.base.messages import InferRequest, Tensor
-    from modelport.base.model import ModelSettings
-    from modelport.runtimes.explainer import model as explainer_model
 
     _, predictor, _, root = iris
-    options = {
-        "predictor_host": f"127.0.0.1:{predictor.port}",
-        "background_data": str(root / "background.csv"),
-        "background_samples": 20,
-        "max_evaluations": 32,
-    }
-    explainer = explainer_model.Explainer(ModelSettings("iris", root, parameters=options))
-    explainer.load()
+    explainer = in_process_explainer(predictor, root)
     try:
         explainer.unload()
         answer = await explainer.explain(InferRequest([Tensor("x", np.array(IRIS_ROWS))]))
