@@ -176,6 +176,7 @@ class PredictorClient:
         use_ssl: bool = False,
         timeout: float = 600.0,
         retries: int = 0,
+        max_answer_size: int = 128 << 20,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown predictor protocol '{protocol}'; use {', '.join(PROTOCOLS)}")
@@ -186,6 +187,10 @@ class PredictorClient:
         self.use_ssl = use_ssl
         self.timeout = timeout
         self.retries = retries
+        # A predictor's answer is read into memory: one larger than this (the server's
+        # --max_request_size) is refused while it arrives, so a broken or hostile
+        # predictor cannot grow the component without bound.
+        self.max_answer_size = max_answer_size
         self.url = base_url(host, use_ssl)
         self._http: aiohttp.ClientSession | None = None
         self._grpc: Any = None  # modelport.base.forward_grpc.GrpcForwarder, made on first use
@@ -283,7 +288,7 @@ class PredictorClient:
                 return bool(await self._grpc_forwarder().is_ready(model))
             path = f"/v1/models/{model}" if self.protocol == "v1" else f"/v2/models/{model}/ready"
             async with self.http.get(path, allow_redirects=False) as response:
-                status, content = response.status, await response.read()
+                status, content = response.status, await self._read(response)
         except (aiohttp.ClientError, PredictorError, OSError, TimeoutError):
             return False
         if status != 200:
@@ -332,7 +337,10 @@ class PredictorClient:
             ) as response:
                 answered = True
                 answer = Answer(
-                    response.status, response.headers, await response.read(), response.reason or ""
+                    response.status,
+                    response.headers,
+                    await self._read(response),
+                    response.reason or "",
                 )
         except aiohttp.ConnectionTimeoutError:
             raise _Retry(self.timed_out("connecting")) from None
@@ -349,6 +357,33 @@ class PredictorClient:
         if answer.status == 200:
             return answer
         raise self.status_error(answer.status, _error_message(answer))
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        """The answer's body, refused (502) as soon as it is known to exceed the cap: from
+        its Content-Length, or while a chunked body arrives. The connection is then closed,
+        not reused."""
+        limit = self.max_answer_size
+        length = response.content_length
+        if length is not None:
+            if length > limit:
+                response.close()  # the unread body stays out of the pool
+                raise self.too_large(f"{length} bytes")
+            return await response.read()  # exactly Content-Length bytes
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                response.close()
+                raise self.too_large(f"more than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def too_large(self, size: str) -> PredictorUnavailable:
+        return PredictorUnavailable(
+            f"predictor {self.host} sent an answer of {size}, over the limit of "
+            f"{self.max_answer_size} bytes (--max_request_size)"
+        )
 
     def timed_out(self, doing: str) -> PredictorTimeout:
         return PredictorTimeout(f"predictor {self.host} timed out after {self.timeout:g}s {doing}")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from modelport.base.config import GRPC_MAX_MESSAGE
 from modelport.base.errors import InvalidInput, ModelportError
 from modelport.base.forward import (
     PredictorError,
@@ -41,9 +42,9 @@ _PASSED_THROUGH = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
     grpc.StatusCode.UNIMPLEMENTED: 501,
 }
+# How gRPC says an answer exceeded this channel's grpc.max_receive_message_length.
+_ANSWER_TOO_LARGE = "Received message larger than max"
 _RESPONSE_LIMITS = v2.Limits(max_inputs=1 << 16, max_tensor_elements=1 << 40)
-# No size cap of gRPC's own: the server's --max_request_size already bounds what comes in.
-_CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
 
 class GrpcForwarder:
@@ -52,11 +53,17 @@ class GrpcForwarder:
     def __init__(self, client: PredictorClient) -> None:
         self.client = client
         target = client.host.split("://", 1)[-1]
+        # Requests: no cap of gRPC's own (the server's --max_request_size already bounded
+        # what came in). Answers: the client's cap, as over REST.
+        options = [
+            ("grpc.max_send_message_length", -1),
+            ("grpc.max_receive_message_length", min(client.max_answer_size, GRPC_MAX_MESSAGE)),
+        ]
         if client.use_ssl:
             credentials = grpc.ssl_channel_credentials()
-            self.channel = grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
+            self.channel = grpc.aio.secure_channel(target, credentials, options=options)
         else:
-            self.channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            self.channel = grpc.aio.insecure_channel(target, options=options)
         self.stub = GRPCInferenceServiceStub(self.channel)
 
     async def aclose(self) -> None:
@@ -93,6 +100,9 @@ class GrpcForwarder:
         """The PredictorError for a failed call (a _Retry where retrying is safe)."""
         host, code = self.client.host, exc.code()
         details = exc.details() or code.name
+        if code is grpc.StatusCode.RESOURCE_EXHAUSTED and _ANSWER_TOO_LARGE in details:
+            # This channel's own receive cap, not the predictor refusing the request.
+            return self.client.too_large(f"more than {self.client.max_answer_size} bytes")
         if code in _PASSED_THROUGH:
             return PredictorRejected(f"predictor {host}: {details}", _PASSED_THROUGH[code])
         if code is grpc.StatusCode.DEADLINE_EXCEEDED:

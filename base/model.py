@@ -43,6 +43,9 @@ class ModelSettings:
     parameters: dict[str, Any] = field(default_factory=dict)
     max_batch_size: int | None = None
     max_batch_time: float = 0.0
+    # The server's one message size limit (--max_request_size): what it reads from a
+    # client, and what a component (transformer, explainer) reads from its predictor.
+    max_message_size: int = 128 << 20
 
 
 class Predictor(ABC):

@@ -157,6 +157,7 @@ class ModelRepository:
             parameters=dict(self.config.runtime_options),
             max_batch_size=self.config.max_batch_size,
             max_batch_time=self.config.max_batch_time,
+            max_message_size=self.config.max_request_size,
         )
         path = directory / SETTINGS_FILE
         if not path.is_file():

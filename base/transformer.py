@@ -126,6 +126,7 @@ class Transformer(Predictor):
             use_ssl=bool(options.get("predictor_use_ssl", False)),
             timeout=float(options.get("predictor_request_timeout_seconds", 600.0)),
             retries=int(options.get("predictor_request_retries", 0)),
+            max_answer_size=self.settings.max_message_size,
         )
         self._post_wants_request = "request" in inspect.signature(self.postprocess).parameters
 

@@ -111,6 +111,7 @@ class Explainer(Transformer):
                 use_ssl=client.use_ssl,
                 timeout=client.timeout,
                 retries=client.retries,
+                max_answer_size=client.max_answer_size,
             )
         )
         # shap samples from NumPy's global generator: one thread owns all the math.

@@ -33,6 +33,15 @@ def served(host: str) -> None:
     with pytest.raises(PredictorRejected) as caught:
         run(PredictorClient(host, "grpc-v2"), "infer", "iris", iris_request([[1.0, 2.0]]))
     assert caught.value.status == 400
+    # An answer over the client's cap is the predictor's 502, not the client's 413.
+    small = PredictorClient(host, "grpc-v2", max_answer_size=200)
+    with pytest.raises(PredictorUnavailable) as caught:
+        run(small, "infer", "iris", iris_request(rows))
+    assert caught.value.status == 502
+    assert caught.value.message == (
+        f"predictor {host} sent an answer of more than 200 bytes, over the limit of 200 "
+        "bytes (--max_request_size)"
+    )
 
 
 def down(host: str) -> None:

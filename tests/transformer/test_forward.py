@@ -280,6 +280,40 @@ def test_a_malformed_v2_answer_is_the_predictors_502(answer, complaint):
     assert complaint in caught.value.message
 
 
+def chunked_answer(payload: bytes) -> bytes:
+    """A 200 with a chunked body (no Content-Length to refuse it by)."""
+    head = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(payload[i : i + 4096]), payload[i : i + 4096])
+        for i in range(0, len(payload), 4096)
+    )
+    return head + chunks + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_an_answer_over_the_size_limit_is_the_predictors_502(framing):
+    # A broken or hostile predictor must not grow the component without bound: the answer
+    # is refused as it arrives, over --max_request_size, and the component keeps working.
+    big = b'{"predictions": [' + b"1," * 40_000 + b"1]}"
+    answer = http_answer(200, big) if framing == "content-length" else chunked_answer(big)
+    script = lambda conn, index, head: answer if (conn, index) == (0, 0) else V1_OK  # noqa: E731
+    with raw_predictor(script) as fake:
+        first, second = calls(PredictorClient(fake.host, "v1", max_answer_size=50_000), 2)
+    assert isinstance(first, PredictorUnavailable) and first.status == 502
+    size = "80020 bytes" if framing == "content-length" else "more than 50000 bytes"
+    assert first.message == (
+        f"predictor {fake.host} sent an answer of {size}, over the limit of 50000 bytes "
+        "(--max_request_size)"
+    )
+    assert second == {"predictions": [1]}
+    # Under the limit, the same answer passes.
+    with raw_predictor(lambda conn, index, head: answer) as fake:
+        (outcome,) = calls(PredictorClient(fake.host, "v1", max_answer_size=len(big)), 1)
+    assert isinstance(outcome, dict) and len(outcome["predictions"]) == 40_001
+
+
 def test_a_predictors_redirect_is_not_followed():
     # Followed, the request and its credentials would go where the predictor points.
     redirect = http_answer(307, b"", b"location: http://127.0.0.1:1/elsewhere\r\n")

@@ -163,3 +163,21 @@ def test_bad_v1_predictions_for_a_v2_client_blame_whoever_made_them():
         asyncio.run(transformer(Ragged).infer(v2_request))
     with pytest.raises(InferenceFailed, match="postprocess returned a dict a V2 client cannot"):
         asyncio.run(transformer(RaggedPost).infer(v2_request))
+
+
+def test_the_predictors_answers_are_capped_by_the_servers_one_size_limit(tmp_path):
+    from modelport.base.config import ServerConfig
+    from modelport.base.repository import ModelRepository
+
+    config = ServerConfig(
+        model_name="m",
+        model_dir=str(tmp_path),
+        max_request_size=12345,
+        runtime_options={"predictor_host": "127.0.0.1:9"},
+    )
+    repository = ModelRepository(config, Transformer)
+    repository.discover()
+    asyncio.run(repository.load_all())
+    predictor = repository.version("m").predictor
+    assert isinstance(predictor, Transformer)
+    assert predictor.client.max_answer_size == 12345
