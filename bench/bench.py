@@ -55,7 +55,7 @@ def server_table(args):
     """Every server the bench knows. `cmd(model, port, run_dir)` gives argv and env."""
     w, py = args.work, args.modelport_python
 
-    def floor(engine):
+    def floor(engine, checked=False):
         def cmd(model, port, run):
             # Boosters and the ONNX graph need modelport's venv (xgboost, lightgbm, onnxruntime).
             native_sklearn = engine == "native" and MODEL_RUNTIME.get(model) == "sklearn"
@@ -65,6 +65,8 @@ def server_table(args):
             argv += ["--port", str(port), "--loop", "uvloop", "--http", "httptools"]
             argv += ["--no-access-log", "--log-level", "warning"]
             env = {"MODEL_DIR": f"{w}/models/{model}", "MODEL_NAME": model}
+            if checked:
+                env["FLOOR_CHECKED"] = "1"
             return argv, {**env, "FLOOR_ENGINE": engine}
 
         return cmd
@@ -158,6 +160,16 @@ def server_table(args):
         dict(
             name="floor-onnx",
             cmd=floor("onnx"),
+            protocols=all_payloads,
+            ready="/",
+            venv=None,
+            pkgs="onnxruntime skl2onnx onnxmltools xgboost-cpu lightgbm",
+        ),
+        # floor-onnx plus only what every answer must carry: modelport's V2 codec (with its
+        # checks), KServe's histograms, the request metrics and the access line.
+        dict(
+            name="floor-onnx-checked",
+            cmd=floor("onnx", checked=True),
             protocols=all_payloads,
             ready="/",
             venv=None,
@@ -783,17 +795,21 @@ def accelerate_targets(t, models, add, cell, ratio, x_floor, results):
     if "rf20" in models:
         mp = cell("modelport", "rf20", "v2-1", 16)
         add("rf20 V2 1 row c16: req/s ÷ floor", x_floor(mp, "rps"), ">=", 20)
-        add(
-            "rf20 V2 1 row c16: req/s ÷ floor-onnx",
-            ratio(mp, cell("floor-onnx", "rf20", "v2-1", 16)),
-            ">=",
-            0.8,
-        )
+        onnx = cell("floor-onnx", "rf20", "v2-1", 16)
+        checked = cell("floor-onnx-checked", "rf20", "v2-1", 16)
+        context = ""
+        if ratio(checked, onnx) is not None:
+            context = f"floor-onnx-checked ÷ floor-onnx: {ratio(checked, onnx):.2f}"
+        add("rf20 V2 1 row c16: req/s ÷ floor-onnx", ratio(mp, onnx), ">=", 0.8, context)
     if "iris" in models:
         mp = cell("modelport", "iris", "v2-1", 1)
         add("iris V2 1 row c1: p50 ÷ floor", x_floor(mp, "p50_ms"), "<=", 0.8)
         onnx = cell("floor-onnx", "iris", "v2-1", 1)
-        add("iris V2 1 row c1: p50 ÷ floor-onnx", ratio(mp, onnx, "p50_ms"), "<=", 1.2)
+        checked = cell("floor-onnx-checked", "iris", "v2-1", 1)
+        context = ""
+        if ratio(checked, onnx, "p50_ms") is not None:
+            context = f"floor-onnx-checked ÷ floor-onnx: {ratio(checked, onnx, 'p50_ms'):.2f}"
+        add("iris V2 1 row c1: p50 ÷ floor-onnx", ratio(mp, onnx, "p50_ms"), "<=", 1.2, context)
         native = cell("modelport-native", "iris", "v2-1", 1)
         add("iris V2 1 row c1, --accelerate off: p50 ÷ floor", x_floor(native, "p50_ms"), "<=", 1.2)
     for model in ("xgb20", "lgb20"):
@@ -1102,10 +1118,10 @@ def parse_args(argv=None):
     )
     ap.add_argument(
         "--servers",
-        default="floor,floor-onnx,modelport,modelport-native,modelport-inline,modelport-nobatch,"
+        default="floor,floor-onnx,floor-onnx-checked,modelport,modelport-native,modelport-inline,modelport-nobatch,"
         "modelport-batch,kserve,mlserver,mlserver-pw0",
         help="comma list; 'floor' is always added (ratios need it). Known: floor, modelport, "
-        "floor-onnx, modelport-ref (modelport from the checkout in $BENCH_REF), modelport-quiet, modelport-inline, modelport-native, modelport-nobatch, modelport-batch, kserve, kserve-quiet, mlserver, mlserver-pw0, mlserver-batch",
+        "floor-onnx, floor-onnx-checked, modelport-ref (modelport from the checkout in $BENCH_REF), modelport-quiet, modelport-inline, modelport-native, modelport-nobatch, modelport-batch, kserve, kserve-quiet, mlserver, mlserver-pw0, mlserver-batch",
     )
     ap.add_argument("--models", default="iris,rf20,xgb20,lgb20")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="payload cells")

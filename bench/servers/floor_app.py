@@ -6,7 +6,12 @@ its req/s is the practical limit for Python serving on this CPU.
 Env: MODEL_DIR (holds model.joblib, or model.json for XGBoost, model.txt for LightGBM),
 MODEL_NAME; FLOOR_ENGINE=onnx (`floor-onnx`) predicts with the ONNX graph modelport's
 runtime converts the model to, in ONNX Runtime with modelport's session settings (this
-needs modelport's venv), else the framework predicts (`floor`). Any POST path: V1
+needs modelport's venv), else the framework predicts (`floor`). FLOOR_CHECKED=1
+(`floor-onnx-checked`) adds to a V2 request only what the issues require of every answer:
+modelport's own V2 codec (decoding with its checks, a complete OIP answer), KServe's
+latency histograms and the request metrics, and the access line; no batching, no data
+plane, no guards. It shows how much of the gap between floor-onnx and modelport those
+alone take. Any POST path: V1
 {"instances": ...} or V2 {"inputs": [...]} (JSON data, or binary_data_size with an
 Inference-Header-Content-Length header); any GET answers 200 (readiness).
 """
@@ -118,7 +123,7 @@ async def reply(send, status, body, headers=JSON_HEADERS):
     await send({"type": "http.response.body", "body": body})
 
 
-async def app(scope, receive, send):
+async def plain_app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
             msg = await receive()
@@ -145,3 +150,64 @@ async def app(scope, receive, send):
     except Exception as e:  # any bad request is a 400
         return await reply(send, 400, orjson.dumps({"error": str(e)}))
     await reply(send, 200, body, headers)
+
+
+def checked_app():
+    """`floor-onnx-checked`: V2 JSON requests through modelport's codec, metrics and access
+    line (V1 and binary requests as the plain floor)."""
+    import time
+
+    from modelport.base import metrics
+    from modelport.base.logs import AccessLog
+    from modelport.base.messages import InferResponse, Tensor
+    from modelport.base.protocol import v2
+
+    plane = metrics.process_metrics()
+    limits = v2.Limits(64, 1 << 28)
+    timers = [
+        family.labels(NAME) for family in (plane.preprocess, plane.predict, plane.postprocess)
+    ]
+    access = AccessLog()
+    global infer
+    plain_infer = infer
+
+    def checked_infer(body, header_len):
+        if header_len is not None or b'"instances"' in body:
+            return plain_infer(body, header_len)
+        started = time.perf_counter()
+        request = v2.decode_request(body, None, limits)  # 400s are this floor's bare 400
+        decoded = time.perf_counter()
+        y = PREDICT(request.inputs[0].data)
+        predicted = time.perf_counter()
+        datatype = "INT64" if y.dtype.kind in "iu" else "FP64"
+        answer = InferResponse([Tensor("output-0", y, datatype)], id=request.id)
+        payload, _ = v2.encode_response(answer, request, NAME, None)
+        timers[0].observe(decoded - started)
+        timers[1].observe(predicted - decoded)
+        timers[2].observe(time.perf_counter() - predicted)
+        return payload, JSON_HEADERS
+
+    infer = checked_infer
+
+    async def observed(scope, receive, send):
+        started = time.perf_counter()
+        await plain_app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return
+        elapsed = time.perf_counter() - started
+        plane.observe_request(NAME, "v2", "infer", 200, elapsed)
+        access.write(
+            {
+                "method": "POST",
+                "path": scope["path"],
+                "status": 200,
+                "duration_ms": round(elapsed * 1000, 3),
+                "request_id": None,
+                "model": NAME,
+            }
+        )
+
+    return observed
+
+
+app = checked_app() if os.environ.get("FLOOR_CHECKED") else plain_app
