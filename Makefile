@@ -16,7 +16,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 EXAMPLE_DIR := examples/iris/model
 
-.PHONY: run test lint bench images base-image image-sizes e2e-images print-runtimes clean proto
+.PHONY: run test lint bench images base-image image-sizes e2e-images example-image-transformer print-runtimes clean proto
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,7 @@ PACKAGES := base storage runtimes
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/hadolint docker/Dockerfile
+	$(VENV)/bin/hadolint docker/Dockerfile examples/image_transformer/Dockerfile
 	@# Workflows: GitHub's schema always (offline); actionlint too where it is installed (its
 	@# PyPI package downloads a binary from GitHub when it builds, which not every machine can).
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
@@ -140,6 +140,14 @@ image-%:
 	  --build-arg MODELPORT_VERSION=$(MODELPORT_VERSION) --build-arg VCS_REF=$(VCS_REF) \
 	  $(if $(filter storage,$*),--build-arg MODULE=modelport.storage) \
 	  $(image_secrets) $(foreach t,$(subst $(,), ,$(call image_tags,$*)),-t $(t)) .
+
+## example-image-transformer: the image examples/manifests/transformer.yaml names (the
+## transformer image plus Pillow and examples/image_transformer), tagged REGISTRY/image-transformer
+example-image-transformer: image-transformer
+	$(ENGINE) build --network=host -f examples/image_transformer/Dockerfile \
+	  --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	  --build-arg TRANSFORMER_IMAGE=$(REGISTRY)/transformer:$(MODELPORT_VERSION) \
+	  $(image_secrets) -t $(REGISTRY)/image-transformer:$(MODELPORT_VERSION) examples/image_transformer
 
 ## print-runtimes: every image name as a JSON list (the images workflow's matrix)
 print-runtimes:

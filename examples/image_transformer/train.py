@@ -1,8 +1,9 @@
 """Build the example's tiny image classifier: which colour dominates a 16x16 RGB image.
 
 A seeded linear model over the normalised pixels, trained on synthetic images in a second,
-saved as a torch.export program (`model.pt2`, served by the PyTorch runtime) next to
-`labels.txt` (one class label per output index, read by the transformer).
+saved as a torch.export program (`model.pt2`, served by the PyTorch runtime) next to a copy
+of `labels.txt` (one class label per output index, read by the transformer; the example's
+image bakes the same file in).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 
 SIZE = 16
-LABELS = ("red", "green", "blue")
+LABELS = tuple((Path(__file__).parent / "labels.txt").read_text().split())
 # The transformer normalises each channel as (x / 255 - MEAN) / STD.
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
