@@ -262,6 +262,26 @@ def test_json_inputs_carry_finite_numbers_only(data):
         v2.decode_request(body, None, LIMITS)
 
 
+@pytest.mark.parametrize(
+    ("datatype", "data", "words"),
+    [
+        ("FP32", [1.0, "2.5"], "non-numeric data for a FP32"),
+        ("FP64", [[1.0], [" 7 "]], "non-numeric data for a FP64"),
+        ("FP16", [[1.0], [True]], "boolean data for a FP16"),
+        ("INT8", [1, True], "boolean data for a INT8"),
+        ("INT64", [[5], [False]], "boolean data for a INT64"),
+    ],
+)
+def test_json_numbers_refuse_strings_and_booleans_anywhere(datatype, data, words):
+    """numpy reads `"2.5"` as 2.5 and `true` as 1 when they follow a number: the first
+    element alone does not tell."""
+    body = orjson.dumps(
+        {"inputs": [{"name": "x", "shape": [2], "datatype": datatype, "data": data}]}
+    )
+    with pytest.raises(InvalidInput, match=f"input 'x': {words}"):
+        v2.decode_request(body, None, LIMITS)
+
+
 def test_binary_inputs_carry_nan_and_infinity_exactly():
     values = np.array([np.nan, np.inf, -np.inf, 2.5], dtype=np.float32)
     tensor = triton.InferInput("x", [4], "FP32")

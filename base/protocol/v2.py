@@ -9,6 +9,7 @@ Responses mirror it: outputs asked for with `binary_data` (or the request-level
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ _LENGTH = struct.Struct("<I")
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 # BF16 has no numpy dtype: it travels only in binary and is exposed as raw 16-bit words.
 _BINARY_ONLY = {"BF16": np.dtype(np.uint16)}
+_NUMBERS = frozenset((int, float))  # JSON numbers as orjson reads them (bool is no number)
 
 
 # numpy's limit on dimensions.
@@ -125,6 +127,7 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
         found = "non-numeric" if kind in "OUS" else array.dtype.name
         raise InvalidInput(f"input '{name}': {found} data for a {datatype} tensor")
     if dtype.kind in "iu" and array.size:
+        _check_numbers(name, datatype, data, array.ndim)
         info = np.iinfo(dtype)
         if array.min() < info.min or array.max() > info.max:
             raise InvalidInput(f"input '{name}': values out of range for {datatype}")
@@ -153,9 +156,9 @@ def _floats_from_json(
 ) -> np.ndarray:
     """The common case, converted in one pass straight to the target dtype.
 
-    numpy would quietly turn `null` into NaN and `true` into 1.0: JSON has no NaN, so a NaN
-    in the result means a null (or a string) was sent, and the first element tells strings
-    and booleans apart before any work is done.
+    numpy would quietly turn `null` into NaN, `true` into 1.0 and `"2.5"` into 2.5: JSON has
+    no NaN, so a NaN in the result means a null (or a string) was sent; the first element
+    tells strings and booleans apart before any work is done, the others are checked last.
     """
     first: Any = data
     while isinstance(first, list) and first:
@@ -186,7 +189,20 @@ def _floats_from_json(
             "(JSON carries finite numbers only: send NaN or infinity with the binary tensor "
             "extension)"
         )
+    _check_numbers(name, datatype, data, array.ndim)
     return array.reshape(shape)
+
+
+def _check_numbers(name: str, datatype: str, data: list[Any], ndim: int) -> None:
+    """Every element of `data` (nested `ndim` deep, as numpy read it) must be a JSON number:
+    numpy takes `true` as 1 and `"2.5"` as 2.5 wherever they stand among numbers."""
+    flat: Any = data
+    for _ in range(ndim - 1):
+        flat = itertools.chain.from_iterable(flat)
+    kinds = set(map(type, flat))
+    if not kinds <= _NUMBERS:
+        found = "boolean" if bool in kinds else "non-numeric"
+        raise InvalidInput(f"input '{name}': {found} data for a {datatype} tensor")
 
 
 def _kind_fits(kind: str, dtype: np.dtype) -> bool:

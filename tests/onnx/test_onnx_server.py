@@ -432,6 +432,8 @@ def test_every_onnx_tensor_type_maps_to_its_oip_datatype(tmp_path):
         ("i32", "INT32", [2], [2**40, 1], "values out of range for INT32"),
         ("half", "FP16", [1, 3], [1e6, 1, 1], "non-finite data for a FP16 tensor"),
         ("half", "FP16", [1, 3], [True, False, True], "boolean data for a FP16 tensor"),
+        ("half", "FP16", [1, 3], [1.0, True, 2.0], "boolean data for a FP16 tensor"),
+        ("i32", "INT32", [2], [7, False], "boolean data for a INT32 tensor"),
     ],
 )
 def test_v1_refuses_what_v2_refuses(server: ServerProcess, model, datatype, shape, data, message):
