@@ -111,6 +111,20 @@ def test_infer_typed_contents_answers_typed(stub):
     assert list(output.contents.int64_contents) == [1, 1]
 
 
+def test_the_request_id_is_echoed_whatever_the_model_answers(server, stub):
+    """The answer's id came from the predictor's response, which the echo runtime (and any
+    batched call: merged, then split) leaves unset; REST echoes the request's id."""
+    request = service_pb2.ModelInferRequest(model_name="echo", id="echo-1")
+    tensor = request.inputs.add(name="x", datatype="INT32", shape=[1])
+    tensor.contents.int_contents.append(1)
+    assert stub.ModelInfer(request).id == "echo-1"
+    body = {
+        "id": "echo-1",
+        "inputs": [{"name": "x", "shape": [1], "datatype": "INT32", "data": [1]}],
+    }
+    assert server.post("/v2/models/echo/infer", json=body).json()["id"] == "echo-1"
+
+
 def test_typed_request_asking_binary_answers_raw(stub):
     request = typed_iris_request()
     request.parameters["binary_data_output"].bool_param = True

@@ -159,15 +159,20 @@ def wants_raw(message: pb.ModelInferRequest, request: InferRequest) -> bool:
     return any(v2.flag(output.parameters.get("binary_data")) for output in request.outputs)
 
 
-def encode_response(response: InferResponse, raw: bool) -> pb.ModelInferResponse:
-    """An InferResponse as a ModelInferResponse, raw or typed (see the module docstring)."""
+def encode_response(
+    response: InferResponse, request_id: str | None, raw: bool
+) -> pb.ModelInferResponse:
+    """An InferResponse as a ModelInferResponse, raw or typed (see the module docstring).
+
+    The answer carries the request's id, as over REST: not the predictor's `response.id`,
+    which a predictor may leave unset and a batched call (merged, then split) never has."""
     if not response.outputs:
         raise InferenceFailed(NO_OUTPUTS)  # as REST answers it: the model's fault
     raw = raw or any(tensor.datatype in _RAW_ONLY for tensor in response.outputs)
     message = pb.ModelInferResponse(
         model_name=response.model_name,
         model_version=response.model_version or "",
-        id=response.id or "",
+        id=request_id or "",
     )
     if response.parameters:
         fill_parameters(message.parameters, response.parameters)

@@ -152,7 +152,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             decoded = time.perf_counter()
             response = await dataplane.infer(name, version, request)
             encoding = time.perf_counter()
-            answer = codec.encode_response(response, codec.wants_raw(message, request))
+            answer = codec.encode_response(response, request.id, codec.wants_raw(message, request))
             dataplane.observe_codec(name, decoded - started, time.perf_counter() - encoding)
             return answer
 
