@@ -162,8 +162,11 @@ class ONNXPredictor(Predictor):
         ports = {port.name: port for port in self.input_ports}
         given = bind_inputs(request.inputs, list(ports), owner)
         feed = {name: self._to_onnx(tensor, ports[name]) for name, tensor in given.items()}
+        bf16 = bool(self.bf16_outputs.intersection(names))
+        if bf16:  # numpy has no bfloat16: run to OrtValues, which take OrtValues only
+            feed = {name: _ort_value(name, value) for name, value in feed.items()}
         try:
-            if self.bf16_outputs.intersection(names):  # numpy has no bfloat16: raw words
+            if bf16:  # bfloat16 outputs as raw words
                 values = self.session.run_with_ort_values(names, feed)
                 results = [
                     _words(value) if name in self.bf16_outputs else value.numpy()
@@ -240,6 +243,19 @@ def _port(arg: Any) -> Port:
         dtype = None
     dims = [d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape or []] or None
     return Port(arg.name, onnx_type, datatype_of(dtype, element), dims)
+
+
+def _ort_value(name: str, value: Any) -> Any:
+    """A feed as the OrtValue `run_with_ort_values` needs. ONNX Runtime's Python API makes
+    none of strings: a graph with string inputs cannot answer bfloat16 through it."""
+    if not isinstance(value, np.ndarray):
+        return value  # already an OrtValue (bfloat16 inputs)
+    if value.dtype.kind == "O":
+        raise InferenceFailed(
+            f"input '{name}' is a string tensor, which ONNX Runtime's Python API cannot feed "
+            "to a run that returns bfloat16 outputs; ask for the other outputs only"
+        )
+    return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value))
 
 
 def _words(value: Any) -> np.ndarray:

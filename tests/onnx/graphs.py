@@ -85,6 +85,23 @@ def brain_graph() -> onnx.GraphProto:
     )
 
 
+def narrow_graph() -> onnx.GraphProto:
+    """FP32 in, BF16 and STRING out: bfloat16 answers for a model that takes no bfloat16."""
+    nodes = [
+        helper.make_node("Cast", ["x"], ["narrow"], to=TensorProto.BFLOAT16),
+        helper.make_node("Cast", ["x"], ["text"], to=TensorProto.STRING),
+    ]
+    return helper.make_graph(
+        nodes,
+        "narrow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+        [
+            helper.make_tensor_value_info("narrow", TensorProto.BFLOAT16, ["n"]),
+            helper.make_tensor_value_info("text", TensorProto.STRING, ["n"]),
+        ],
+    )
+
+
 def add_graph() -> onnx.GraphProto:
     """Two dynamic vectors added: only the kernel can tell that their lengths differ."""
     return helper.make_graph(

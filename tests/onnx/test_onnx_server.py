@@ -27,6 +27,7 @@ from tests.onnx.graphs import (  # noqa: E402
     half_graph,
     iris_onnx,
     mixed_graph,
+    narrow_graph,
     reshape_graph,
     save,
 )
@@ -44,6 +45,7 @@ def models(tmp_path_factory):
     save(half_graph(), root / "half" / "model.onnx")
     save(mixed_graph(), root / "mixed" / "model.onnx")
     save(brain_graph(), root / "brain" / "model.onnx")
+    save(narrow_graph(), root / "narrow" / "model.onnx")
     save(add_graph(), root / "add" / "model.onnx")
     save(reshape_graph(), root / "reshape" / "model.onnx")
     for name, element in (("u8", TensorProto.UINT8), ("i32", TensorProto.INT32)):
@@ -226,6 +228,19 @@ def test_bfloat16_in_and_out(server: ServerProcess):
     np.testing.assert_array_equal(
         np.asarray(result.as_numpy("narrow"), dtype=np.float32), [0.5, 1.25, -3.0, 100.0]
     )
+
+
+def test_bfloat16_out_of_a_model_that_takes_none(server: ServerProcess):
+    """Running to OrtValues (for the bfloat16 words) takes OrtValues only: numpy inputs,
+    JSON or binary (read-only), were once refused with a 500."""
+    x = np.array([0.5, 1.25, -3.0], dtype=np.float32)
+    for binary in (False, True):
+        result = triton_infer(server, "narrow", [("x", x, "FP32", binary)], {"narrow": True})
+        assert result.get_output("narrow")["datatype"] == "BF16"
+        np.testing.assert_array_equal(np.asarray(result.as_numpy("narrow"), np.float32), x)
+    both = triton_infer(server, "narrow", [("x", x, "FP32", True)], protocol="grpc")
+    np.testing.assert_array_equal(np.asarray(both.as_numpy("narrow"), np.float32), x)
+    assert [float(text) for text in both.as_numpy("text")] == x.tolist()
 
 
 def test_bad_shapes_dtypes_and_names_are_400_naming_the_input(server: ServerProcess, models):
