@@ -434,6 +434,42 @@ def test_a_model_answering_no_outputs_is_internal_as_over_rest(server, stub):
     assert "no outputs" in answer.json()["error"]
 
 
+def test_an_answer_over_the_send_limit_is_counted_as_what_the_client_got(tmp_path):
+    """gRPC refused to send an answer over --grpc_max_send_message_length only after the
+    handler returned, so the client got RESOURCE_EXHAUSTED while the metrics and access
+    log counted the call OK. Typed BYTES in, raw out: each empty string grows 2 -> 4 bytes."""
+    echo_model(tmp_path / "echo")
+    server = start_server("sklearn", tmp_path, "--max_request_size=1M")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            request = service_pb2.ModelInferRequest(model_name="echo")
+            request.parameters["binary_data_output"].bool_param = True
+            words = request.inputs.add(name="w", datatype="BYTES", shape=[400_000])
+            words.contents.bytes_contents.extend([b""] * 400_000)
+            assert request.ByteSize() < 1 << 20
+            expect_status(
+                lambda: stub.ModelInfer(request),
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "the answer is",
+                "--grpc_max_send_message_length",
+            )
+            del words.contents.bytes_contents[1:]
+            words.shape[0] = 1
+            assert stub.ModelInfer(request).raw_output_contents[0] == b"\0\0\0\0"
+        series = 'endpoint="infer",model="echo",protocol="grpc"'
+        calls = [line for line in server.get("/metrics").text.splitlines() if series in line]
+        counts = [
+            line for line in calls if line.startswith("modelport_request_duration_seconds_count")
+        ]
+        assert sorted(counts) == [
+            f'modelport_request_duration_seconds_count{{{series},status="OK"}} 1.0',
+            f'modelport_request_duration_seconds_count{{{series},status="RESOURCE_EXHAUSTED"}} 1.0',
+        ]
+    finally:
+        server.stop()
+
+
 def test_a_grpc_port_in_use_is_a_clear_start_up_error(server, models):
     """A single server bound its gRPC port with SO_REUSEPORT, so a second one on the same
     port started silently and the kernel split the calls between them."""

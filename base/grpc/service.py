@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 from modelport.base.dataplane import DataPlane, log_failure
-from modelport.base.errors import ModelportError
+from modelport.base.errors import ModelportError, PayloadTooLarge
 from modelport.base.grpc import codec
 from modelport.base.grpc import inference_pb2 as pb
 from modelport.base.grpc import inference_pb2_grpc as pb_grpc
@@ -33,6 +33,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
         self.access_log = AccessLog()
+        self.send_limit = dataplane.config.grpc_limits[0]
 
     async def _answer(
         self,
@@ -154,7 +155,22 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             encoding = time.perf_counter()
             answer = codec.encode_response(response, request.id, codec.wants_raw(message, request))
             dataplane.observe_codec(name, decoded - started, time.perf_counter() - encoding)
+            self._check_size(answer)
             return answer
+
+    def _check_size(self, answer: pb.ModelInferResponse) -> None:
+        """An answer over the send cap fails here, with a message saying so and its code in
+        the metrics and access log: left to gRPC, it failed after the call was counted OK."""
+        limit = self.send_limit
+        if codec.size_bound(answer) <= limit:  # the usual case: no second encoding
+            return
+        size = answer.ByteSize()
+        if size > limit:
+            raise PayloadTooLarge(
+                f"the answer is {size} bytes, over the {limit} byte limit on gRPC messages sent "
+                "(--grpc_max_send_message_length, default --max_request_size): ask for fewer "
+                "rows or outputs"
+            )
 
     # --- model repository extension ---------------------------------------------------------
 
