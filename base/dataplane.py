@@ -299,8 +299,15 @@ async def _is_ready(entry: ModelVersion) -> bool:
     return bool(answer)
 
 
+# Server-side answers that are states, not faults: not offered (501), not ready, draining or
+# overloaded (503), out of time (504). The access line and the metrics count them; a
+# traceback per request would only flood the log, under overload most of all.
+_STATES = frozenset({501, 503, 504})
+
+
 def log_failure(where: str, exc: ModelportError) -> None:
     """Server-side faults are logged once, with the traceback (the model's, through the
-    exception's cause); client errors are not logged. Answers never carry tracebacks."""
-    if exc.status >= 500 and not isinstance(exc, NotAvailable):
+    exception's cause); client errors and server states (`_STATES`) are not logged.
+    Answers never carry tracebacks."""
+    if exc.status >= 500 and exc.status not in _STATES:
         log.warning("request failed", extra={"path": where, "error": exc.message}, exc_info=exc)

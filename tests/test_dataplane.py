@@ -17,8 +17,18 @@ import pytest
 from modelport.base import runner as runner_module
 from modelport.base.app import create_app
 from modelport.base.config import ServerConfig, parse_config
-from modelport.base.dataplane import DataPlane
-from modelport.base.errors import InvalidInput, ModelNotFound
+from modelport.base.dataplane import DataPlane, log_failure
+from modelport.base.errors import (
+    InferenceFailed,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    ModelportError,
+    NotAvailable,
+    Overloaded,
+    RequestTimeout,
+    ServerDraining,
+)
 from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
 from modelport.base.model import Predictor
 from modelport.base.pool import PredictPool
@@ -516,3 +526,24 @@ def test_kserve_flags_modelport_does_not_use_are_accepted_and_named(caplog):
     assert config.http_port == 9001
     assert not set(config.runtime_options) & {"max_threads", "enable_latency_logging"}
     assert "--max_threads, --max_asyncio_workers, --enable_latency_logging" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("error", "logged"),
+    [
+        (ModelNotReady("m", "loading"), False),
+        (ServerDraining("the server is shutting down"), False),
+        (Overloaded("model 'm' has 8 requests queued"), False),
+        (RequestTimeout("the request did not finish"), False),
+        (NotAvailable("no explainer"), False),
+        (InvalidInput("input 'x': bad"), False),
+        (InferenceFailed("model failed: boom"), True),
+        (ModelportError("unexpected"), True),
+    ],
+)
+def test_only_server_faults_are_logged_with_their_traceback(caplog, error, logged):
+    # A model loading or a full queue is a state every request meets: a warning with a
+    # traceback per request would flood the log (under overload most of all).
+    caplog.set_level("WARNING", logger="modelport.server")
+    log_failure("POST /v2/models/m/infer", error)
+    assert [record.message for record in caplog.records] == (["request failed"] if logged else [])
