@@ -167,6 +167,23 @@ def test_an_input_given_twice_is_an_error():
         v2.decode_request(body, None, LIMITS)
 
 
+def test_an_output_requested_twice_is_an_error():
+    # It would be answered twice; Triton refuses it too ("already exists in request").
+    x = {"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}
+    outputs = [{"name": "y"}, {"name": "z"}, {"name": "y", "parameters": {"binary_data": True}}]
+    body = orjson.dumps({"inputs": [x], "outputs": outputs})
+    with pytest.raises(InvalidInput, match="output 'y' is requested more than once"):
+        v2.decode_request(body, None, LIMITS)
+    assert (
+        len(
+            v2.decode_request(
+                orjson.dumps({"inputs": [x], "outputs": outputs[:2]}), None, LIMITS
+            ).outputs
+        )
+        == 2
+    )
+
+
 def test_v1_json_ready_handles_scalars_half_floats_and_bytes():
     from modelport.base.protocol import v1
 

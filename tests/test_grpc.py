@@ -227,6 +227,11 @@ def test_fp16_answer_is_raw_even_for_a_typed_request(stub):
             grpc.StatusCode.INVALID_ARGUMENT,
             ["class_count"],
         ),
+        (
+            lambda r: [r.outputs.add(name="predict_proba") for _ in range(2)],
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ["output 'predict_proba' is requested more than once"],
+        ),
     ],
     ids=[
         "unknown-model",
@@ -241,6 +246,7 @@ def test_fp16_answer_is_raw_even_for_a_typed_request(stub):
         "duplicate-input",
         "typed-and-raw",
         "classification",
+        "duplicate-output",
     ],
 )
 def test_bad_requests_get_status_codes_and_the_server_keeps_serving(stub, mutate, code, words):

@@ -152,6 +152,7 @@ def decode_request(message: pb.ModelInferRequest, limits: v2.Limits) -> InferReq
         parameters = parameters_to_dict(output.parameters)
         v2.check_classification(output.name, parameters)
         outputs.append(RequestedOutput(output.name, parameters))
+    v2.check_unique_outputs(outputs)
     return InferRequest(
         inputs=inputs,
         id=message.id or None,

@@ -357,7 +357,18 @@ def _requested_outputs(raw: Any, limits: Limits) -> list[RequestedOutput]:
         parameters = _as_dict(item.get("parameters"), "output parameters")
         check_classification(item["name"], parameters)
         outputs.append(RequestedOutput(item["name"], parameters))
+    check_unique_outputs(outputs)
     return outputs
+
+
+def check_unique_outputs(outputs: list[RequestedOutput]) -> None:
+    """An output asked for twice would be answered twice (as Triton, refused)."""
+    if len(outputs) > 1 and len({output.name for output in outputs}) != len(outputs):
+        seen: set[str] = set()
+        for output in outputs:
+            if output.name in seen:
+                raise InvalidInput(f"output '{output.name}' is requested more than once")
+            seen.add(output.name)
 
 
 def check_classification(name: str, parameters: dict[str, Any]) -> None:
