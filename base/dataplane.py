@@ -57,6 +57,7 @@ class DataPlane:
         self.metrics = metrics_module.process_metrics()
         self.timers: dict[str, ModelTimers] = {}
         self.draining = False
+        self.drain_started = asyncio.Event()  # for what must react at once (health Watch)
         self.in_flight = 0
         # Request ids for requests that bring none: unique per process, no syscall each.
         self._ids = itertools.count()
@@ -64,6 +65,17 @@ class DataPlane:
         repository.on_change.append(self._models_changed)
 
     # --- bookkeeping shared by the transports ---------------------------------------
+
+    def begin_drain(self) -> None:
+        """Take no new work from now on, and wake what waits for the drain. Called from a
+        signal handler: the wake-up is handed to the running loop thread-safely."""
+        self.draining = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop here (tests calling it directly): nothing waits
+            self.drain_started.set()
+            return
+        loop.call_soon_threadsafe(self.drain_started.set)
 
     def new_request_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"

@@ -97,7 +97,7 @@ class DrainingServer(uvicorn.Server):
             return
         if self.state.draining:  # a second signal: stop now
             stop_now(sig, frame)
-        self.state.draining = True
+        self.state.begin_drain()
         self.deadline = time.monotonic() + self.grace
         log.info("draining", extra={"in_flight": self.state.in_flight, "grace_s": self.grace})
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -422,6 +425,57 @@ def test_sigterm_ends_health_watch_streams_instead_of_waiting_for_them(tmp_path)
         health_pb2.HealthCheckResponse.SERVING,
         health_pb2.HealthCheckResponse.NOT_SERVING,
     ]
+
+
+# Run in a child process: modelport's OIP protos and tritonclient's (imported here) both
+# register the `inference` protobuf package, so they cannot share one process.
+_WATCH_WAKES_ON_DRAIN = textwrap.dedent(
+    """
+    import asyncio, time
+    from types import SimpleNamespace
+    from modelport.base.dataplane import DataPlane
+    from modelport.base.grpc.server import _NOT_SERVING, _SERVING, HealthService
+
+    async def main():
+        async def ready():
+            return True
+        plane = SimpleNamespace(draining=False, drain_started=asyncio.Event(), ready=ready)
+        watch = HealthService(plane, poll_seconds=60).Watch(SimpleNamespace(service=""), None)
+        assert (await anext(watch)).status == _SERVING
+        asyncio.get_running_loop().call_later(0.1, DataPlane.begin_drain, plane)
+        started = time.monotonic()
+        assert (await asyncio.wait_for(anext(watch), 10)).status == _NOT_SERVING
+        assert time.monotonic() - started < 10
+        try:
+            await anext(watch)
+        except StopAsyncIteration:
+            print("woken")
+        # The drain begins while SERVING is on its way (the stream is at its `yield`): the
+        # stream still says NOT_SERVING before it ends.
+        plane = SimpleNamespace(draining=False, drain_started=asyncio.Event(), ready=ready)
+        watch = HealthService(plane, poll_seconds=60).Watch(SimpleNamespace(service=""), None)
+        assert (await anext(watch)).status == _SERVING
+        plane.draining = True
+        assert (await asyncio.wait_for(anext(watch), 10)).status == _NOT_SERVING
+        try:
+            await anext(watch)
+        except StopAsyncIteration:
+            print("told")
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_health_watch_says_not_serving_as_soon_as_the_drain_starts():
+    """A Watch stream polls; the drain wakes it at once, so NOT_SERVING leaves well before
+    the drain stops the server, and it is sent even when the drain began while the stream
+    was sending SERVING (the stream used to end without it: a flaky SIGTERM test below)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _WATCH_WAKES_ON_DRAIN], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split() == ["woken", "told"]
 
 
 def test_a_model_answering_no_outputs_is_internal_as_over_rest(server, stub):

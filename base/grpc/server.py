@@ -11,6 +11,7 @@ SO_REUSEPORT (gRPC's default on Linux), so the kernel spreads connections over t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -78,10 +79,16 @@ class HealthService(health_pb2_grpc.HealthServicer):
                 last = status
                 yield health_pb2.HealthCheckResponse(status=status)
             if self.dataplane.draining:
-                # NOT_SERVING was sent: end the stream, or the drain's grpc.stop() would
-                # wait the whole grace for a stream that never ends on its own.
+                # End the stream, or the drain's grpc.stop() would wait the whole grace for
+                # a stream that never ends on its own; NOT_SERVING first, also when the
+                # drain began while the last status was on its way.
+                if last != _NOT_SERVING:
+                    yield health_pb2.HealthCheckResponse(status=_NOT_SERVING)
                 return
-            await asyncio.sleep(self.poll_seconds)
+            # The next poll, or at once when the drain starts: NOT_SERVING then leaves
+            # well before the drain stops the server, which could cut it off in flight.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.dataplane.drain_started.wait(), self.poll_seconds)
 
 
 def _unimplemented_handler() -> grpc.GenericRpcHandler:
