@@ -167,6 +167,16 @@ def test_an_input_given_twice_is_an_error():
         v2.decode_request(body, None, LIMITS)
 
 
+@pytest.mark.parametrize("request_id", [{"a": 1}, [1], True])
+def test_an_id_that_is_no_identifier_is_an_error(request_id):
+    x = {"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}
+    with pytest.raises(InvalidInput, match="'id' must be a string"):
+        v2.decode_request(orjson.dumps({"inputs": [x], "id": request_id}), None, LIMITS)
+    for accepted, echoed in (("r-1", "r-1"), (7, "7")):
+        body = orjson.dumps({"inputs": [x], "id": accepted})
+        assert v2.decode_request(body, None, LIMITS).id == echoed
+
+
 def test_an_output_requested_twice_is_an_error():
     # It would be answered twice; Triton refuses it too ("already exists in request").
     x = {"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}

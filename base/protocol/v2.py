@@ -335,6 +335,10 @@ def decode_request(body: bytes, header_length: int | None, limits: Limits) -> In
     check_unique_names(inputs)
     outputs = _requested_outputs(doc.get("outputs"), limits)
     request_id = doc.get("id")
+    if request_id is not None and type(request_id) not in (str, int, float):
+        # A number reads as its text (clients that count their requests); an object, an
+        # array or a boolean is no identifier and would come back mangled.
+        raise InvalidInput("'id' must be a string")
     return InferRequest(
         inputs=inputs,
         id=None if request_id is None else str(request_id),
