@@ -341,7 +341,10 @@ def test_ci_image_builds_pass_every_build_arg_the_makefile_passes():
     passes and the workflow does not (NODEPS_REQ, which installs onnxmltools for XGBoost and
     LightGBM acceleration) made the published images differ from the local ones."""
     makefile = (ROOT / "Makefile").read_text()
-    made = set(re.findall(r'--build-arg "?([A-Z_]+)=', makefile)) - {"BASE_IMAGE"}
+    recipe = re.search(r"^image-%:\n((?:\t.*\n)+)", makefile, flags=re.MULTILINE)
+    assert recipe, "no image-% rule in the Makefile"
+    made = set(re.findall(r'--build-arg "?([A-Z_]+)=', recipe[1])) - {"BASE_IMAGE"}
+    assert {"RUNTIME", "NODEPS_REQ", "FRAMEWORK_REQ"} <= made
     workflow = (ROOT / ".github" / "workflows" / "images.yml").read_text()
     blocks = re.findall(r"build-args: \|\n((?:\s{12}\S.*\n)+)", workflow)
     assert blocks, "no build-args blocks found in images.yml"
