@@ -530,6 +530,39 @@ def test_an_answer_over_the_send_limit_is_counted_as_what_the_client_got(tmp_pat
         server.stop()
 
 
+_SIZE_BOUND_HOLDS = textwrap.dedent(
+    """
+    import numpy as np
+    from modelport.base.grpc import codec
+    from modelport.base.messages import InferResponse, Tensor
+
+    cases = [
+        ("INT64", -np.ones(1000, np.int64)), ("INT32", np.full(7, -(2**31), np.int32)),
+        ("UINT64", np.full(3, 2**64 - 1, np.uint64)), ("FP32", np.ones((100, 3), np.float32)),
+        ("FP64", np.full(5, 1e300)), ("BOOL", np.ones(10, bool)), ("FP16", np.ones(4, np.float16)),
+        ("INT8", np.zeros((0, 4), np.int8)),
+    ]
+    for datatype, data in cases:
+        response = InferResponse([Tensor("o" * 300, data, datatype)], model_name="m" * 50)
+        for raw in (False, True):
+            answer = codec.encode_response(response, "i" * 99, raw or datatype == "FP16")
+            assert codec.size_bound(response, "i" * 99) >= answer.ByteSize(), (datatype, raw)
+    text = InferResponse([Tensor("t", np.array(["a"], dtype=object), "BYTES")])
+    assert codec.size_bound(text, None) is None  # only encoding can tell
+    print("ok")
+    """
+)
+
+
+def test_the_answer_size_bound_is_never_below_the_encoded_size():
+    """The send-limit check skips encoding twice when this bound fits the limit."""
+    result = subprocess.run(
+        [sys.executable, "-c", _SIZE_BOUND_HOLDS], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ok"
+
+
 def test_a_grpc_port_in_use_is_a_clear_start_up_error(server, models):
     """A single server bound its gRPC port with SO_REUSEPORT, so a second one on the same
     port started silently and the kernel split the calls between them."""

@@ -38,16 +38,6 @@ CONTENTS_FIELD = {
     "BYTES": "bytes_contents",
 }
 _RAW_ONLY = ("FP16", "BF16")
-# Typed contents fields -> the most bytes one element takes on the wire (varints: 10).
-_ELEMENT_BYTES = {
-    "bool_contents": 1,
-    "int_contents": 10,
-    "int64_contents": 10,
-    "uint_contents": 5,
-    "uint64_contents": 10,
-    "fp32_contents": 4,
-    "fp64_contents": 8,
-}
 
 
 def parameters_to_dict(parameters: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
@@ -204,22 +194,17 @@ def encode_response(
     return message
 
 
-def size_bound(message: pb.ModelInferResponse) -> int:
-    """At least `message.ByteSize()`, counted without encoding the message (upb's ByteSize
-    encodes all of it): each element at its widest, every string in full with 6 bytes of
-    tag and length, and generous room for the other fields."""
-
-    def parameters(values: Mapping[str, pb.InferParameter]) -> int:
-        return sum(len(key) + len(value.string_param) + 64 for key, value in values.items())
-
-    size = 128 + len(message.model_name) + len(message.model_version) + len(message.id)
-    size += parameters(message.parameters)
-    size += sum(len(raw) + 6 for raw in message.raw_output_contents)
-    for output in message.outputs:
-        size += 128 + len(output.name) + len(output.datatype) + 10 * len(output.shape)
-        size += parameters(output.parameters)
-        contents = output.contents
-        for field, width in _ELEMENT_BYTES.items():
-            size += width * len(getattr(contents, field))
-        size += sum(len(item) + 6 for item in contents.bytes_contents)
+def size_bound(response: InferResponse, request_id: str | None) -> int | None:
+    """At least the encoded answer's size, from the tensors' element counts alone (a few
+    attribute reads: `ByteSize()` encodes the whole message, as dear as sending it): every
+    element at its widest on the wire (a varint: 10 bytes), generous room for names and
+    shapes. None where only encoding can tell: text (BYTES) and parameters."""
+    if response.parameters:
+        return None
+    size = 1024 + len(response.model_name) + len(response.model_version or "")
+    size += len(request_id or "")  # the answer echoes the request's id
+    for tensor in response.outputs:
+        if tensor.datatype == "BYTES" or tensor.parameters:
+            return None
+        size += 256 + len(tensor.name) + 10 * tensor.data.size
     return size

@@ -21,6 +21,7 @@ from modelport.base.grpc import codec
 from modelport.base.grpc import inference_pb2 as pb
 from modelport.base.grpc import inference_pb2_grpc as pb_grpc
 from modelport.base.logs import AccessLog
+from modelport.base.messages import InferResponse
 
 log = logging.getLogger("modelport.server")
 T = TypeVar("T")
@@ -155,14 +156,17 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             encoding = time.perf_counter()
             answer = codec.encode_response(response, request.id, codec.wants_raw(message, request))
             dataplane.observe_codec(name, decoded - started, time.perf_counter() - encoding)
-            self._check_size(answer)
+            self._check_size(response, request.id, answer)
             return answer
 
-    def _check_size(self, answer: pb.ModelInferResponse) -> None:
+    def _check_size(
+        self, response: InferResponse, request_id: str | None, answer: pb.ModelInferResponse
+    ) -> None:
         """An answer over the send cap fails here, with a message saying so and its code in
         the metrics and access log: left to gRPC, it failed after the call was counted OK."""
         limit = self.send_limit
-        if codec.size_bound(answer) <= limit:  # the usual case: no second encoding
+        bound = codec.size_bound(response, request_id)
+        if bound is not None and bound <= limit:  # the usual case: no second encoding
             return
         size = answer.ByteSize()
         if size > limit:
