@@ -266,8 +266,7 @@ class DataPlane:
         """Load (or reload) a model; a failure of any of its versions fails the call, as in
         Triton (the versions that loaded serve)."""
         self._require_repository()
-        await self.repository.load(name)
-        self.repository.version(name)  # the model is known now (404 otherwise)
+        name = await self.repository.load(name)  # the served name (a directory's may differ)
         failed = [
             entry.reason or f"model '{name}' failed to load"
             for entry in self.repository.models[name].versions.values()

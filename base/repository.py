@@ -122,6 +122,11 @@ class ModelRepository:
         for sub in sorted(self.root.iterdir()):
             if self._inside_root(sub) and not sub.name.startswith(".") and self._is_model_dir(sub):
                 model = self._describe(sub.name, sub)
+                if model.name in found:
+                    raise ModelLoadError(
+                        f"directories '{found[model.name].directory.name}' and '{sub.name}' "
+                        f"both serve model '{model.name}' (model-settings.json \"name\")"
+                    )
                 found[model.name] = model
         if not found:
             raise ModelLoadError(
@@ -263,8 +268,9 @@ class ModelRepository:
                 raise ModelLoadError(failed[0].reason)
         self.started = True
 
-    async def load(self, name: str, *, reload: bool = True) -> None:
-        """Load (or reload) a model by name; the name must be a directory under the root.
+    async def load(self, name: str, *, reload: bool = True) -> str:
+        """Load (or reload) a model by name, or by the directory under the root that holds
+        it; returns the model's served name (its model-settings.json may rename it).
 
         `reload=False` (on-demand loads of evicted models) skips the work when a concurrent
         request already brought the model back. A version that is serving is reloaded
@@ -279,7 +285,7 @@ class ModelRepository:
         # (eviction takes each victim's lock, then this model's is taken to load it).
         async with self._load_lock:
             if not reload and not model.evicted:
-                return
+                return model.name
             # `incoming` is never its own victim, and a serving model counts once: as one
             # of `--max_loaded_models` (the `+ 1`) and in the RSS `--memory_budget` reads.
             await self._evict_for(model)
@@ -290,6 +296,7 @@ class ModelRepository:
             # The old version still answers, but the caller asked for the new one: a load
             # that did not happen is answered as a failed first load is (500).
             raise ModelLoadError("; ".join(failed_reloads))
+        return model.name
 
     async def _load_versions(self, model: Model) -> list[str]:
         """Load every version of `model` (caller holds the load lock and its lock); the
@@ -419,6 +426,14 @@ class ModelRepository:
         if self._is_model_dir(self.root) or not self._is_model_dir(directory):
             raise ModelNotFound(name)
         model = self._describe(name, directory)
+        known = self.models.get(model.name)
+        if known is not None:  # the directory's model-settings.json names a served model
+            if known.directory.resolve() == directory.resolve():
+                return known  # the directory of a renamed model: that model, not a copy
+            raise InvalidInput(
+                f"directory '{name}' declares model name '{model.name}', which directory "
+                f"'{known.directory.name}' serves: rename one (model-settings.json \"name\")"
+            )
         self.models[model.name] = model
         return model
 

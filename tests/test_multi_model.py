@@ -201,3 +201,40 @@ def test_memory_budget_evicts_least_recently_used(serve, three_models):
     assert server.get("/v2/models/sevens/ready").status_code == 503
     reasons = {row["name"]: row["reason"] for row in server.get("/v2/repository/index").json()}
     assert "evicted" in reasons["sevens"]
+
+
+def test_a_directory_declaring_a_served_name_never_replaces_that_model(serve, tmp_path):
+    """A loaded directory whose model-settings.json names a model another directory serves
+    replaced that model (its predictor never unloaded) and answered 404; loading a renamed
+    model by its directory reloaded it and answered 404 too."""
+    constant_model(tmp_path / "dir-name", 3)
+    (tmp_path / "dir-name" / "model-settings.json").write_text(json.dumps({"name": "renamed"}))
+    constant_model(tmp_path / "other", 4)
+    server = serve("sklearn", tmp_path)
+
+    constant_model(tmp_path / "clash", 9)
+    (tmp_path / "clash" / "model-settings.json").write_text(json.dumps({"name": "other"}))
+    clash = server.post("/v2/repository/models/clash/load")
+    assert clash.status_code == 400
+    assert "'other'" in clash.json()["error"] and "'clash'" in clash.json()["error"]
+    assert predict(server, "other").json() == {"predictions": [4, 4]}
+
+    assert server.post("/v2/repository/models/dir-name/load").json() == {
+        "name": "dir-name",
+        "load": True,
+    }
+    assert predict(server, "renamed").json() == {"predictions": [3, 3]}
+    rows = server.get("/v2/repository/index").json()
+    assert {(row["name"], row["state"]) for row in rows} == {
+        ("other", "READY"),
+        ("renamed", "READY"),
+    }
+
+
+def test_two_directories_serving_one_name_fail_the_start(serve, tmp_path):
+    for directory, value in (("a", 1), ("b", 2)):
+        constant_model(tmp_path / directory, value)
+        (tmp_path / directory / "model-settings.json").write_text(json.dumps({"name": "m"}))
+    server = serve("sklearn", tmp_path, wait=False)
+    assert server.process.wait(timeout=60) != 0
+    assert "directories 'a' and 'b' both serve model 'm'" in server.log()
