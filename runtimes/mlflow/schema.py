@@ -204,7 +204,11 @@ def _numeric(values: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
     if values.dtype == dtype or values.dtype.kind not in "biuf" or dtype.kind not in "iuf":
         return values
     if dtype.kind == "f":
-        return values.astype(dtype)
+        with np.errstate(over="ignore"):  # beyond the target's range: refused below
+            cast = values.astype(dtype)
+        if not np.isfinite(cast[np.isfinite(values)]).all():
+            raise InvalidInput(f"{what}: values out of range for {dtype.name}")
+        return cast
     if values.dtype.kind == "f" and not np.all(np.isfinite(values) & (values == np.round(values))):
         return values
     info = np.iinfo(dtype)

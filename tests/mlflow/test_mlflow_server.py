@@ -449,6 +449,16 @@ def test_tensor_violations_are_400(server: ServerProcess) -> None:
     assert expect_ok(server.post("/v1/models/xgb:predict", json={"inputs": [[1, 2, 3, 4]]}))
 
 
+def test_values_beyond_a_float32_tensor_are_400(server: ServerProcess) -> None:
+    """1e300 narrowed to float32 is infinity: V2 used to blame the output (500), V1 null."""
+    big = [{"name": name, "datatype": "FP64", "shape": [1, 2], "data": [1e300, 1]} for name in "ab"]
+    expect_error(server.post("/v2/models/adder/infer", json={"inputs": big}), "'a'", "range")
+    body = {"inputs": {"a": [[1e300, 1]], "b": [[1, 2]]}}
+    expect_error(server.post("/v1/models/adder:predict", json=body), "'a'", "range")
+    fine = {"inputs": {"a": [[1e30, 1]], "b": [[1, 2]]}}
+    assert expect_ok(server.post("/v1/models/adder:predict", json=fine))
+
+
 def test_bad_params_are_400(server: ServerProcess) -> None:
     split = {"columns": ["x", "label"], "data": [[1.0, "a"]]}
     expect_error(
