@@ -381,6 +381,8 @@ _INPUT_MISMATCH = re.compile(
     r"|is invalid for input of size|dimension out of range|expected .*input"
     r"|to have \d+ channels|expected scalar type|(must|to) have the same dtype"
     r"|not implemented for '\w+'|expected input at"
+    # a rank too low: `both arguments to linear need to be at least 1D, but they are 0D and 2D`
+    r"|need to be at least \d+D"
     # dtype mismatches: `mat1 and mat2 must have the same dtype, but got Long and Float`,
     # conv's `Input type (double) and bias type (float) should be the same`, embedding's
     # `Expected tensor for argument #1 'indices' to have one of the following scalar types`

@@ -385,6 +385,14 @@ def test_input_of_another_dtype_than_the_weights_is_400(server: ServerProcess, d
     assert "must have the same dtype" in response.json()["error"]
 
 
+def test_a_scalar_for_a_linear_layer_is_400(server: ServerProcess):
+    """torch words a rank too low as `need to be at least 1D`: the input's fault, not a 500."""
+    scalar = {"name": "x", "datatype": "FP32", "shape": [], "data": [1.0]}
+    response = server.post("/v2/models/classifier/infer", json={"inputs": [scalar]})
+    assert response.status_code == 400, response.text
+    assert "at least 1D" in response.json()["error"]
+
+
 def test_indices_the_model_cannot_use_are_400(server: ServerProcess):
     x = {"name": "x", "datatype": "FP32", "shape": [3], "data": [1, 2, 3]}
     beyond = {"name": "i", "datatype": "INT64", "shape": [1], "data": [7]}
