@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -173,6 +174,7 @@ class ModelRepository:
             raise ModelLoadError(f"'{path}' is not valid JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise ModelLoadError(f"'{path}' must hold a JSON object")
+        _check_settings(path, doc)
         for key in ("name", "runtime", "model_file"):
             if key in doc:
                 setattr(settings, key, str(doc[key]))
@@ -444,6 +446,32 @@ class ModelRepository:
     def _changed(self) -> None:
         for callback in self.on_change:
             callback(self)
+
+
+def _check_settings(path: Path, doc: dict[str, Any]) -> None:
+    """A model-settings.json's fields have the types they are used as, or a load error that
+    names the file and the field (never a bare ValueError, never an unreachable name)."""
+
+    def wrong(key: str, what: str) -> ModelLoadError:
+        return ModelLoadError(f"'{path}': \"{key}\" must be {what}, not {doc[key]!r}")
+
+    for key in ("name", "version"):
+        value = doc.get(key)
+        if key == "version" and type(value) is int:  # `"version": 3` is version "3"
+            value = str(value)
+        if key in doc and not (isinstance(value, str) and _MODEL_NAME.match(value)):
+            raise wrong(key, "a string of letters, digits, '.', '_', '-'")
+    for key in ("runtime", "model_file"):
+        if key in doc and not (isinstance(doc[key], str) and doc[key]):
+            raise wrong(key, "a non-empty string")
+    if "parameters" in doc and not isinstance(doc["parameters"], dict):
+        raise wrong("parameters", "an object")
+    size = doc.get("max_batch_size")
+    if "max_batch_size" in doc and not (type(size) is int and size >= 1):
+        raise wrong("max_batch_size", "an integer of at least 1")
+    wait = doc.get("max_batch_time", 0)
+    if not (type(wait) in (int, float) and math.isfinite(wait) and wait >= 0):
+        raise wrong("max_batch_time", "a number of seconds, at least 0")
 
 
 def _version_dirs(directory: Path) -> list[Path]:

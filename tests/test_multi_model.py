@@ -238,3 +238,34 @@ def test_two_directories_serving_one_name_fail_the_start(serve, tmp_path):
     server = serve("sklearn", tmp_path, wait=False)
     assert server.process.wait(timeout=60) != 0
     assert "directories 'a' and 'b' both serve model 'm'" in server.log()
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"max_batch_size": "abc"}, "max_batch_size"),
+        ({"max_batch_size": None}, "max_batch_size"),
+        ({"max_batch_size": 0}, "max_batch_size"),
+        ({"max_batch_time": -1}, "max_batch_time"),
+        ({"name": "a/b"}, "name"),
+        ({"name": ""}, "name"),
+        ({"version": {"v": 1}}, "version"),
+        ({"parameters": [1]}, "parameters"),
+        ({"model_file": 3}, "model_file"),
+    ],
+)
+def test_model_settings_of_the_wrong_type_are_named_load_errors(serve, tmp_path, settings, field):
+    """Wrong types were a bare ValueError or TypeError (an internal error naming neither the
+    file nor the field), or a model served under a name no URL reaches."""
+    constant_model(tmp_path / "good", 1)
+    server = serve("sklearn", tmp_path)
+    constant_model(tmp_path / "late", 5)
+    (tmp_path / "late" / "model-settings.json").write_text(json.dumps(settings))
+    response = server.post("/v2/repository/models/late/load")
+    assert response.status_code == 500, response.text
+    error = response.json()["error"]
+    assert "model-settings.json" in error and f'"{field}"' in error
+    assert "internal server error" not in error
+    names = {row["name"] for row in server.get("/v2/repository/index").json()}
+    assert names == {"good"}
+    assert predict(server, "good").json() == {"predictions": [1, 1]}
