@@ -46,6 +46,7 @@ log = logging.getLogger("modelport.repository")
 
 SETTINGS_FILE = "model-settings.json"  # listed in model.NOT_ARTIFACTS too
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_VERSION = re.compile(r"^[0-9]+$")  # a version directory's name
 
 
 class State(StrEnum):
@@ -478,7 +479,9 @@ def _version_dirs(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
     return sorted(
-        (sub for sub in directory.iterdir() if sub.is_dir() and sub.name.isdigit()),
+        # ASCII digits only: `isdigit` also holds for `²` or Arabic-Indic digits, which `int` refuses or
+        # reads as another spelling of a version number.
+        (sub for sub in directory.iterdir() if sub.is_dir() and _VERSION.match(sub.name)),
         key=lambda sub: int(sub.name),
     )
 

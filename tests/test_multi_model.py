@@ -269,3 +269,14 @@ def test_model_settings_of_the_wrong_type_are_named_load_errors(serve, tmp_path,
     names = {row["name"] for row in server.get("/v2/repository/index").json()}
     assert names == {"good"}
     assert predict(server, "good").json() == {"predictions": [1, 1]}
+
+
+def test_a_directory_of_non_ascii_digits_is_not_a_version(serve, tmp_path):
+    """`²` passes `str.isdigit` but not `int()`: the server failed to start (ValueError)."""
+    constant_model(tmp_path / "v" / "1", 1)
+    constant_model(tmp_path / "v" / "²", 2)
+    constant_model(tmp_path / "v" / "\u0661", 3)  # an Arabic-Indic one: `int` reads it as 1
+    server = serve("sklearn", tmp_path)
+    assert server.get("/v2/models/v").json()["versions"] == ["1"]
+    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    assert server.post("/v2/models/v/infer", json=body).json()["model_version"] == "1"
