@@ -71,6 +71,13 @@ class Adder(mlflow.pyfunc.PythonModel):
         return model_input["a"] + model_input["b"]
 
 
+class Days(mlflow.pyfunc.PythonModel):
+    """A datetime column in, its day of the month out."""
+
+    def predict(self, context, model_input, params=None):
+        return model_input["when"].dt.day.to_numpy()
+
+
 def wine_data(rows: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     return pd.DataFrame(
@@ -141,6 +148,14 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             ),
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 2))]),
         ),
+        pip_requirements=PIP,
+    )
+
+    when = pd.DataFrame({"when": pd.to_datetime(["2024-03-05", "2024-03-06"])})
+    mlflow.pyfunc.save_model(
+        root / "days",
+        python_model=Days(),
+        signature=infer_signature(when, Days().predict(None, when)),
         pip_requirements=PIP,
     )
 
@@ -351,6 +366,23 @@ def test_v2_named_columns(server: ServerProcess, models) -> None:
     got = expect_ok(server.post("/v2/models/wine/infer", json=body))
     assert got["outputs"][0]["name"] == "output-0"
     np.testing.assert_allclose(got["outputs"][0]["data"], models["wine"].predict(rows), rtol=1e-9)
+
+
+def test_datetime_column_takes_the_text_its_metadata_asks_for(server: ServerProcess) -> None:
+    """Metadata gives a datetime column as BYTES; MLflow's enforcement refused every text."""
+    inputs = expect_ok(server.get("/v2/models/days"))["inputs"]
+    assert inputs == [{"name": "when", "datatype": "BYTES", "shape": [-1]}]
+    dates = ["2024-03-05 08:00", "2024-03-17 10:30"]
+    body = {"inputs": [{"name": "when", "datatype": "BYTES", "shape": [2], "data": dates}]}
+    assert expect_ok(server.post("/v2/models/days/infer", json=body))["outputs"][0]["data"] == [
+        5,
+        17,
+    ]
+    records = {"dataframe_records": [{"when": day} for day in dates]}
+    got = expect_ok(server.post("/v1/models/days:predict", json=records))
+    assert got == {"predictions": [5, 17]}
+    bad = {"dataframe_records": [{"when": "soon"}]}
+    expect_error(server.post("/v1/models/days:predict", json=bad), "'when'", "soon")
 
 
 def test_v2_params_from_request_parameters(server: ServerProcess) -> None:
