@@ -151,7 +151,17 @@ class ModelRepository:
         for path in version_dirs or [directory]:
             settings = self._settings(name, path, path.name if version_dirs else None)
             runtime = runtime_class(settings.runtime) if settings.runtime else self.runtime
+            if settings.version in versions:  # a model-settings.json's "version" repeats one
+                raise ModelLoadError(
+                    f"model '{settings.name}': two directories in '{directory}' hold "
+                    f"version '{settings.version}'"
+                )
             versions[settings.version] = ModelVersion(settings, runtime)
+        names = {entry.settings.name for entry in versions.values()}
+        if len(names) > 1:
+            raise ModelLoadError(
+                f"the versions in '{directory}' name different models: {', '.join(sorted(names))}"
+            )
         model_name = next(iter(versions.values())).settings.name
         return Model(model_name, directory, versions)
 

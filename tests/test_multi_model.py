@@ -280,3 +280,23 @@ def test_a_directory_of_non_ascii_digits_is_not_a_version(serve, tmp_path):
     assert server.get("/v2/models/v").json()["versions"] == ["1"]
     body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
     assert server.post("/v2/models/v/infer", json=body).json()["model_version"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ({"version": "2"}, "two directories in"),
+        ({"name": "other"}, "name different models"),
+    ],
+)
+def test_versions_that_disagree_fail_the_load(serve, tmp_path, settings, error):
+    """A version whose model-settings.json repeats another's version replaced it unseen; one
+    naming another model was served under the first version's name."""
+    constant_model(tmp_path / "good", 1)
+    server = serve("sklearn", tmp_path)
+    constant_model(tmp_path / "v" / "1", 1)
+    constant_model(tmp_path / "v" / "2", 2)
+    (tmp_path / "v" / "1" / "model-settings.json").write_text(json.dumps(settings))
+    response = server.post("/v2/repository/models/v/load")
+    assert response.status_code == 500 and error in response.json()["error"], response.text
+    assert {row["name"] for row in server.get("/v2/repository/index").json()} == {"good"}
