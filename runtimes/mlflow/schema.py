@@ -187,7 +187,21 @@ def _tensor(tensor: Tensor, spec: Any) -> np.ndarray:
         raise InvalidInput(
             f"input '{tensor.name}': model expects shape {expected}, got {list(data.shape)}"
         )
-    return _coerced(data, np.dtype(spec.type), f"input '{tensor.name}'")
+    dtype = np.dtype(spec.type)
+    if dtype.kind in "US" and data.dtype == object:
+        return _strings(data, dtype)
+    return _coerced(data, dtype, f"input '{tensor.name}'")
+
+
+def _strings(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """BYTES for a string (or bytes) tensor spec as the numpy text array MLflow checks for
+    (it refuses object arrays there); anything but text is left for MLflow to refuse."""
+    if not all(isinstance(value, str | bytes) for value in data.flat):
+        return data
+    if dtype.kind == "U":
+        return as_text(data).astype(np.str_)
+    encoded = [value.encode() if isinstance(value, str) else value for value in data.flat]
+    return np.array(encoded, dtype=np.bytes_).reshape(data.shape)
 
 
 def _coerced(values: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:

@@ -78,6 +78,13 @@ class Days(mlflow.pyfunc.PythonModel):
         return model_input["when"].dt.day.to_numpy()
 
 
+class Lengths(mlflow.pyfunc.PythonModel):
+    """A string tensor in, the length of each string out."""
+
+    def predict(self, context, model_input, params=None):
+        return np.array([len(text) for text in model_input], dtype=np.int64)
+
+
 def wine_data(rows: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     return pd.DataFrame(
@@ -156,6 +163,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         root / "days",
         python_model=Days(),
         signature=infer_signature(when, Days().predict(None, when)),
+        pip_requirements=PIP,
+    )
+
+    mlflow.pyfunc.save_model(
+        root / "lengths",
+        python_model=Lengths(),
+        signature=ModelSignature(inputs=Schema([TensorSpec(np.dtype(str), (-1,))])),
         pip_requirements=PIP,
     )
 
@@ -383,6 +397,21 @@ def test_datetime_column_takes_the_text_its_metadata_asks_for(server: ServerProc
     assert got == {"predictions": [5, 17]}
     bad = {"dataframe_records": [{"when": "soon"}]}
     expect_error(server.post("/v1/models/days:predict", json=bad), "'when'", "soon")
+
+
+def test_string_tensor_takes_the_bytes_its_metadata_asks_for(server: ServerProcess) -> None:
+    """A string tensor spec is BYTES in metadata; MLflow refused the object array it became."""
+    inputs = expect_ok(server.get("/v2/models/lengths"))["inputs"]
+    assert inputs == [{"name": "input-0", "datatype": "BYTES", "shape": [-1]}]
+    body = {"inputs": [{"name": "input-0", "datatype": "BYTES", "shape": [2], "data": ["ab", "c"]}]}
+    assert expect_ok(server.post("/v2/models/lengths/infer", json=body))["outputs"][0]["data"] == [
+        2,
+        1,
+    ]
+    got = expect_ok(server.post("/v1/models/lengths:predict", json={"instances": ["abc", ""]}))
+    assert got == {"predictions": [3, 0]}
+    numbers = {"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [1], "data": [1]}]}
+    expect_error(server.post("/v2/models/lengths/infer", json=numbers), "dtype")
 
 
 def test_v2_params_from_request_parameters(server: ServerProcess) -> None:
