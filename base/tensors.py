@@ -123,8 +123,10 @@ def bind_inputs(
 
     By name when every tensor names an input (each once); else by position, for a model
     with one input given one tensor or, with `positional`, for any model given between
-    `required` (default: all) and all of its inputs. Anything else is a 400 that names
-    the stray, missing or duplicated input and what the model takes.
+    `required` (default: all) and all of its inputs, unless a tensor names another of its
+    inputs than the one its position binds to (a typo beside `y` must not feed `y` to
+    `x`). Anything else is a 400 that names the stray, missing or duplicated input and
+    what the model takes.
     """
     required = len(names) if required is None else required
     expected = ", ".join(names) or "no inputs"
@@ -143,7 +145,8 @@ def bind_inputs(
                 f"{owner} takes {arity} input(s) ({expected}), got {len(inputs)} "
                 f"({', '.join(given)})"
             )
-        return dict(zip(names, inputs, strict=False))
+        if all(name == own or name not in names for name, own in zip(given, names, strict=False)):
+            return dict(zip(names, inputs, strict=False))
     if not unique:
         twice = next(name for name in given if given.count(name) > 1)
         raise InvalidInput(f"input '{twice}' is given twice; {owner} takes: {expected}")

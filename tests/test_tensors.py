@@ -44,6 +44,16 @@ def test_binds_a_sole_input_by_position_only_when_asked_for_more():
         bind_inputs([tensor("a")] * 3, ["x", "y"], OWNER, required=1, positional=True)
 
 
+def test_never_binds_by_position_a_tensor_that_names_another_input():
+    """`y` beside a typo used to feed `x`: the model answered as if nothing were wrong."""
+    with pytest.raises(InvalidInput, match="unknown input 'yy'; model 'm' takes: x, y"):
+        bind_inputs([tensor("y"), tensor("yy")], ["x", "y"], OWNER, positional=True)
+    with pytest.raises(InvalidInput, match="input 'x' is given twice"):
+        bind_inputs([tensor("x"), tensor("x")], ["x", "y"], OWNER, positional=True)
+    kept = bind_inputs([tensor("x"), tensor("yy")], ["x", "y"], OWNER, positional=True)
+    assert [t.name for t in kept.values()] == ["x", "yy"]
+
+
 def test_binding_names_missing_and_duplicated_inputs():
     with pytest.raises(InvalidInput, match="missing input 'y'; model 'm' takes: x, y"):
         bind_inputs([tensor("x")], ["x", "y"], OWNER)
