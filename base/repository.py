@@ -344,8 +344,8 @@ class ModelRepository:
         serving = entry.predictor if entry.state is State.READY else None
         if serving is None:
             entry.state, entry.reason = State.LOADING, ""
-        predictor = entry.runtime(entry.settings)
         try:
+            predictor = entry.runtime(entry.settings)  # a custom runtime's may raise too
             await asyncio.get_running_loop().run_in_executor(None, predictor.load)
             predictor.loaded()
         except Exception as exc:

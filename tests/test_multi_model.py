@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 
 import pytest
 
+from modelport.base.config import ServerConfig
+from modelport.base.messages import InferRequest, InferResponse
+from modelport.base.model import ModelSettings, Predictor
+from modelport.base.repository import ModelRepository
 from tests.models import IRIS_ROWS, constant_model, iris_logistic
 
 
@@ -300,3 +305,40 @@ def test_versions_that_disagree_fail_the_load(serve, tmp_path, settings, error):
     response = server.post("/v2/repository/models/v/load")
     assert response.status_code == 500 and error in response.json()["error"], response.text
     assert {row["name"] for row in server.get("/v2/repository/index").json()} == {"good"}
+
+
+class _RaisingInInit(Predictor):
+    """A custom runtime whose constructor raises (a bad parameter, a missing library)."""
+
+    runtime = "raising"
+    extensions = (".fake",)
+
+    def __init__(self, settings: ModelSettings) -> None:
+        raise RuntimeError("no such device")
+
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def infer(self, request: InferRequest) -> InferResponse:
+        raise NotImplementedError
+
+
+def test_a_runtime_whose_constructor_raises_is_a_failed_load(tmp_path):
+    """The constructor ran outside the load's error handling: the model stayed LOADING (503
+    "loading" forever, in the index too) and the load answered an internal error."""
+
+    async def scenario() -> None:
+        (tmp_path / "m").mkdir()
+        (tmp_path / "m" / "model.fake").write_text("x")
+        repository = ModelRepository(ServerConfig(model_dir=str(tmp_path)), _RaisingInInit)
+        repository.discover()
+        await repository.load("m")
+        assert repository.index() == [
+            {
+                "name": "m",
+                "state": "UNAVAILABLE",
+                "reason": "model 'm': RuntimeError: no such device",
+            }
+        ]
+
+    asyncio.run(scenario())
