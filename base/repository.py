@@ -149,7 +149,10 @@ class ModelRepository:
         versions: dict[str | None, ModelVersion] = {}
         version_dirs = [] if self.runtime.holds_model(directory) else _version_dirs(directory)
         for path in version_dirs or [directory]:
-            settings = self._settings(name, path, path.name if version_dirs else None)
+            # A version's model-settings.json overrides its model directory's, which
+            # applies to every version.
+            parents = [directory] if version_dirs else []
+            settings = self._settings(name, path, path.name if version_dirs else None, parents)
             runtime = runtime_class(settings.runtime) if settings.runtime else self.runtime
             if settings.version in versions:  # a model-settings.json's "version" repeats one
                 raise ModelLoadError(
@@ -165,7 +168,9 @@ class ModelRepository:
         model_name = next(iter(versions.values())).settings.name
         return Model(model_name, directory, versions)
 
-    def _settings(self, name: str, directory: Path, version: str | None) -> ModelSettings:
+    def _settings(
+        self, name: str, directory: Path, version: str | None, parents: list[Path] | None = None
+    ) -> ModelSettings:
         settings = ModelSettings(
             name=name,
             model_dir=directory,
@@ -176,9 +181,14 @@ class ModelRepository:
             max_batch_time=self.config.max_batch_time,
             max_message_size=self.config.max_request_size,
         )
-        path = directory / SETTINGS_FILE
+        for folder in [*(parents or []), directory]:
+            self._apply_settings(settings, folder / SETTINGS_FILE)
+        return settings
+
+    @staticmethod
+    def _apply_settings(settings: ModelSettings, path: Path) -> None:
         if not path.is_file():
-            return settings
+            return
         try:
             doc = orjson.loads(path.read_bytes())
         except (OSError, orjson.JSONDecodeError) as exc:
@@ -198,7 +208,6 @@ class ModelRepository:
         for key, kind in (("max_batch_size", int), ("max_batch_time", float)):
             if key in doc:
                 setattr(settings, key, kind(doc[key]))
-        return settings
 
     # --- lookups ------------------------------------------------------------------
 

@@ -342,3 +342,14 @@ def test_a_runtime_whose_constructor_raises_is_a_failed_load(tmp_path):
         ]
 
     asyncio.run(scenario())
+
+
+def test_settings_of_a_versioned_model_apply_to_its_versions(serve, tmp_path):
+    """The model directory's model-settings.json was ignored once it held versions."""
+    constant_model(tmp_path / "dir-name" / "1", 1)
+    constant_model(tmp_path / "dir-name" / "2", 2)
+    (tmp_path / "dir-name" / "model-settings.json").write_text(json.dumps({"name": "renamed"}))
+    (tmp_path / "dir-name" / "1" / "model-settings.json").write_text(json.dumps({"version": "7"}))
+    server = serve("sklearn", tmp_path)
+    assert server.get("/v2/models").json()["models"] == ["renamed"]
+    assert server.get("/v2/models/renamed").json()["versions"] == ["7", "2"]
