@@ -23,6 +23,10 @@ TO_NUMPY: dict[str, np.dtype] = {
     "BYTES": np.dtype(np.object_),
 }
 
+# Datatypes that travel only as raw bytes (binary extension, gRPC raw contents), with the
+# dtype of their words: BF16 has no numpy dtype and is exposed as raw 16-bit words.
+BINARY_ONLY: dict[str, np.dtype] = {"BF16": np.dtype(np.uint16)}
+
 _FROM_NUMPY: dict[np.dtype, str] = {dtype: name for name, dtype in TO_NUMPY.items()}
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from modelport.base.datatypes import TO_NUMPY, from_numpy
 from modelport.base.errors import NO_OUTPUTS, InferenceFailed, InvalidInput, ModelportError
 from modelport.base.messages import InferRequest, InferResponse, Tensor
-from modelport.base.protocol import v1, v2
+from modelport.base.protocol import json_tensors, v1
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -206,7 +206,7 @@ def v1_column(name: str, values: list[Any], datatype: str | None) -> np.ndarray:
     """V1 values of one input stacked into rows of the model's datatype (when known and
     carried; floats where unknown, as frameworks default JSON numbers to float32).
 
-    The conversion is V2's JSON decoding (`v2._from_json`), so both protocols refuse the
+    The conversion is V2's JSON decoding (`json_tensors.from_json`), so both protocols refuse the
     same values alike: booleans only for BOOL, integers within the datatype's range, floats
     that stay finite once narrowed. A plain `astype` would wrap 300 to 44 in UINT8 and turn
     1e6 into infinity in FP16 without a word."""
@@ -222,7 +222,7 @@ def v1_column(name: str, values: list[Any], datatype: str | None) -> np.ndarray:
         huge = array.dtype.kind == "f" and bool(array.size) and np.abs(array).max() >= 2.0**63
         if array.dtype.kind == "f" and target.kind in "biu" and not huge:
             raise InvalidInput(f"input '{name}': the model takes {datatype}, got decimals")
-        return v2._from_json(name, datatype, array.shape, values)
+        return json_tensors.from_json(name, datatype, array.shape, values)
     if array.dtype == np.float64:
         with np.errstate(over="ignore"):  # beyond float32: refused below
             narrowed = array.astype(np.float32)

@@ -9,7 +9,6 @@ Responses mirror it: outputs asked for with `binary_data` (or the request-level
 
 from __future__ import annotations
 
-import itertools
 import math
 import struct
 from dataclasses import dataclass
@@ -18,21 +17,18 @@ from typing import Any
 import numpy as np
 import orjson
 
-from modelport.base.datatypes import TO_NUMPY, to_numpy
+from modelport.base.datatypes import BINARY_ONLY, TO_NUMPY, to_numpy
 from modelport.base.errors import (
     NO_OUTPUTS,
     InferenceFailed,
     InvalidInput,
-    OutputNotRepresentable,
 )
 from modelport.base.messages import InferRequest, InferResponse, RequestedOutput, Tensor
+from modelport.base.protocol import json_tensors
 
 HEADER_LENGTH = "inference-header-content-length"
 _LENGTH = struct.Struct("<I")
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
-# BF16 has no numpy dtype: it travels only in binary and is exposed as raw 16-bit words.
-_BINARY_ONLY = {"BF16": np.dtype(np.uint16)}
-_NUMBERS = frozenset((int, float))  # JSON numbers as orjson reads them (bool is no number)
 
 
 # numpy's limit on dimensions.
@@ -94,126 +90,6 @@ def check_shape(name: str, shape: Any, limits: Limits) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray:
-    """Decode JSON `data` (flat or nested) into an array of `datatype` and `shape`."""
-    if datatype in _BINARY_ONLY:
-        raise InvalidInput(f"input '{name}': {datatype} data is only accepted in binary form")
-    dtype = to_numpy(datatype)
-    if not isinstance(data, list):
-        data = [data]
-    if dtype.kind == "f":
-        return _floats_from_json(name, datatype, dtype, shape, data)
-    try:
-        array = np.array(data, dtype=object if datatype == "BYTES" else None)
-    except ValueError:
-        raise InvalidInput(
-            f"input '{name}': 'data' is ragged (rows of different lengths)"
-        ) from None
-    expected = math.prod(shape)
-    if array.size != expected:
-        raise InvalidInput(
-            f"input '{name}': shape {list(shape)} needs {expected} elements, data has {array.size}"
-        )
-    if datatype == "BYTES":
-        if not all(isinstance(item, str) for item in array.flat):
-            raise InvalidInput(f"input '{name}': BYTES data must be strings")
-        return array.reshape(shape)
-    kind = array.dtype.kind
-    if dtype.kind in "iu" and kind in "fO" and array.size:
-        # numpy promotes ints above 2**63 mixed with small ones to float64 (or keeps them
-        # as objects past 2**64): convert the original Python ints exactly instead.
-        return _exact_integers(name, datatype, dtype, shape, data)
-    if array.size and not _kind_fits(kind, dtype):
-        found = "non-numeric" if kind in "OUS" else array.dtype.name
-        raise InvalidInput(f"input '{name}': {found} data for a {datatype} tensor")
-    if dtype.kind in "iu" and array.size:
-        _check_numbers(name, datatype, data, array.ndim)
-        info = np.iinfo(dtype)
-        if array.min() < info.min or array.max() > info.max:
-            raise InvalidInput(f"input '{name}': values out of range for {datatype}")
-    return array.astype(dtype, copy=False).reshape(shape)
-
-
-def _exact_integers(
-    name: str, datatype: str, dtype: np.dtype, shape: tuple[int, ...], data: list[Any]
-) -> np.ndarray:
-    """JSON integers of any size to an integer tensor, exactly, or a 400 saying why not."""
-    values = np.array(data, dtype=object)
-    others = [value for value in values.flat if type(value) is not int]
-    if others:
-        # orjson reads integers past 64 bits as floats: those are out of range, not decimals.
-        huge = all(isinstance(v, float) and v.is_integer() and abs(v) >= 2**63 for v in others)
-        problem = "values out of range for" if huge else "non-integer data for a"
-        raise InvalidInput(f"input '{name}': {problem} {datatype} tensor")
-    try:
-        return values.astype(dtype).reshape(shape)
-    except OverflowError:
-        raise InvalidInput(f"input '{name}': values out of range for {datatype}") from None
-
-
-def _floats_from_json(
-    name: str, datatype: str, dtype: np.dtype, shape: tuple[int, ...], data: list[Any]
-) -> np.ndarray:
-    """The common case, converted in one pass straight to the target dtype.
-
-    numpy would quietly turn `null` into NaN, `true` into 1.0 and `"2.5"` into 2.5: JSON has
-    no NaN, so a NaN in the result means a null (or a string) was sent; the first element
-    tells strings and booleans apart before any work is done, the others are checked last.
-    """
-    first: Any = data
-    while isinstance(first, list) and first:
-        first = first[0]
-    if isinstance(first, (str, bool)) or (first is None and data):
-        found = "boolean" if isinstance(first, bool) else "non-numeric"
-        raise InvalidInput(f"input '{name}': {found} data for a {datatype} tensor")
-    try:
-        with np.errstate(over="ignore"):  # beyond the datatype's range: refused below
-            array = np.array(data, dtype=dtype)
-    except (ValueError, TypeError):
-        raise InvalidInput(
-            f"input '{name}': 'data' must be numbers in rows of equal length for a {datatype} "
-            "tensor"
-        ) from None
-    if array.size != math.prod(shape):
-        raise InvalidInput(
-            f"input '{name}': shape {list(shape)} needs {math.prod(shape)} elements, "
-            f"data has {array.size}"
-        )
-    # A finite sum proves every value finite in one cheap pass; a sum can overflow, so
-    # only then are the values checked one by one.
-    if not math.isfinite(array.sum()) and not np.isfinite(array).all():
-        # JSON has no NaN or infinity: a null, a string or a number beyond the datatype's
-        # range got here. Non-finite values travel in binary only (see README).
-        raise InvalidInput(
-            f"input '{name}': null, non-numeric or non-finite data for a {datatype} tensor "
-            "(JSON carries finite numbers only: send NaN or infinity with the binary tensor "
-            "extension)"
-        )
-    _check_numbers(name, datatype, data, array.ndim)
-    return array.reshape(shape)
-
-
-def _check_numbers(name: str, datatype: str, data: list[Any], ndim: int) -> None:
-    """Every element of `data` (nested `ndim` deep, as numpy read it) must be a JSON number:
-    numpy takes `true` as 1 and `"2.5"` as 2.5 wherever they stand among numbers."""
-    flat: Any = data
-    for _ in range(ndim - 1):
-        flat = itertools.chain.from_iterable(flat)
-    kinds = set(map(type, flat))
-    if not kinds <= _NUMBERS:
-        found = "boolean" if bool in kinds else "non-numeric"
-        raise InvalidInput(f"input '{name}': {found} data for a {datatype} tensor")
-
-
-def _kind_fits(kind: str, dtype: np.dtype) -> bool:
-    """JSON numbers decode to b/i/f; an int tensor must not silently truncate floats."""
-    if dtype.kind == "b":
-        return kind == "b"
-    if dtype.kind in "iu":
-        return kind in "iu"
-    return kind in "iuf"
-
-
 def decode_binary(name: str, datatype: str, shape: tuple[int, ...], raw: memoryview) -> np.ndarray:
     """Raw little-endian tensor bytes (REST binary extension, gRPC raw contents) as an array
     (zero-copy), or BYTES elements split."""
@@ -225,7 +101,7 @@ def decode_binary(name: str, datatype: str, shape: tuple[int, ...], raw: memoryv
                 f"binary data has {array.size}"
             )
         return array.reshape(shape)
-    dtype = _BINARY_ONLY.get(datatype) or to_numpy(datatype)
+    dtype = BINARY_ONLY.get(datatype) or to_numpy(datatype)
     expected = math.prod(shape) * dtype.itemsize
     if len(raw) != expected:
         raise InvalidInput(
@@ -240,12 +116,21 @@ def decode_binary(name: str, datatype: str, shape: tuple[int, ...], raw: memoryv
 
 def check_unique_names(inputs: list[Tensor]) -> None:
     """Two inputs of one name would silently shadow each other (as Triton, refused)."""
-    if len(inputs) > 1 and len({tensor.name for tensor in inputs}) != len(inputs):
-        seen: set[str] = set()
-        for tensor in inputs:
-            if tensor.name in seen:
-                raise InvalidInput(f"input '{tensor.name}' is given more than once")
-            seen.add(tensor.name)
+    twice = _repeated([tensor.name for tensor in inputs])
+    if twice is not None:
+        raise InvalidInput(f"input '{twice}' is given more than once")
+
+
+def _repeated(names: list[str]) -> str | None:
+    """The first name that comes again, if any (a set first: the usual case has none)."""
+    if len(names) < 2 or len(set(names)) == len(names):
+        return None
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    raise AssertionError("unreachable: the set found a repeat")
 
 
 def deserialize_bytes(raw: memoryview | bytes, name: str = "tensor") -> np.ndarray:
@@ -308,7 +193,7 @@ def decode_request(body: bytes, header_length: int | None, limits: Limits) -> In
         datatype = item.get("datatype")
         if not isinstance(datatype, str):
             raise InvalidInput(f"input '{name}': missing 'datatype'")
-        if datatype not in TO_NUMPY and datatype not in _BINARY_ONLY:
+        if datatype not in TO_NUMPY and datatype not in BINARY_ONLY:
             to_numpy(datatype)  # raises the uniform unsupported-datatype error
         if "shape" not in item:
             raise InvalidInput(f"input '{name}': missing 'shape'")
@@ -326,7 +211,7 @@ def decode_request(body: bytes, header_length: int | None, limits: Limits) -> In
             data = decode_binary(name, datatype, shape, tail[offset : offset + size])
             offset += size
         elif "data" in item:
-            data = _from_json(name, datatype, shape, item["data"])
+            data = json_tensors.from_json(name, datatype, shape, item["data"])
         else:
             raise InvalidInput(f"input '{name}': missing 'data' (or binary_data_size)")
         inputs.append(Tensor(name, data, datatype, parameters))
@@ -367,12 +252,9 @@ def _requested_outputs(raw: Any, limits: Limits) -> list[RequestedOutput]:
 
 def check_unique_outputs(outputs: list[RequestedOutput]) -> None:
     """An output asked for twice would be answered twice (as Triton, refused)."""
-    if len(outputs) > 1 and len({output.name for output in outputs}) != len(outputs):
-        seen: set[str] = set()
-        for output in outputs:
-            if output.name in seen:
-                raise InvalidInput(f"output '{output.name}' is requested more than once")
-            seen.add(output.name)
+    twice = _repeated([output.name for output in outputs])
+    if twice is not None:
+        raise InvalidInput(f"output '{twice}' is requested more than once")
 
 
 def check_classification(name: str, parameters: dict[str, Any]) -> None:
@@ -413,7 +295,7 @@ def encode_response(
             parameters["binary_data_size"] = len(blob)
             blobs.append(blob)
         else:
-            entry["data"] = _to_json_data(tensor)
+            entry["data"] = json_tensors.to_json(tensor)
         if parameters:
             entry["parameters"] = parameters
         outputs.append(entry)
@@ -436,34 +318,3 @@ def encode_binary(tensor: Tensor) -> bytes:
     if tensor.datatype == "BYTES":
         return serialize_bytes(tensor.data)
     return np.ascontiguousarray(tensor.data).astype(tensor.data.dtype.newbyteorder("<")).tobytes()
-
-
-def _to_json_data(tensor: Tensor) -> Any:
-    if tensor.datatype in ("FP16", "BF16"):
-        # As KServe: half precision has no faithful JSON form; the client must ask for binary.
-        raise InvalidInput(
-            f"output '{tensor.name}' is {tensor.datatype}, which JSON cannot carry: request it "
-            "with the binary tensor extension ('binary_data': true)"
-        )
-    if tensor.datatype == "BYTES":
-        return [_text(item) for item in tensor.data.flat]
-    data = np.ascontiguousarray(tensor.data).reshape(-1)
-    if data.dtype.kind == "f" and not np.isfinite(data).all():
-        # JSON has no NaN or infinity (orjson would write null, which reads as missing
-        # data): the binary form carries them exactly. The model made them: a 500.
-        raise OutputNotRepresentable(
-            f"output '{tensor.name}' holds NaN or infinity, which JSON cannot carry: request "
-            "it with the binary tensor extension ('binary_data': true)"
-        )
-    return data
-
-
-def _text(item: Any) -> str:
-    if isinstance(item, bytes):
-        try:
-            return item.decode()
-        except UnicodeDecodeError:
-            raise InvalidInput(
-                "a BYTES output is not UTF-8 text: request it with 'binary_data': true"
-            ) from None
-    return str(item)

@@ -14,7 +14,7 @@ import orjson
 
 from modelport.base.errors import InvalidInput
 from modelport.base.messages import InferRequest, InferResponse, Tensor
-from modelport.base.protocol import v2
+from modelport.base.protocol import json_tensors, v2
 
 # Numeric tensors of at least this many bytes go binary; below it JSON is as cheap and
 # readable in logs. Half floats have no JSON form and always go binary.
@@ -54,7 +54,7 @@ def encode_request(request: InferRequest, binary_outputs: bool = True) -> tuple[
             parameters["binary_data_size"] = len(blob)
             blobs.append(blob)
         else:
-            entry["data"] = v2._to_json_data(tensor)
+            entry["data"] = json_tensors.to_json(tensor)
         if parameters:
             entry["parameters"] = parameters
         inputs.append(entry)
@@ -120,7 +120,7 @@ def decode_response(body: bytes, header_length: int | None) -> InferResponse:
             data = v2.decode_binary(name, datatype, shape, tail[offset : offset + size]).copy()
             offset += size
         elif "data" in item:
-            data = v2._from_json(name, datatype, shape, item["data"])
+            data = json_tensors.from_json(name, datatype, shape, item["data"])
         else:
             raise InvalidInput(f"output '{name}' has neither 'data' nor binary_data_size")
         outputs.append(Tensor(name, data, datatype, parameters))
