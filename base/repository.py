@@ -6,7 +6,7 @@ Layouts of the model root (`--model_dir`):
   (KServe's multi-model layout, `/mnt/models/<name>/`).
 A model directory whose subdirectories are numbers (`<name>/1/`, `<name>/2/`) holds
 versions; the highest is the default. An optional `model-settings.json` in a model (or
-version) directory overrides name, version, runtime, parameters and batching.
+version) directory overrides name, version, runtime, parameters and batching (`settings_file.py`).
 
 Loading and unloading run in threads and change state only on the event loop, so requests
 to other models never wait on them. With `--max_loaded_models` or `--memory_budget` the
@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import re
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from modelport.base import memory
 from modelport.base.config import ServerConfig
@@ -41,11 +38,10 @@ from modelport.base.errors import (
     ModelUnloaded,
 )
 from modelport.base.model import ModelSettings, Predictor, runtime_class
+from modelport.base.settings_file import MODEL_NAME, SETTINGS_FILE, apply_settings_file
 
 log = logging.getLogger("modelport.repository")
 
-SETTINGS_FILE = "model-settings.json"  # listed in model.NOT_ARTIFACTS too
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _VERSION = re.compile(r"^[0-9]+$")  # a version directory's name
 
 
@@ -182,32 +178,8 @@ class ModelRepository:
             max_message_size=self.config.max_request_size,
         )
         for folder in [*(parents or []), directory]:
-            self._apply_settings(settings, folder / SETTINGS_FILE)
+            apply_settings_file(settings, folder / SETTINGS_FILE)
         return settings
-
-    @staticmethod
-    def _apply_settings(settings: ModelSettings, path: Path) -> None:
-        if not path.is_file():
-            return
-        try:
-            doc = orjson.loads(path.read_bytes())
-        except (OSError, orjson.JSONDecodeError) as exc:
-            raise ModelLoadError(f"'{path}' is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise ModelLoadError(f"'{path}' must hold a JSON object")
-        _check_settings(path, doc)
-        for key in ("name", "runtime", "model_file"):
-            if key in doc:
-                setattr(settings, key, str(doc[key]))
-        if "version" in doc:
-            settings.version = str(doc["version"])
-        if isinstance(doc.get("parameters"), dict):
-            settings.parameters.update(doc["parameters"])
-        if "accelerate" in doc:  # tabular runtimes: `auto` or `off`, as the flag
-            settings.parameters["accelerate"] = doc["accelerate"]
-        for key, kind in (("max_batch_size", int), ("max_batch_time", float)):
-            if key in doc:
-                setattr(settings, key, kind(doc[key]))
 
     # --- lookups ------------------------------------------------------------------
 
@@ -440,7 +412,7 @@ class ModelRepository:
 
     def _find_new(self, name: str) -> Model:
         """A model not yet known: only a directory name directly under the root."""
-        if not _MODEL_NAME.match(name):
+        if not MODEL_NAME.match(name):
             raise InvalidInput(f"invalid model name '{name}': use letters, digits, '.', '_', '-'")
         directory = self.root / name
         if name.startswith(".") or not self._inside_root(directory):
@@ -466,32 +438,6 @@ class ModelRepository:
     def _changed(self) -> None:
         for callback in self.on_change:
             callback(self)
-
-
-def _check_settings(path: Path, doc: dict[str, Any]) -> None:
-    """A model-settings.json's fields have the types they are used as, or a load error that
-    names the file and the field (never a bare ValueError, never an unreachable name)."""
-
-    def wrong(key: str, what: str) -> ModelLoadError:
-        return ModelLoadError(f"'{path}': \"{key}\" must be {what}, not {doc[key]!r}")
-
-    for key in ("name", "version"):
-        value = doc.get(key)
-        if key == "version" and type(value) is int:  # `"version": 3` is version "3"
-            value = str(value)
-        if key in doc and not (isinstance(value, str) and _MODEL_NAME.match(value)):
-            raise wrong(key, "a string of letters, digits, '.', '_', '-'")
-    for key in ("runtime", "model_file"):
-        if key in doc and not (isinstance(doc[key], str) and doc[key]):
-            raise wrong(key, "a non-empty string")
-    if "parameters" in doc and not isinstance(doc["parameters"], dict):
-        raise wrong("parameters", "an object")
-    size = doc.get("max_batch_size")
-    if "max_batch_size" in doc and not (type(size) is int and size >= 1):
-        raise wrong("max_batch_size", "an integer of at least 1")
-    wait = doc.get("max_batch_time", 0)
-    if not (type(wait) in (int, float) and math.isfinite(wait) and wait >= 0):
-        raise wrong("max_batch_time", "a number of seconds, at least 0")
 
 
 def _version_dirs(directory: Path) -> list[Path]:
