@@ -36,6 +36,9 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a size such as 512M, got '{text}'") from None
 
 
+# --max_request_size's default: the one message size limit (fits a 100 MB tensor), also for
+# what a component reads from its predictor.
+MAX_MESSAGE_SIZE = 128 << 20
 # The largest message size gRPC's channel options can express (a C int).
 GRPC_MAX_MESSAGE = (1 << 31) - 1
 
@@ -66,7 +69,7 @@ class ServerConfig:
     workers: int = 1
     log_level: str = "info"
     access_log: bool = True
-    max_request_size: int = 128 << 20
+    max_request_size: int = MAX_MESSAGE_SIZE
     max_inputs: int = 128
     max_tensor_elements: int = 64 << 20
     predict_threads: int = 4

@@ -32,6 +32,7 @@ from aiohttp.client_reqrep import ClientRequest
 from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
+from modelport.base.config import MAX_MESSAGE_SIZE
 from modelport.base.errors import InvalidInput, ModelportError, grpc_code_for_http
 from modelport.base.messages import InferRequest, InferResponse
 from modelport.base.protocol import v2_client
@@ -176,7 +177,7 @@ class PredictorClient:
         use_ssl: bool = False,
         timeout: float = 600.0,
         retries: int = 0,
-        max_answer_size: int = 128 << 20,
+        max_answer_size: int = MAX_MESSAGE_SIZE,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown predictor protocol '{protocol}'; use {', '.join(PROTOCOLS)}")

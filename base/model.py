@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from modelport.base import registry
+from modelport.base.config import MAX_MESSAGE_SIZE
 from modelport.base.errors import ModelLoadError, ModelportError, NotAvailable
 from modelport.base.messages import InferRequest, InferResponse, TensorSpec
 from modelport.base.protocol import v1
@@ -45,7 +46,7 @@ class ModelSettings:
     max_batch_time: float = 0.0
     # The server's one message size limit (--max_request_size): what it reads from a
     # client, and what a component (transformer, explainer) reads from its predictor.
-    max_message_size: int = 128 << 20
+    max_message_size: int = MAX_MESSAGE_SIZE
 
 
 class Predictor(ABC):
