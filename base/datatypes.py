@@ -48,3 +48,20 @@ def from_numpy(dtype: np.dtype) -> str:
     if dtype.kind in "OSU":
         return "BYTES"
     raise InvalidInput(f"numpy dtype '{dtype}' has no Open Inference Protocol datatype")
+
+
+def overflowed(data: np.ndarray, finite: np.ndarray) -> bool:
+    """Whether narrowing `data` to a float type made finite values infinite (`finite`: the
+    narrowed values' `isfinite`): FP64 1e300 to float32, INT32 100000 to float16. The model
+    would compute on infinity. NaN and infinity sent as such (in binary) are no overflow."""
+    if finite.all():
+        return False
+    return data.dtype.kind != "f" or bool(np.isfinite(data[~finite]).any())
+
+
+def narrow_floats(data: np.ndarray, dtype: np.dtype) -> np.ndarray | None:
+    """`data` as the float `dtype`, or None when finite values overflow it (`overflowed`);
+    each caller refuses that with its own message."""
+    with np.errstate(over="ignore"):  # an overflow is what is looked for
+        cast = data.astype(dtype)
+    return None if overflowed(data, np.isfinite(cast)) else cast

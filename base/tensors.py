@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from modelport.base.datatypes import TO_NUMPY, from_numpy
+from modelport.base.datatypes import TO_NUMPY, from_numpy, narrow_floats
 from modelport.base.errors import NO_OUTPUTS, InferenceFailed, InvalidInput, ModelportError
 from modelport.base.messages import InferRequest, InferResponse, Tensor
 from modelport.base.protocol import json_tensors, v1
@@ -224,9 +224,8 @@ def v1_column(name: str, values: list[Any], datatype: str | None) -> np.ndarray:
             raise InvalidInput(f"input '{name}': the model takes {datatype}, got decimals")
         return json_tensors.from_json(name, datatype, array.shape, values)
     if array.dtype == np.float64:
-        with np.errstate(over="ignore"):  # beyond float32: refused below
-            narrowed = array.astype(np.float32)
-        if not np.isfinite(narrowed).all():
+        narrowed = narrow_floats(array, np.dtype(np.float32))
+        if narrowed is None:
             raise InvalidInput(f"input '{name}': values out of range for FP32")
         return narrowed
     return array

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from modelport.base.datatypes import from_numpy
+from modelport.base.datatypes import from_numpy, narrow_floats
 from modelport.base.errors import InferenceFailed, InvalidInput, ModelportError
 from modelport.base.messages import InferRequest, Tensor, TensorSpec
 from modelport.base.tabular import as_text, column_arrays
@@ -220,9 +220,8 @@ def _numeric(values: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
     if values.dtype == dtype or values.dtype.kind not in "biuf" or dtype.kind not in "iuf":
         return values
     if dtype.kind == "f":
-        with np.errstate(over="ignore"):  # beyond the target's range: refused below
-            cast = values.astype(dtype)
-        if not np.isfinite(cast[np.isfinite(values)]).all():
+        cast = narrow_floats(values, dtype)
+        if cast is None:
             raise InvalidInput(f"{what}: values out of range for {dtype.name}")
         return cast
     if values.dtype.kind == "f" and not np.all(np.isfinite(values) & (values == np.round(values))):

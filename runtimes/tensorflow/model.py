@@ -20,6 +20,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ info banners are not JSON logs
 import tensorflow as tf
+from modelport.base.datatypes import narrow_floats, overflowed
 from modelport.base.errors import InferenceFailed, InvalidInput, ModelLoadError
 from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorSpec
 from modelport.base.model import Predictor, load_artifact
@@ -231,7 +232,8 @@ def _to_tf(tensor: Tensor, spec: tf.TensorSpec, owner: str) -> tf.Tensor:
         if data.dtype.kind not in "iuf":
             raise refusal
         value = tf.cast(tf.constant(data), tf.bfloat16)
-        _check_finite(data, tf.math.is_finite(value).numpy(), refusal)
+        if overflowed(data, tf.math.is_finite(value).numpy()):
+            raise InvalidInput(f"{refusal.message}: values out of range")
     else:
         target = np.dtype(spec.dtype.as_numpy_dtype)
         if data.dtype != target:
@@ -255,21 +257,14 @@ def _cast(data: np.ndarray, target: np.dtype, refusal: InvalidInput) -> np.ndarr
         info = np.iinfo(target)
         if data.min() < info.min or data.max() > info.max:
             raise InvalidInput(f"{refusal.message}: values out of range")
-    with np.errstate(over="ignore"):  # a float beyond the target's range: refused below
-        cast = data.astype(target)
-    if goal == "f":
-        _check_finite(data, np.isfinite(cast), refusal)
-    return cast
-
-
-def _check_finite(data: np.ndarray, finite: np.ndarray, refusal: InvalidInput) -> None:
-    """Refuse values that were finite and are not once narrowed (FP64 1e300 to float32,
-    INT32 100000 to float16): the model would compute on infinity, and V2 would blame the
-    output for it while V1 answered null. NaN and infinity sent as such (in binary) pass."""
-    if finite.all():
-        return
-    if data.dtype.kind != "f" or np.isfinite(data[~finite]).any():
+    if goal != "f":
+        return data.astype(target)
+    # A finite value beyond the float type would reach the model as infinity (and V2 would
+    # blame the output for it while V1 answered null).
+    cast = narrow_floats(data, target)
+    if cast is None:
         raise InvalidInput(f"{refusal.message}: values out of range")
+    return cast
 
 
 # --- tensors -> responses -----------------------------------------------------------------
