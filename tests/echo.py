@@ -19,6 +19,16 @@ from modelport.base.model import Predictor
 from modelport.base.tensors import select_outputs
 
 
+def start_call(request: InferRequest) -> None:
+    """The test parameters: create `started_file` (the call is in flight), then `sleep`."""
+    marker = request.parameters.get("started_file")
+    if marker:
+        Path(marker).touch()
+    delay = float(request.parameters.get("sleep", 0))
+    if delay:
+        time.sleep(delay)
+
+
 class EchoPredictor(Predictor):
     runtime = "echo"
     extensions = (".echo",)
@@ -27,12 +37,7 @@ class EchoPredictor(Predictor):
         self.model_file()  # a model dir holds one `.echo` file, like any runtime's artifact
 
     def infer(self, request: InferRequest) -> InferResponse:
-        marker = request.parameters.get("started_file")
-        if marker:
-            Path(marker).touch()
-        delay = float(request.parameters.get("sleep", 0))
-        if delay:
-            time.sleep(delay)
+        start_call(request)
         if request.parameters.get("no_outputs"):  # a faulty model: an answer with nothing in it
             return InferResponse([])
         outputs = [

@@ -10,7 +10,6 @@ in `tests.echo`.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import orjson
 
 from modelport.base.messages import InferRequest, InferResponse, Tensor
 from modelport.base.model import Predictor
+from tests.echo import start_call
 
 
 class LabelPredictor(Predictor):
@@ -36,12 +36,7 @@ class LabelPredictor(Predictor):
             (Path(marker_dir) / f"unloaded-{self.label}").touch()
 
     def infer(self, request: InferRequest) -> InferResponse:
-        marker = request.parameters.get("started_file")
-        if marker:
-            Path(marker).touch()
-        delay = float(request.parameters.get("sleep", 0))
-        if delay:
-            time.sleep(delay)
+        start_call(request)
         rows = request.inputs[0].data.shape[0] if request.inputs else 1
         return InferResponse([Tensor("label", np.full(rows, self.label, np.int64), "INT64")])
 
