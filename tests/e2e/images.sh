@@ -27,6 +27,24 @@ if [ ${#need[@]} -gt 0 ]; then
     "${need[@]}" uidmap fuse-overlayfs >/dev/null
 fi
 
+# Every build leaves untagged images behind: the builder stage and the image a new tag replaced
+# (about 1.5 GB per run). Left there, repeated runs fill the disk, so remove modelport's own
+# untagged images before building and when done, and refuse clearly when space is short.
+prune_untagged() {
+  podman image prune -f --filter label=io.modelport.stage=builder >/dev/null || true
+  podman image prune -f --filter label=io.modelport.runtime >/dev/null || true
+}
+trap prune_untagged EXIT
+prune_untagged
+store=$(podman info --format '{{.Store.GraphRoot}}')
+free_kib=$(df -Pk "$store" | awk 'NR == 2 {print $4}')
+need_kib=$((4 * 1024 * 1024))
+if [ "$free_kib" -lt "$need_kib" ]; then
+  echo "e2e-images: only $((free_kib / 1024)) MiB free under $store; the builds need about" \
+    "$((need_kib / 1024)) MiB (podman image prune / podman system prune frees what is unused)" >&2
+  exit 1
+fi
+
 start=$(date +%s)
 if [ -z "${E2E_BASE_IMAGE:-}" ] && ! podman image exists "$BASE"; then
   make --no-print-directory base-image LOCAL_BASE="$BASE"
@@ -37,4 +55,4 @@ make --no-print-directory image-storage image-sklearn BASE_IMAGE="$BASE" >"$log"
 echo "e2e-images: base, storage and sklearn images ready in $(( $(date +%s) - start ))s"
 make --no-print-directory image-sizes BASE_IMAGE="$BASE" RUNTIMES=sklearn
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
-exec "$PYTHON" tests/e2e/serve_images.py --version "$version"
+"$PYTHON" tests/e2e/serve_images.py --version "$version"
