@@ -3,7 +3,8 @@
 Everything the server says about the model comes from the loaded session, so metadata
 tells the truth: names, OIP datatypes (STRING as BYTES, bfloat16 as BF16) and shapes with
 dynamic dimensions as -1. Inputs bind by name (a sole input also by position) and must
-have the datatype and shape the graph declares; V1 numbers, which JSON leaves untyped,
+have the datatype and shape the graph declares (a named dimension one size wherever it
+appears), checked before the session runs, as Triton checks its config; V1 numbers, which JSON leaves untyped,
 take the declared datatype. Outputs are every tensor output, or those a request names
 (only they are computed). Non-tensor outputs (e.g. skl2onnx's ZipMap dictionaries) are
 not served: convert with `zipmap=False` to get probabilities as a tensor.
@@ -67,9 +68,17 @@ class Port:
     # known rank itself) and metadata shows `[-1]`.
     shape: list[int] | None
     is_tensor: bool = True
+    # Each dimension's name (ONNX's dim_param) or None: a name stands for one size across
+    # every input (ONNX IR), so `a: [n]` and `b: [n]` must come equally long.
+    symbols: tuple[str | None, ...] = ()
 
     def spec(self) -> TensorSpec:
         return TensorSpec(self.name, self.datatype, self.shape or [-1])
+
+    def declared(self) -> str:
+        """The shape as the graph writes it, dimension names included: `[n, 4]`."""
+        dims = zip(self.symbols, self.shape or [], strict=False)
+        return "[" + ", ".join(str(dim if symbol is None else symbol) for symbol, dim in dims) + "]"
 
 
 class ONNXPredictor(Predictor):
@@ -162,6 +171,7 @@ class ONNXPredictor(Predictor):
         ports = {port.name: port for port in self.input_ports}
         given = bind_inputs(request.inputs, list(ports), owner)
         feed = {name: self._to_onnx(tensor, ports[name]) for name, tensor in given.items()}
+        _check_symbols(given, ports, owner)
         bf16 = bool(self.bf16_outputs.intersection(names))
         if bf16:  # numpy has no bfloat16: run to OrtValues, which take OrtValues only
             feed = {name: _ort_value(name, value) for name, value in feed.items()}
@@ -216,6 +226,23 @@ def _classify(owner: str, exc: Exception) -> Exception:
     return InferenceFailed(f"{owner} failed: {kind}: {message}")
 
 
+def _check_symbols(given: dict[str, Tensor], ports: dict[str, Port], owner: str) -> None:
+    """Named dimensions take one size across the inputs, as the graph declares (ONNX IR):
+    refused here, before a kernel fails on it with a message that reads like a model fault."""
+    seen: dict[str, tuple[int, str]] = {}
+    for name, tensor in given.items():
+        port = ports[name]
+        for symbol, size in zip(port.symbols, tensor.shape, strict=False):
+            if symbol is None:
+                continue
+            known, where = seen.setdefault(symbol, (size, name))
+            if known != size:
+                raise InvalidInput(
+                    f"input '{name}': shape {tensor.shape} does not fit {owner} shape "
+                    f"{port.declared()}: {symbol} is {known} in input '{where}'"
+                )
+
+
 def select_providers(choice: str, available: list[str]) -> list[Any]:
     """Execution providers for `--device`: CUDA for `cuda[:N]` (an error when ONNX Runtime
     has none) and for `auto` when it has one, with CPU behind it for unsupported nodes."""
@@ -242,7 +269,8 @@ def _port(arg: Any) -> Port:
     except TypeError:
         dtype = None
     dims = [d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape or []] or None
-    return Port(arg.name, onnx_type, datatype_of(dtype, element), dims)
+    symbols = tuple(d if isinstance(d, str) and d else None for d in arg.shape or [])
+    return Port(arg.name, onnx_type, datatype_of(dtype, element), dims, symbols=symbols)
 
 
 def _ort_value(name: str, value: Any) -> Any:

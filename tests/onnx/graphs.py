@@ -115,6 +115,26 @@ def add_graph() -> onnx.GraphProto:
     )
 
 
+def stack_graph() -> onnx.GraphProto:
+    """Two vectors declared [n] stacked into [2, n]: equally long, as their shapes say."""
+    axis = helper.make_tensor("axis", TensorProto.INT64, [1], [0])
+    nodes = [
+        helper.make_node("Unsqueeze", ["a", "axis"], ["a2"]),
+        helper.make_node("Unsqueeze", ["b", "axis"], ["b2"]),
+        helper.make_node("Concat", ["a2", "b2"], ["ab"], axis=0),
+    ]
+    return helper.make_graph(
+        nodes,
+        "stack",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n"]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["n"]),
+        ],
+        [helper.make_tensor_value_info("ab", TensorProto.FLOAT, [2, "n"])],
+        initializer=[axis],
+    )
+
+
 def reshape_graph() -> onnx.GraphProto:
     """Declares any length but reshapes to 7: a fault of the model, not of its callers."""
     shape = helper.make_tensor("shape", TensorProto.INT64, [1], [7])

@@ -30,6 +30,7 @@ from tests.onnx.graphs import (  # noqa: E402
     narrow_graph,
     reshape_graph,
     save,
+    stack_graph,
 )
 
 
@@ -48,6 +49,7 @@ def models(tmp_path_factory):
     save(narrow_graph(), root / "narrow" / "model.onnx")
     save(add_graph(), root / "add" / "model.onnx")
     save(reshape_graph(), root / "reshape" / "model.onnx")
+    save(stack_graph(), root / "stack" / "model.onnx")
     for name, element in (("u8", TensorProto.UINT8), ("i32", TensorProto.INT32)):
         save(identity_graph(name, element), root / name / "model.onnx")
     return {"root": root, "classifier": classifier, "rows": iris.data.astype(np.float32)}
@@ -310,6 +312,20 @@ def test_a_kernel_failure_the_input_is_not_blamed_for_is_a_500(server: ServerPro
     error = error_of(server.post("/v2/models/reshape/infer", json=body), 500)
     assert "model 'reshape' failed: Fail:" in error
     assert "cannot be reshaped" in error
+
+
+def test_a_dimension_name_is_one_size_across_inputs(server: ServerProcess):
+    """ONNX IR: inputs sharing a dimension name share its size. Concat's kernel words the
+    mismatch like a model fault, so it was a 500; it is refused before the session runs."""
+    a, b = np.arange(2, dtype=np.float32), np.arange(3, dtype=np.float32)
+    body = {"inputs": [v2("a", a, "FP32"), v2("b", b, "FP32")]}
+    assert error_of(server.post("/v2/models/stack/infer", json=body)) == (
+        "input 'b': shape [3] does not fit model 'stack' shape [n]: n is 2 in input 'a'"
+    )
+    body = {"inputs": [v2("a", a, "FP32"), v2("b", a + 1, "FP32")]}
+    response = server.post("/v2/models/stack/infer", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["data"] == [0.0, 1.0, 1.0, 2.0]
 
 
 def refused(model_dir, *flags: str) -> str:
