@@ -72,19 +72,26 @@ class Signature:
         }
 
     def dataframe(self, inputs: list[Tensor]) -> Any:
-        """One column per input (or one 2-D tensor by position), checked against the signature."""
+        """One column per input (or one 2-D tensor by position), checked against the signature.
+
+        A lone 1-D tensor for a one-column signature is that column, one value per row, as
+        MLflow's scoring server reads `{"instances": [1.0, 2.0]}`.
+        """
         import pandas as pd
 
         names = self.column_names
-        if len(inputs) == 1 and inputs[0].data.ndim == 2 and inputs[0].name not in names:
+        if len(inputs) == 1 and inputs[0].name not in names:
             data = inputs[0].data
-            if names and data.shape[1] != len(names):
-                raise InvalidInput(
-                    f"input '{inputs[0].name}': model expects {len(names)} columns "
-                    f"({', '.join(names)}), got {data.shape[1]}"
-                )
-            columns = names or [str(i) for i in range(data.shape[1])]
-            inputs = [Tensor(name, data[:, i]) for i, name in enumerate(columns)]
+            if data.ndim == 1 and len(names) == 1:
+                data = data[:, np.newaxis]
+            if data.ndim == 2:
+                if names and data.shape[1] != len(names):
+                    raise InvalidInput(
+                        f"input '{inputs[0].name}': model expects {len(names)} columns "
+                        f"({', '.join(names)}), got {data.shape[1]}"
+                    )
+                columns = names or [str(i) for i in range(data.shape[1])]
+                inputs = [Tensor(name, data[:, i]) for i, name in enumerate(columns)]
         frame = column_arrays(inputs)
         if names:
             specs = {spec.name: spec for spec in self.input_schema.inputs}

@@ -3,9 +3,9 @@
 One server hosts every model (multi-model layout, one subdirectory each) so MLflow is
 imported once: a KServe wine-quality style ElasticNet (sklearn flavour, named columns), an
 XGBoost regressor (tensor signature), a custom pyfunc with params and a string column, a
-pyfunc over named tensors, a model with unmet pinned requirements, models reached
-through MLflow URIs in `model-settings.json`, and an iris forest saved with MLflow 3's
-defaults (the skops format).
+pyfunc over named tensors, row sums over one named column, a model with unmet pinned
+requirements, models reached through MLflow URIs in `model-settings.json`, and an iris
+forest saved with MLflow 3's defaults (the skops format).
 """
 
 from __future__ import annotations
@@ -69,6 +69,13 @@ class Adder(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):
         return model_input["a"] + model_input["b"]
+
+
+class RowSum(mlflow.pyfunc.PythonModel):
+    """Columns in, the sum of each row out (whatever the columns are called)."""
+
+    def predict(self, context, model_input, params=None):
+        return model_input.sum(axis=1).to_numpy()
 
 
 class Days(mlflow.pyfunc.PythonModel):
@@ -155,6 +162,14 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             ),
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 2))]),
         ),
+        pip_requirements=PIP,
+    )
+
+    one_column = pd.DataFrame({"x": [1.0, 2.0]})
+    mlflow.pyfunc.save_model(
+        root / "one-column",
+        python_model=RowSum(),
+        signature=infer_signature(one_column, RowSum().predict(None, one_column)),
         pip_requirements=PIP,
     )
 
@@ -496,6 +511,15 @@ def test_wrong_type_is_400(server: ServerProcess) -> None:
     expect_error(server.post("/v1/models/scaler:predict", json={"dataframe_records": records}), "x")
     fine = [{"x": 1.0, "label": "a"}]
     assert expect_ok(server.post("/v1/models/scaler:predict", json={"dataframe_records": fine}))
+
+
+def test_v1_1d_instances_are_rows_of_the_one_column(server: ServerProcess) -> None:
+    """MLflow's scoring server maps a flat list to a single-column signature's column."""
+    for body in ({"instances": [1.0, 2.0, 3.0]}, {"inputs": [1, 2, 3]}):
+        got = expect_ok(server.post("/v1/models/one-column:predict", json=body))
+        assert got == {"predictions": [1.0, 2.0, 3.0]}, body
+    # Two columns still need rows of two values.
+    expect_error(server.post("/v1/models/scaler:predict", json={"instances": [1.0]}), "x")
 
 
 def test_tensor_violations_are_400(server: ServerProcess) -> None:
