@@ -10,7 +10,8 @@ untyped, take the dtype an exported program declares; for TorchScript, which dec
 none, the floating dtype of the model's parameters (so integer rows feed a float model),
 except in a model with an embedding, or without floating parameters, where integers stay
 int64 and decimals become float32.
-Metadata: an exported program declares its outputs; TorchScript declares neither dtypes nor
+An exported program's inputs must have the dtypes, ranks and fixed sizes it records,
+checked before it runs. Metadata: an exported program declares its outputs; TorchScript declares neither dtypes nor
 ranks, so its metadata is a guess until the first inference with inputs of the datatype the
 metadata gives them, and what it answered to that after.
 A RuntimeError is the client's mistake only when torch says the input does not fit (its
@@ -37,6 +38,7 @@ from modelport.base.messages import InferRequest, InferResponse, Tensor, TensorS
 from modelport.base.model import Predictor, load_artifact
 from modelport.base.tensors import (
     bind_inputs,
+    check_shape,
     datatype_of,
     decode_instances,
     device_flag,
@@ -97,6 +99,7 @@ class PyTorchPredictor(Predictor):
             self.input_names = [argument.name for argument in arguments]
             self.required = sum(not argument.has_default_value() for argument in arguments)
         self.input_dtypes = self._declared_dtypes()
+        self.input_shapes = self._declared_shapes()
         # TorchScript outputs as first answered (names, datatypes, ranks), for metadata.
         self.answered: list[TensorSpec] = []
         log.info(
@@ -111,6 +114,19 @@ class PyTorchPredictor(Predictor):
         values = _placeholder_values(self.program)
         return {
             name: values[name].dtype
+            for name in self.input_names
+            if isinstance(values.get(name), torch.Tensor)
+        }
+
+    def _declared_shapes(self) -> dict[str, list[int]]:
+        """Input ranks and fixed sizes an exported program records (-1: dynamic). Checked
+        before running: the program's own check indexes the input's sizes and, for a rank
+        too low, fails with a bare `tuple index out of range`."""
+        if self.program is None:
+            return {}
+        values = _placeholder_values(self.program)
+        return {
+            name: _spec(name, values[name]).shape
             for name in self.input_names
             if isinstance(values.get(name), torch.Tensor)
         }
@@ -202,9 +218,11 @@ class PyTorchPredictor(Predictor):
         value = torch.from_numpy(data)
         if tensor.datatype == "BF16":
             value = value.view(torch.bfloat16)
+        owner = f"model '{self.name}'"
         declared = self.input_dtypes.get(argument)
         if declared is not None and declared != value.dtype:
-            raise wrong_datatype(tensor, _datatype(declared), f"model '{self.name}'", argument)
+            raise wrong_datatype(tensor, _datatype(declared), owner, argument)
+        check_shape(tensor, self.input_shapes.get(argument), owner)
         return value.to(self.device)
 
     # --- V1 -----------------------------------------------------------------------------

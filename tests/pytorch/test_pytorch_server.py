@@ -187,6 +187,22 @@ def test_exported_program_metadata_and_exact_dtypes(server: ServerProcess, model
     assert good.status_code == 200, good.text
 
 
+def test_exported_program_refuses_a_wrong_rank_naming_the_shapes(server: ServerProcess):
+    """The program's own check indexes the input's sizes: a rank too low answered the
+    bare `tuple index out of range`; the declared shape is checked before it runs."""
+    y = np.ones((1, 2), dtype=np.float32)
+    cases = [
+        (np.ones(3, dtype=np.float32), "shape [3] does not fit model 'exported' shape [-1, 3]"),
+        (np.ones((1, 1, 3), dtype=np.float32), "shape [1, 1, 3] does not fit"),
+        (np.ones((1, 4), dtype=np.float32), "shape [1, 4] does not fit"),
+    ]
+    for x, message in cases:
+        body = {"inputs": v2_inputs(x, y)}
+        response = server.post("/v2/models/exported/infer", json=body)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"].startswith(f"input 'x': {message}")
+
+
 def test_torchscript_metadata_names_forward_arguments(server: ServerProcess):
     meta = server.get("/v2/models/two").json()
     assert [spec["name"] for spec in meta["inputs"]] == ["x", "y"]
