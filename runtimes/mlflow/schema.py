@@ -100,7 +100,13 @@ class Signature:
             if missing:
                 raise InvalidInput(f"missing input column(s): {', '.join(missing)}")
             # Columns outside the signature are dropped, as MLflow itself ignores them.
-            frame = {name: _column_for(frame[name], specs[name]) for name in names if name in frame}
+            frame = {
+                name: _column_for(frame[name], specs[name], name) for name in names if name in frame
+            }
+        elif self.input_schema is not None:
+            # Unnamed columns: MLflow takes the first ones by position, so they are cast so too.
+            positional = zip(frame.items(), self.input_schema.inputs, strict=False)
+            frame = {name: _column_for(values, spec, name) for (name, values), spec in positional}
         return pd.DataFrame(frame)
 
     def params(self, request: InferRequest) -> dict[str, Any]:
@@ -172,16 +178,17 @@ def _datatype(dtype: Any) -> str:
         return "BYTES"
 
 
-def _column_for(values: np.ndarray, spec: Any) -> np.ndarray:
-    """Cast a column to its signature type where JSON cannot say it (ints for a double)."""
+def _column_for(values: np.ndarray, spec: Any, name: str) -> np.ndarray:
+    """Cast a column to its signature type where JSON cannot say it (ints for a double);
+    `name` is the column's (the request's own where the signature names none)."""
     if not isinstance(spec.type, enum.Enum):
         return values  # complex types: MLflow checks them itself
     dtype = np.dtype(spec.type.to_numpy())  # type: ignore[attr-defined]
     if dtype.kind == "S":
-        return _binary(values, spec.name)
+        return _binary(values, name)
     if dtype.kind == "M" and values.dtype.kind in "OUS":
-        return _datetimes(values, spec.name)
-    return _coerced(values, dtype, f"column '{spec.name}'")
+        return _datetimes(values, name)
+    return _coerced(values, dtype, f"column '{name}'")
 
 
 def _tensor(tensor: Tensor, spec: Any) -> np.ndarray:

@@ -3,9 +3,9 @@
 One server hosts every model (multi-model layout, one subdirectory each) so MLflow is
 imported once: a KServe wine-quality style ElasticNet (sklearn flavour, named columns), an
 XGBoost regressor (tensor signature), a custom pyfunc with params and a string column, a
-pyfunc over named tensors, row sums over one named column, a model with unmet pinned
-requirements, models reached through MLflow URIs in `model-settings.json`, and an iris
-forest saved with MLflow 3's defaults (the skops format).
+pyfunc over named tensors, row sums over one named column and over two unnamed columns, a
+model with unmet pinned requirements, models reached through MLflow URIs in
+`model-settings.json`, and an iris forest saved with MLflow 3's defaults (the skops format).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 from mlflow.models import ModelSignature, infer_signature
-from mlflow.types.schema import Schema, TensorSpec
+from mlflow.types.schema import ColSpec, Schema, TensorSpec
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import ElasticNet
@@ -170,6 +170,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         root / "one-column",
         python_model=RowSum(),
         signature=infer_signature(one_column, RowSum().predict(None, one_column)),
+        pip_requirements=PIP,
+    )
+    mlflow.pyfunc.save_model(
+        root / "unnamed-columns",
+        python_model=RowSum(),
+        signature=ModelSignature(inputs=Schema([ColSpec("double"), ColSpec("double")])),
         pip_requirements=PIP,
     )
 
@@ -520,6 +526,23 @@ def test_v1_1d_instances_are_rows_of_the_one_column(server: ServerProcess) -> No
         assert got == {"predictions": [1.0, 2.0, 3.0]}, body
     # Two columns still need rows of two values.
     expect_error(server.post("/v1/models/scaler:predict", json={"instances": [1.0]}), "x")
+
+
+def test_integers_reach_unnamed_double_columns(server: ServerProcess) -> None:
+    """Whole numbers widen to double by position as they do for named columns."""
+    assert expect_ok(
+        server.post("/v1/models/unnamed-columns:predict", json={"instances": [[1, 2], [3, 4]]})
+    ) == {"predictions": [3.0, 7.0]}
+    columns = [
+        {"name": name, "datatype": "INT64", "shape": [2], "data": data}
+        for name, data in (("p", [1, 3]), ("q", [2, 4]))
+    ]
+    matrix = [{"name": "input-0", "datatype": "INT32", "shape": [2, 2], "data": [1, 2, 3, 4]}]
+    for inputs in (columns, matrix):
+        got = expect_ok(server.post("/v2/models/unnamed-columns/infer", json={"inputs": inputs}))
+        assert got["outputs"][0]["data"] == [3.0, 7.0]
+    text = [{**columns[0], "datatype": "BYTES", "data": ["a", "b"]}, columns[1]]
+    expect_error(server.post("/v2/models/unnamed-columns/infer", json={"inputs": text}), "p")
 
 
 def test_tensor_violations_are_400(server: ServerProcess) -> None:
