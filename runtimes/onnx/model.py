@@ -4,10 +4,11 @@ Everything the server says about the model comes from the loaded session, so met
 tells the truth: names, OIP datatypes (STRING as BYTES, bfloat16 as BF16) and shapes with
 dynamic dimensions as -1. Inputs bind by name (a sole input also by position) and must
 have the datatype and shape the graph declares (a named dimension one size wherever it
-appears), checked before the session runs, as Triton checks its config; V1 numbers, which JSON leaves untyped,
-take the declared datatype. Outputs are every tensor output, or those a request names
-(only they are computed). Non-tensor outputs (e.g. skl2onnx's ZipMap dictionaries) are
-not served: convert with `zipmap=False` to get probabilities as a tensor.
+appears), checked before the session runs, as Triton checks its config; V1 numbers, which
+JSON leaves untyped, take the declared datatype. Outputs are every tensor output, or those
+a request names (only they are computed). Non-tensor outputs (e.g. skl2onnx's ZipMap
+dictionaries) are not served: convert with `zipmap=False` to get probabilities as a
+tensor.
 """
 
 from __future__ import annotations

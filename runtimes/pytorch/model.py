@@ -11,7 +11,8 @@ none, the floating dtype of the model's parameters (so integer rows feed a float
 except in a model with an embedding, or without floating parameters, where integers stay
 int64 and decimals become float32.
 An exported program's inputs must have the dtypes, ranks and fixed sizes it records,
-checked before it runs. Metadata: an exported program declares its outputs; TorchScript declares neither dtypes nor
+checked before it runs.
+Metadata: an exported program declares its outputs; TorchScript declares neither dtypes nor
 ranks, so its metadata is a guess until the first inference with inputs of the datatype the
 metadata gives them, and what it answered to that after.
 A RuntimeError is the client's mistake only when torch says the input does not fit (its
