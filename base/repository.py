@@ -12,13 +12,16 @@ Loading and unloading run in threads and change state only on the event loop, so
 to other models never wait on them. With `--max_loaded_models` or `--memory_budget` the
 least recently used model is evicted when another must load; a request for an evicted
 model loads it again transparently. Loading a model that is loaded reloads it as Triton
-does: the new predictor loads beside the serving one and replaces it only once loaded; a
-reload that fails leaves the loaded version serving.
+does: its directory is read again (version directories added or removed, edited
+`model-settings.json`), each new predictor loads beside the serving one and replaces it only
+once loaded, and versions whose directory is gone are unloaded; a reload that fails leaves
+the loaded version serving.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
@@ -76,8 +79,11 @@ class Model:
     default_version: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
+        self.pick_default()
+
+    def pick_default(self) -> None:
+        """The highest numeric version (then the highest name) answers unversioned URLs."""
         keys = [key for key in self.versions if key is not None]
-        # The highest numeric version (then the highest name) answers unversioned URLs.
         self.default_version = (
             max(keys, key=lambda key: (key.isdigit(), int(key) if key.isdigit() else 0, key))
             if keys
@@ -144,6 +150,12 @@ class ModelRepository:
     def _describe(self, name: str, directory: Path) -> Model:
         versions: dict[str | None, ModelVersion] = {}
         version_dirs = [] if self.runtime.holds_model(directory) else _version_dirs(directory)
+        for older, newer in itertools.pairwise(version_dirs):
+            if int(older.name) == int(newer.name):  # `1/` and `01/`: sorted side by side
+                raise ModelLoadError(
+                    f"directories '{older.name}' and '{newer.name}' in '{directory}' are both "
+                    f"version {int(older.name)}"
+                )
         for path in version_dirs or [directory]:
             # A version's model-settings.json overrides its model directory's, which
             # applies to every version.
@@ -182,6 +194,17 @@ class ModelRepository:
         return settings
 
     # --- lookups ------------------------------------------------------------------
+
+    def known(self, name: str) -> Model | None:
+        """The model served as `name`, or held by the directory `name` under the root (a
+        model whose model-settings.json renames it is also found by its folder's name)."""
+        model = self.models.get(name)
+        if model is not None:
+            return model
+        for model in self.models.values():
+            if model.directory != self.root and model.directory.name == name:
+                return model
+        return None
 
     def version(self, name: str, version: str | None = None) -> ModelVersion:
         """The version a URL names (default version when none), or a clear 404."""
@@ -256,13 +279,13 @@ class ModelRepository:
                     entry.reason = "not loaded (budget)"
                 self.models[name].evicted = True
                 continue
-            await self.load(name)
+            await self.load(name, rescan=False)  # just discovered
             failed = [e for e in self.models[name].versions.values() if e.state is not State.READY]
             if failed:
                 raise ModelLoadError(failed[0].reason)
         self.started = True
 
-    async def load(self, name: str, *, reload: bool = True) -> str:
+    async def load(self, name: str, *, reload: bool = True, rescan: bool = True) -> str:
         """Load (or reload) a model by name, or by the directory under the root that holds
         it; returns the model's served name (its model-settings.json may rename it).
 
@@ -272,9 +295,8 @@ class ModelRepository:
         predictor keeps serving and `ModelLoadError` says why. A version that was not
         loaded and fails to load is left UNAVAILABLE with its reason (no exception).
         """
-        model = self.models.get(name)
-        if model is None:
-            model = self._find_new(name)
+        known = self.known(name)
+        model = known or self._find_new(name)
         # Lock order, everywhere: the load lock, then at most one model's lock at a time
         # (eviction takes each victim's lock, then this model's is taken to load it).
         async with self._load_lock:
@@ -282,9 +304,12 @@ class ModelRepository:
                 return model.name
             # `incoming` is never its own victim, and a serving model counts once: as one
             # of `--max_loaded_models` (the `+ 1`) and in the RSS `--memory_budget` reads.
+            # An explicit load reads the directory again, as Triton does; an on-demand load
+            # of an evicted model brings back what was evicted.
+            found = self._rescan(model) if known and reload and rescan else model.versions
             await self._evict_for(model)
             async with model.lock:
-                failed_reloads = await self._load_versions(model)
+                failed_reloads = await self._load_versions(model, found)
         self._changed()
         if failed_reloads:
             # The old version still answers, but the caller asked for the new one: a load
@@ -292,13 +317,54 @@ class ModelRepository:
             raise ModelLoadError("; ".join(failed_reloads))
         return model.name
 
-    async def _load_versions(self, model: Model) -> list[str]:
-        """Load every version of `model` (caller holds the load lock and its lock); the
-        reasons of the reloads that failed while the old predictor kept serving."""
+    def _rescan(self, model: Model) -> dict[str | None, ModelVersion]:
+        """The versions `model`'s directory holds now, with their settings as read now.
+
+        A served model keeps its name: when its model-settings.json now names another, the
+        reload is refused (unload it first, then load the directory to serve the new name).
+        """
+        if not self.runtime.needs_model_dir:
+            return model.versions
+        at_root = model.directory == self.root
+        folder_name = self.config.model_name if at_root else model.directory.name
+        if not self._is_model_dir(model.directory):
+            raise ModelLoadError(f"model '{model.name}': '{model.directory}' holds no model now")
+        found = self._describe(folder_name, model.directory)
+        if found.name == model.name:
+            return found.versions
+        serving = any(entry.state is not State.UNAVAILABLE for entry in model.versions.values())
+        clash = self.models.get(found.name)
+        if serving or at_root or (clash is not None and clash is not model):
+            raise ModelLoadError(
+                f"model '{model.name}': model-settings.json in '{model.directory}' now names it "
+                f"'{found.name}'; a served model keeps its name (unload it first"
+                f"{'' if clash is None else f', and the model served as {found.name!r}'})"
+            )
+        del self.models[model.name]  # not serving: it is renamed
+        model.name = found.name
+        self.models[model.name] = model
+        return found.versions
+
+    async def _load_versions(
+        self, model: Model, found: dict[str | None, ModelVersion]
+    ) -> list[str]:
+        """Load the versions `found` for `model` (caller holds the load lock and its lock)
+        and unload those no longer found; the reasons of the reloads that failed while the
+        old predictor kept serving."""
         failed_reloads: list[str] = []
         replaced: list[tuple[Predictor, Predictor]] = []
-        for entry in model.versions.values():
-            await self._load_version(model.name, entry, failed_reloads, replaced)
+        for key, source in found.items():
+            entry = model.versions.setdefault(key, source)  # a new version joins as it loads
+            await self._load_version(model.name, entry, source, failed_reloads, replaced)
+        gone = [entry for key, entry in model.versions.items() if key not in found]
+        # One step on the event loop: no request sees a default version that is gone, and
+        # the highest version found, once loaded (or failed), answers unversioned URLs.
+        model.versions = {key: model.versions[key] for key in found}
+        model.pick_default()
+        for entry in gone:  # unloaded as replaced predictors are: in-flight requests finish
+            if entry.predictor is not None:
+                replaced.append((entry.predictor, entry.predictor))
+            entry.predictor, entry.state, entry.reason = None, State.UNAVAILABLE, "removed"
         model.evicted = False
         model.last_used = time.monotonic()
         if replaced:
@@ -310,10 +376,13 @@ class ModelRepository:
         self,
         name: str,
         entry: ModelVersion,
+        source: ModelVersion,
         failed_reloads: list[str],
         replaced: list[tuple[Predictor, Predictor]],
     ) -> None:
-        """Load one version; when it was serving, the new predictor loads beside the old.
+        """Load one version from `source`'s settings and runtime (`entry` itself, or as a
+        reload read them again); when it was serving, the new predictor loads beside the
+        old and takes `source`'s settings only once it replaces it.
 
         As Triton's reload: the old predictor answers requests until the new one has
         loaded, then one assignment on the event loop swaps it in, so no request ever sees
@@ -324,9 +393,10 @@ class ModelRepository:
         """
         serving = entry.predictor if entry.state is State.READY else None
         if serving is None:
+            entry.settings, entry.runtime = source.settings, source.runtime
             entry.state, entry.reason = State.LOADING, ""
         try:
-            predictor = entry.runtime(entry.settings)  # a custom runtime's may raise too
+            predictor = source.runtime(source.settings)  # a custom runtime's may raise too
             await asyncio.get_running_loop().run_in_executor(None, predictor.load)
             predictor.loaded()
         except Exception as exc:
@@ -341,6 +411,7 @@ class ModelRepository:
             entry.predictor, entry.state, entry.reason = None, State.UNAVAILABLE, reason
             log.error("model load failed", extra={"model": name, "reason": reason})
             return
+        entry.settings, entry.runtime = source.settings, source.runtime
         entry.predictor, entry.state, entry.reason = predictor, State.READY, ""
         if serving is not None:
             replaced.append((serving, predictor))
@@ -367,7 +438,7 @@ class ModelRepository:
 
     async def unload(self, name: str, reason: str = "unloaded") -> None:
         """Unload every version of a model; in-flight requests keep their predictor."""
-        model = self.models.get(name)
+        model = self.known(name)
         if model is None:
             raise ModelNotFound(name)
         async with model.lock:

@@ -1,11 +1,11 @@
 """A test runtime whose model file is a version label, for reload tests.
 
 Served through `model-settings.json` (`"runtime": "tests.reloadable:LabelPredictor"`): it
-answers every request with the label its `model.label` file held when it loaded (one INT64
-per row), refuses to load a file that is not a number (a corrupt model), and on unload
-leaves `unloaded-<label>` in the directory named by its `marker_dir` parameter, so a test
-sees which predictor object was unloaded. Request parameters `sleep` and `started_file` as
-in `tests.echo`.
+answers every request with the label its `model.label` file held when it loaded plus its
+`add` parameter (one INT64 per row), refuses to load a file that is not a number (a corrupt
+model), and on unload leaves `unloaded-<label>` in the directory named by its `marker_dir`
+parameter, so a test sees which predictor object was unloaded. Request parameters `sleep`
+and `started_file` as in `tests.echo`.
 """
 
 from __future__ import annotations
@@ -38,19 +38,27 @@ class LabelPredictor(Predictor):
     def infer(self, request: InferRequest) -> InferResponse:
         start_call(request)
         rows = request.inputs[0].data.shape[0] if request.inputs else 1
-        return InferResponse([Tensor("label", np.full(rows, self.label, np.int64), "INT64")])
+        answer = self.label + int(self.settings.parameters.get("add", 0))
+        return InferResponse([Tensor("label", np.full(rows, answer, np.int64), "INT64")])
 
 
 def label_model(
-    directory: Path, label: int | str, marker_dir: Path, name: str | None = None
+    directory: Path,
+    label: int | str,
+    marker_dir: Path,
+    name: str | None = None,
+    add: int | None = None,
 ) -> Path:
-    """A model (or version) directory the label runtime serves, answering `label`."""
+    """A model (or version) directory the label runtime serves, answering `label` (+ `add`)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "model.label").write_text(str(label))
+    parameters: dict[str, object] = {"marker_dir": str(marker_dir)}
+    if add is not None:
+        parameters["add"] = add
     doc = {
         "name": name or directory.name,
         "runtime": "tests.reloadable:LabelPredictor",
-        "parameters": {"marker_dir": str(marker_dir)},
+        "parameters": parameters,
     }
     (directory / "model-settings.json").write_bytes(orjson.dumps(doc))
     return directory

@@ -8,6 +8,7 @@ serving and answers the failure.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 import weakref
 from pathlib import Path
@@ -241,3 +242,83 @@ def test_a_first_load_is_a_failure_when_any_version_fails(serve, tmp_path):
     assert "not a label" in failed.json()["error"]
     assert label_of(infer_label(server, "/v2/models/v/versions/2")) == 2
     assert server.get("/v2/models/v/versions/1/ready").status_code != 200
+
+
+def test_reload_reads_version_directories_added_and_removed(serve, tmp_path):
+    """A reload read only the artifacts of the versions found at start: a version added
+    later stayed unknown (404) and a removed one kept serving. As Triton, a load now reads
+    the model's directory again."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    models = tmp_path / "models"
+    label_model(models / "v" / "1", 1, markers, name="v")
+    server = serve("sklearn", models)
+    assert label_of(infer_label(server, "/v2/models/v")) == 1
+
+    label_model(models / "v" / "2", 2, markers, name="v")
+    (models / "v" / "1" / "model.label").write_text("11")
+    assert server.post("/v2/repository/models/v/load").status_code == 200
+    assert label_of(infer_label(server, "/v2/models/v")) == 2  # the highest answers
+    assert label_of(infer_label(server, "/v2/models/v/versions/1")) == 11  # reloaded
+    assert server.get("/v2/models/v").json()["versions"] == ["1", "2"]
+    assert list(markers.iterdir()) == [markers / "unloaded-1"]
+
+    shutil.rmtree(models / "v" / "1")
+    assert server.post("/v2/repository/models/v/load").status_code == 200
+    gone = infer_label(server, "/v2/models/v/versions/1")
+    assert gone.status_code == 404, gone.text
+    assert label_of(infer_label(server, "/v2/models/v")) == 2
+    index = server.get("/v2/repository/index").json()
+    assert index == [{"name": "v", "state": "READY", "version": "2", "reason": ""}]
+    # Version 1 (answering 11) was unloaded; version 2 was reloaded.
+    assert sorted(path.name for path in markers.iterdir()) == [
+        "unloaded-1",
+        "unloaded-11",
+        "unloaded-2",
+    ]
+
+
+def test_reload_reads_an_edited_model_settings_file(serve, tmp_path):
+    server, models, markers = serve_label_model(serve, tmp_path)
+    assert label_of(infer_label(server, "/v2/models/m")) == 1
+    label_model(models / "m", 1, markers, add=10)
+    assert server.post("/v2/repository/models/m/load").status_code == 200
+    assert label_of(infer_label(server, "/v2/models/m")) == 11
+
+    # A served model keeps its name: a settings file that renames it is a failed reload,
+    # and the loaded version keeps serving under its name.
+    label_model(models / "m", 1, markers, name="renamed")
+    failed = server.post("/v2/repository/models/m/load")
+    assert failed.status_code == 500 and "keeps its name" in failed.json()["error"]
+    assert label_of(infer_label(server, "/v2/models/m")) == 11
+
+    # Unloaded, it may take the new name: the folder's name finds it.
+    assert server.post("/v2/repository/models/m/unload").status_code == 200
+    assert server.post("/v2/repository/models/m/load").json() == {"name": "m", "load": True}
+    assert label_of(infer_label(server, "/v2/models/renamed")) == 1
+    assert infer_label(server, "/v2/models/m").status_code == 404
+
+
+def test_a_renamed_model_unloads_by_its_folder_name(serve, tmp_path):
+    """Loading took the folder's name of a renamed model, unloading answered 404."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    models = tmp_path / "models"
+    label_model(models / "folder", 4, markers, name="served")
+    server = serve("sklearn", models)
+    assert label_of(infer_label(server, "/v2/models/served")) == 4
+    assert server.post("/v2/repository/models/folder/unload").status_code == 200
+    assert server.get("/v2/models/served/ready").status_code == 404
+    assert server.post("/v2/repository/models/folder/load").status_code == 200
+    assert label_of(infer_label(server, "/v2/models/served")) == 4
+
+
+def test_two_directories_of_one_version_number_are_refused(serve, tmp_path):
+    """`1/` and `01/` were two versions of the same number, one of them unreachable."""
+    server, models, markers = serve_label_model(serve, tmp_path)
+    label_model(models / "d" / "1", 1, markers, name="d")
+    label_model(models / "d" / "01", 2, markers, name="d")
+    failed = server.post("/v2/repository/models/d/load")
+    assert failed.status_code == 500, failed.text
+    assert "'01' and '1'" in failed.json()["error"] and "version 1" in failed.json()["error"]
+    assert label_of(infer_label(server, "/v2/models/m")) == 1
