@@ -229,10 +229,13 @@ def _numeric(values: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
     """Numbers to the signature's numeric dtype when no value changes; else left as sent.
 
     Anything left as sent is rejected by MLflow's own enforcement with a message that
-    names the column.
+    names the column. Booleans are not numbers here: MLflow refuses them for numeric
+    columns and tensors, and casting them would hide the client's mistake.
     """
     if values.dtype == dtype or values.dtype.kind not in "biuf" or dtype.kind not in "iuf":
         return values
+    if values.dtype.kind == "b":
+        raise InvalidInput(f"{what}: model takes {from_numpy(dtype)}, got BOOL")
     if dtype.kind == "f":
         cast = narrow_floats(values, dtype)
         if cast is None:

@@ -545,6 +545,20 @@ def test_integers_reach_unnamed_double_columns(server: ServerProcess) -> None:
     expect_error(server.post("/v2/models/unnamed-columns/infer", json={"inputs": text}), "p")
 
 
+def test_bool_for_a_float_spec_is_400(server: ServerProcess) -> None:
+    """MLflow refuses bool for float columns and tensors; it was cast to 1.0/0.0 instead."""
+    flags = {"datatype": "BOOL", "shape": [1, 2], "data": [True, False]}
+    floats = {"datatype": "FP32", "shape": [1, 2], "data": [1.0, 2.0]}
+    body = {"inputs": [{"name": "a", **flags}, {"name": "b", **floats}]}
+    expect_error(server.post("/v2/models/adder/infer", json=body), "'a'", "FP32", "BOOL")
+    column = [{"name": "x", "datatype": "BOOL", "shape": [2], "data": [True, False]}]
+    expect_error(
+        server.post("/v2/models/one-column/infer", json={"inputs": column}), "'x'", "FP64", "BOOL"
+    )
+    body = {"inputs": [{"name": "a", **floats}, {"name": "b", **floats}]}
+    assert expect_ok(server.post("/v2/models/adder/infer", json=body))
+
+
 def test_tensor_violations_are_400(server: ServerProcess) -> None:
     expect_error(
         server.post("/v1/models/xgb:predict", json={"inputs": [[1, 2, 3]]}), "shape", "[-1, 4]"
