@@ -133,6 +133,9 @@ class ONNXPredictor(Predictor):
                     f"'{path}': input '{port.name}' is {port.onnx_type}, not a tensor; the "
                     "inference protocol carries tensors only"
                 )
+        symbols = [symbol for port in self.input_ports for symbol in port.symbols if symbol]
+        # Only a name that appears twice can be given two sizes: most graphs skip the check.
+        self.shared_symbols = len(symbols) != len(set(symbols))
         self.tensor_outputs = [port.name for port in self.output_ports if port.is_tensor]
         self.bf16_outputs = {port.name for port in self.output_ports if port.datatype == "BF16"}
         skipped = [f"{p.name} ({p.onnx_type})" for p in self.output_ports if not p.is_tensor]
@@ -172,7 +175,8 @@ class ONNXPredictor(Predictor):
         ports = {port.name: port for port in self.input_ports}
         given = bind_inputs(request.inputs, list(ports), owner)
         feed = {name: self._to_onnx(tensor, ports[name]) for name, tensor in given.items()}
-        _check_symbols(given, ports, owner)
+        if self.shared_symbols:
+            _check_symbols(given, ports, owner)
         bf16 = bool(self.bf16_outputs.intersection(names))
         if bf16:  # numpy has no bfloat16: run to OrtValues, which take OrtValues only
             feed = {name: _ort_value(name, value) for name, value in feed.items()}
