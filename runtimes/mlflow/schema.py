@@ -19,6 +19,7 @@ from modelport.base.datatypes import from_numpy, narrow_floats
 from modelport.base.errors import InferenceFailed, InvalidInput, ModelportError
 from modelport.base.messages import InferRequest, Tensor, TensorSpec
 from modelport.base.tabular import as_text, column_arrays
+from modelport.base.tensors import bind_inputs
 
 # MLflow reports signature violations with these codes; anything else is the model's fault.
 _CLIENT_ERROR_CODES = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST"}
@@ -63,13 +64,10 @@ class Signature:
             if len(inputs) != 1:
                 raise InvalidInput(f"model '{self.model}' takes one tensor, got {len(inputs)}")
             return _tensor(inputs[0], specs[0])
-        by_name = {tensor.name: tensor for tensor in inputs}
-        missing = [s.name for s in specs if getattr(s, "required", True) and s.name not in by_name]
-        if missing:
-            raise InvalidInput(f"missing input tensor(s): {', '.join(missing)}")
-        return {
-            spec.name: _tensor(by_name[spec.name], spec) for spec in specs if spec.name in by_name
-        }
+        # Bound as the other tensor runtimes bind theirs: an unknown (misspelt) tensor is a
+        # 400, where MLflow would only log that it ignores it.
+        bound = bind_inputs(inputs, [spec.name for spec in specs], f"model '{self.model}'")
+        return {spec.name: _tensor(bound[spec.name], spec) for spec in specs}
 
     def dataframe(self, inputs: list[Tensor]) -> Any:
         """One column per input (or one 2-D tensor by position), checked against the signature.

@@ -559,6 +559,19 @@ def test_bool_for_a_float_spec_is_400(server: ServerProcess) -> None:
     assert expect_ok(server.post("/v2/models/adder/infer", json=body))
 
 
+def test_unknown_input_tensor_is_400(server: ServerProcess) -> None:
+    """A tensor the signature does not name is refused as by the other tensor runtimes
+    (a misspelt input must not run unnoticed); extra DataFrame columns are still dropped,
+    as MLflow and the tabular runtimes drop them."""
+    pair = {"datatype": "FP32", "shape": [1, 2], "data": [1.0, 2.0]}
+    body = {"inputs": [{"name": name, **pair} for name in ("a", "b", "c")]}
+    expect_error(server.post("/v2/models/adder/infer", json=body), "'c'", "a, b")
+    named = {"inputs": {"a": [[1, 2]], "b": [[1, 2]], "c": [[1, 2]]}}
+    expect_error(server.post("/v1/models/adder:predict", json=named), "'c'")
+    records = [{**row, "quality": 5} for row in wine_rows(1).to_dict("records")]
+    assert expect_ok(server.post("/v1/models/wine:predict", json={"dataframe_records": records}))
+
+
 def test_tensor_violations_are_400(server: ServerProcess) -> None:
     expect_error(
         server.post("/v1/models/xgb:predict", json={"inputs": [[1, 2, 3]]}), "shape", "[-1, 4]"
