@@ -20,6 +20,8 @@ from modelport.base.errors import InvalidInput, OutputNotRepresentable
 from modelport.base.messages import Tensor
 
 _NUMBERS = frozenset((int, float))  # JSON numbers as orjson reads them (bool is no number)
+# Elements are walked with `reshape(-1)` (a view), never `.flat`: numpy iterates at most 32
+# dimensions, a tensor of the OIP may have 64 (v2.MAX_RANK).
 
 
 def from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray:
@@ -43,7 +45,7 @@ def from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np
             f"input '{name}': shape {list(shape)} needs {expected} elements, data has {array.size}"
         )
     if datatype == "BYTES":
-        if not all(isinstance(item, str) for item in array.flat):
+        if not all(isinstance(item, str) for item in array.reshape(-1)):
             raise InvalidInput(f"input '{name}': BYTES data must be strings")
         return array.reshape(shape)
     kind = array.dtype.kind
@@ -67,7 +69,7 @@ def _exact_integers(
 ) -> np.ndarray:
     """JSON integers of any size to an integer tensor, exactly, or a 400 saying why not."""
     values = np.array(data, dtype=object)
-    others = [value for value in values.flat if type(value) is not int]
+    others = [value for value in values.reshape(-1) if type(value) is not int]
     if others:
         # orjson reads integers past 64 bits as floats: those are out of range, not decimals.
         huge = all(isinstance(v, float) and v.is_integer() and abs(v) >= 2**63 for v in others)
@@ -151,7 +153,7 @@ def to_json(tensor: Tensor) -> Any:
             "with the binary tensor extension ('binary_data': true)"
         )
     if tensor.datatype == "BYTES":
-        return [_text(item) for item in tensor.data.flat]
+        return [_text(item) for item in tensor.data.reshape(-1)]
     data = np.ascontiguousarray(tensor.data).reshape(-1)
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         # JSON has no NaN or infinity (orjson would write null, which reads as missing

@@ -91,7 +91,7 @@ def json_ready(tensor: Tensor) -> Any:
         data = data.astype(np.float32)
     if data.dtype == object:
         text = np.empty(data.shape, dtype=object)
-        text.flat[:] = [_text(item) for item in data.flat]
+        text.reshape(-1)[:] = [_text(item) for item in data.reshape(-1)]
         return text.tolist()
     if data.ndim == 0:
         return data.item()

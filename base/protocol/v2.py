@@ -152,9 +152,10 @@ def deserialize_bytes(raw: memoryview | bytes, name: str = "tensor") -> np.ndarr
 
 
 def serialize_bytes(array: np.ndarray) -> bytes:
-    """Triton's BYTES encoding of an object/str/bytes array, row-major."""
+    """Triton's BYTES encoding of an object/str/bytes array, row-major (`reshape(-1)`:
+    `.flat` stops at 32 dimensions)."""
     parts: list[bytes] = []
-    for item in array.flat:
+    for item in array.reshape(-1):
         encoded = item if isinstance(item, bytes) else str(item).encode()
         parts.append(_LENGTH.pack(len(encoded)))
         parts.append(encoded)

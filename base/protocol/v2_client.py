@@ -29,7 +29,7 @@ def _binary(tensor: Tensor) -> bool:
     if tensor.datatype in _ALWAYS_BINARY:
         return True
     if tensor.datatype == "BYTES":
-        return not all(isinstance(item, str) for item in tensor.data.flat)
+        return not all(isinstance(item, str) for item in tensor.data.reshape(-1))
     return bool(tensor.data.nbytes >= BINARY_MIN_BYTES)
 
 

@@ -1,0 +1,72 @@
+"""Open Inference Protocol edge cases a hostile or careless client can send, against a real
+server (REST through httpx, gRPC through tritonclient's generated stubs): each is a 4xx or
+INVALID_ARGUMENT naming the problem, never a 500, and the server keeps serving."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.echo import echo_model
+from tests.servers import ServerProcess, start_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    root = tmp_path_factory.mktemp("v2-edges")
+    echo_model(root / "echo")
+    process = start_server("sklearn", root)
+    yield process
+    process.stop()
+
+
+def nested(value: Any, depth: int) -> Any:
+    """`value` wrapped in `depth` lists: a tensor of rank `depth` holding one element."""
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def infer(server: ServerProcess, *inputs: dict[str, Any], **doc: Any) -> Any:
+    return server.post("/v2/models/echo/infer", json={"inputs": list(inputs), **doc})
+
+
+def still_serves(server: ServerProcess) -> None:
+    good = infer(server, {"name": "x", "datatype": "INT32", "shape": [1], "data": [7]})
+    assert good.status_code == 200, good.text
+    assert good.json()["outputs"][0]["data"] == [7]
+
+
+# numpy iterates (`.flat`) at most 32 dimensions; the OIP allows 64.
+RANK = 40
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "words"),
+    [
+        ("BYTES", nested(1, RANK), ["input 'x'", "BYTES data must be strings"]),
+        ("INT32", nested(1.5, RANK), ["input 'x'", "non-integer"]),
+    ],
+    ids=["bytes-not-text", "int-not-integer"],
+)
+def test_wrong_json_data_of_high_rank_is_400(server, datatype, data, words):
+    answer = infer(server, {"name": "x", "datatype": datatype, "shape": [1] * RANK, "data": data})
+    assert answer.status_code == 400, answer.text
+    for word in words:
+        assert word in answer.json()["error"]
+    still_serves(server)
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_text_tensors_of_high_rank_round_trip(server, binary):
+    tensor = {"name": "x", "datatype": "BYTES", "shape": [1] * RANK, "data": nested("a", RANK)}
+    answer = infer(server, tensor, parameters={"binary_data_output": binary})
+    assert answer.status_code == 200, answer.text
+    if binary:
+        length = int(answer.headers["inference-header-content-length"])
+        assert answer.content[length:] == b"\x01\x00\x00\x00a"
+    else:
+        output = answer.json()["outputs"][0]
+        assert (output["shape"], output["data"]) == ([1] * RANK, ["a"])
+    still_serves(server)
