@@ -191,6 +191,9 @@ def download(uri: str, dest: str | os.PathLike[str]) -> Path:
         log.info("%s is already mounted: nothing to download", uri)
         return dest_path  # multi-model serving: the agent fills /mnt/models itself
     fetch = _backend(uri)
+    if fetch is local.fetch and local.is_destination(uri, dest_path):
+        log.info("%s is the destination itself: nothing to download", uri)
+        return dest_path
     transfer = Transfer.from_env()
     patterns = Patterns.from_env()
     created = not dest_path.exists()
@@ -205,7 +208,7 @@ def download(uri: str, dest: str | os.PathLike[str]) -> Path:
     try:
         payload.mkdir()
         log.info("downloading %s to %s", uri, dest_path)
-        job = Job(uri, payload, transfer, patterns, progress)
+        job = Job(uri, payload, transfer, patterns, progress, dest=dest_path)
         files = fetch(job)
         if len(files) == 1 and (archive_suffix(files[0]) or files[0] in job.archive_hints):
             archive = stage / "archive" / files[0]

@@ -46,6 +46,8 @@ class Job:
     # Relative names the backend identified as archives by other means than their suffix
     # (HTTP Content-Type).
     archive_hints: set[str] = field(default_factory=set)
+    # The directory being filled: a local source that contains it must not read it back.
+    dest: Path | None = None
     # Every local path handed out by target(): file path -> object name, and folder path ->
     # the first object name below it. Two object names can map to one path ("w.bin" and
     # "./w.bin"), and a path cannot be a file for one object and a folder for another.

@@ -6,6 +6,10 @@ recreated for real so patterns can pick individual files; a symlinked directory 
 is followed like a symlinked file (a link back to one of its own ancestors is an error), and a
 directory that cannot be read is an error, never a silently partial model. A ``pvc://`` path
 must resolve inside the PVC mount.
+
+A source that is DEST itself is already in place (nothing is done, as KServe leaves existing
+entries alone); one inside DEST is refused (publishing would set it aside and delete it); DEST
+inside the source is skipped while walking it (else each run nests a copy of DEST in DEST).
 """
 
 from __future__ import annotations
@@ -33,20 +37,44 @@ def source_path(uri: str) -> Path:
         # would read the initializer's own filesystem (/etc, service-account tokens...).
         real_root = os.path.realpath(root)
         real = os.path.realpath(path)
-        if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        if not _inside(real, real_root):
             raise ConfigError(uri, f"path resolves outside the PVC mount {root}")
         return path
     return Path(uri)
 
 
-def _walk(uri: str, src: Path) -> list[tuple[Path, str]]:
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def is_destination(uri: str, dest: Path) -> bool:
+    """True if the source is ``dest`` itself; raises ConfigError if it lies inside ``dest``.
+
+    Linking a file onto itself replaced it by a symlink to itself and deleted the file, and a
+    source below DEST is set aside and deleted when DEST's entries are replaced.
+    """
+    src = source_path(uri)
+    real_src, real_dest = os.path.realpath(src), os.path.realpath(dest)
+    if real_src == real_dest:
+        return True
+    if _inside(real_src, real_dest):
+        raise ConfigError(uri, f"source {src} is inside the destination {dest}")
+    return False
+
+
+def _walk(uri: str, src: Path, skip: Path | None = None) -> list[tuple[Path, str]]:
     """(path, relative name) of every non-directory below ``src``, following symlinked
-    directories; raises on an unreadable directory or a symlink loop."""
+    directories, leaving out the directory ``skip`` (DEST, when it is inside the source);
+    raises on an unreadable directory or a symlink loop."""
     found: list[tuple[Path, str]] = []
     # (directory, its relative name, (dev, inode) of it and its ancestors): a directory whose
     # identity is among its ancestors is a loop; the same directory reached by two links that
     # are not nested is simply brought along twice.
     stack: list[tuple[Path, str, frozenset[tuple[int, int]]]] = [(src, "", frozenset())]
+    skipped = None
+    if skip is not None and skip.exists():
+        st = os.stat(skip)
+        skipped = (st.st_dev, st.st_ino)
     while stack:
         directory, rel, ancestors = stack.pop()
         shown = rel or "."
@@ -57,6 +85,8 @@ def _walk(uri: str, src: Path) -> list[tuple[Path, str]]:
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             raise StorageError(uri, f"cannot read directory {shown!r}: {reason}") from None
+        if (st.st_dev, st.st_ino) == skipped:
+            continue
         here = ancestors | {(st.st_dev, st.st_ino)}
         if len(here) == len(ancestors):
             raise StorageError(uri, f"directory {shown!r} is a symlink to one of its ancestors")
@@ -83,7 +113,7 @@ def fetch(job: Job) -> list[str]:
     if src.is_file():
         files, single = [(src, src.name)], True
     else:
-        files = _walk(job.uri, src)
+        files = _walk(job.uri, src, job.dest)
         single = False
     listed = len(files)
     files = [(p, rel) for p, rel in files if job.keep(rel, single)]

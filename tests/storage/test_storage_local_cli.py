@@ -31,8 +31,8 @@ def model_src(tmp_path):
 
 
 def test_local_dir_and_file_uri_are_linked(model_src, tmp_path):
-    for uri in (str(model_src), f"file://{model_src}"):
-        out = download(uri, tmp_path / uri[:4])
+    for i, uri in enumerate((str(model_src), f"file://{model_src}")):
+        out = download(uri, tmp_path / f"d{i}")  # not tmp_path / "/tmp": that is /tmp itself
         assert (out / "model.joblib").is_symlink()  # KServe links local sources
         assert (out / "model.joblib").read_bytes() == b"m"
         assert (out / "sub" / "cfg.json").read_bytes() == b"{}"
@@ -289,3 +289,34 @@ def test_unreadable_source_directory_is_an_error(tmp_path, monkeypatch):
     with pytest.raises(StorageError, match="cannot read directory 'weights': Permission denied"):
         download(str(src), dest)
     assert not dest.exists()
+
+
+@pytest.mark.parametrize("copy", ["false", "true"])
+def test_source_that_is_the_destination_is_left_intact(model_src, monkeypatch, copy):
+    # Linking a file onto itself replaced it by a symlink to itself and deleted the file.
+    monkeypatch.setenv("MODELPORT_STORAGE_LOCAL_COPY", copy)
+    before = tree(model_src)
+    for uri in (str(model_src), f"file://{model_src}/", f"{model_src}/sub/.."):
+        assert download(uri, model_src) == model_src
+        assert tree(model_src) == before
+
+
+@pytest.mark.parametrize("inside", ["model.joblib", "sub", "sub/cfg.json"])
+def test_source_inside_the_destination_is_refused(model_src, inside):
+    before = tree(model_src)
+    with pytest.raises(ConfigError, match="is inside the destination"):
+        download(str(model_src / inside), model_src)
+    assert tree(model_src) == before
+
+
+def test_destination_inside_the_source_is_not_copied_into_itself(model_src):
+    # DEST holds the previous run's files and the staging directory: walking it as part of
+    # the source nested a copy of DEST inside DEST on every run.
+    dest = model_src / "serving"
+    for _ in range(3):
+        download(str(model_src), dest)
+        assert sorted(os.listdir(dest)) == ["model.joblib", "sub"]
+        assert tree(dest) == {
+            "model.joblib": f"-> {model_src / 'model.joblib'}",
+            "sub/cfg.json": f"-> {model_src / 'sub' / 'cfg.json'}",
+        }
