@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tests.echo import echo_model
 from tests.servers import ServerProcess, start_server
@@ -70,3 +73,44 @@ def test_text_tensors_of_high_rank_round_trip(server, binary):
         output = answer.json()["outputs"][0]
         assert (output["shape"], output["data"]) == ([1] * RANK, ["a"])
     still_serves(server)
+
+
+@pytest.fixture
+def stub(server: ServerProcess) -> Any:
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+
+def grpc_status(call: Any) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value.code(), caught.value.details() or ""
+
+
+def grpc_still_serves(stub: Any) -> None:
+    request = service_pb2.ModelInferRequest(model_name="echo")
+    request.inputs.add(name="x", datatype="INT32", shape=[1]).contents.int_contents.append(7)
+    assert list(stub.ModelInfer(request).outputs[0].contents.int_contents) == [7]
+
+
+@pytest.mark.parametrize("letter", ["n", "é"], ids=["ascii", "utf8"])
+def test_a_long_name_in_a_grpc_error_still_reaches_the_client(stub, letter):
+    """The status message travels in a trailer, which clients cap (grpc: 8 KiB, then 16 KiB
+    at most): echoing a client's 20 000-character name made it RESOURCE_EXHAUSTED."""
+    request = service_pb2.ModelInferRequest(model_name="echo")
+    tensor = request.inputs.add(name=letter * 20_000, datatype="FP32", shape=[1])
+    tensor.contents.fp32_contents.extend([1.0, 2.0])
+    code, details = grpc_status(lambda: stub.ModelInfer(request))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert details.startswith(f"input '{letter * 10}") and "truncated" in details
+    grpc_still_serves(stub)
+
+
+def test_a_long_unknown_service_in_a_health_check_is_not_found(server):
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service="s" * 20_000)
+        code, details = grpc_status(lambda: health.Check(request))
+        assert code == grpc.StatusCode.NOT_FOUND, details
+        assert "truncated" in details
+        assert health.Check(health_pb2.HealthCheckRequest()).status == 1  # SERVING

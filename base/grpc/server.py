@@ -23,7 +23,7 @@ import grpc
 from modelport.base.dataplane import DataPlane
 from modelport.base.errors import ModelNotFound, ModelportError
 from modelport.base.grpc import inference_pb2_grpc as pb_grpc
-from modelport.base.grpc.service import SERVICE_NAME, InferenceService
+from modelport.base.grpc.service import SERVICE_NAME, InferenceService, status_details
 
 log = logging.getLogger("modelport.server")
 _SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -66,7 +66,8 @@ class HealthService(health_pb2_grpc.HealthServicer):
     async def Check(self, request: Any, context: Any) -> health_pb2.HealthCheckResponse:
         status = await self._status(request.service)
         if status == _UNKNOWN:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service '{request.service}'")
+            message = status_details(f"unknown service '{request.service}'")
+            await context.abort(grpc.StatusCode.NOT_FOUND, message)
         return health_pb2.HealthCheckResponse(status=status)
 
     async def Watch(

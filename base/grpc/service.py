@@ -66,7 +66,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             )
         finally:
             self._observe(context, endpoint, model, code, time.perf_counter() - started)
-        await context.abort(grpc.StatusCode[code], message)
+        await context.abort(grpc.StatusCode[code], status_details(message))
         raise AssertionError("unreachable: abort raises")
 
     def _observe(
@@ -210,6 +210,22 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             return pb.RepositoryModelUnloadResponse(model_name=name, isUnloaded=True)
 
         return await self._answer(context, "repository", name, work())
+
+
+# Status details travel in the `grpc-message` trailer, percent-encoded beyond ASCII (up to
+# 3 characters a byte), and clients cap metadata (grpc: 8 KiB, 16 KiB at most): past that,
+# a client sees RESOURCE_EXHAUSTED for what was, say, an INVALID_ARGUMENT.
+MAX_DETAILS_BYTES = 2000
+
+
+def status_details(message: str) -> str:
+    """`message` cut to fit in a trailer every client accepts (it echoes client-sent names,
+    which can be of any length), so the status code reaches the client."""
+    encoded = message.encode()
+    if len(encoded) <= MAX_DETAILS_BYTES:
+        return message
+    kept = encoded[:MAX_DETAILS_BYTES].decode(errors="ignore")
+    return f"{kept}... (truncated from {len(encoded)} bytes)"
 
 
 def _metadata(context: Any) -> dict[str, str]:
