@@ -148,6 +148,19 @@ def _unpublish(moved: list[_Moved], payload: Path, dest: Path, old: Path) -> boo
     return ok
 
 
+def _extract_lone(rel: str, stage: Path, payload: Path, job: Job) -> None:
+    """Extract the only file fetched, an archive, at the top of the payload (as KServe does,
+    even when it sat in a subfolder of the prefix, e.g. ``v1/model.zip``); the folders that
+    held it are removed once empty, so DEST gets no empty ``v1/``."""
+    archive = stage / "archive" / Path(rel).name
+    archive.parent.mkdir()
+    os.replace(payload / rel, archive)
+    for folder in Path(rel).parents[:-1]:  # innermost first, payload itself excluded
+        (payload / folder).rmdir()
+    log.info("extracting %s", rel)
+    extract(archive, payload, job.uri, job.transfer, job.patterns)
+
+
 def cancel_all(why: str) -> None:
     """Cancel every download in flight (the CLI's SIGTERM handler): each stops promptly,
     removes its staging directory and raises :class:`CancelledError`; DEST stays as it was.
@@ -211,11 +224,7 @@ def download(uri: str, dest: str | os.PathLike[str]) -> Path:
         job = Job(uri, payload, transfer, patterns, progress, dest=dest_path)
         files = fetch(job)
         if len(files) == 1 and (archive_suffix(files[0]) or files[0] in job.archive_hints):
-            archive = stage / "archive" / files[0]
-            archive.parent.mkdir()
-            os.replace(payload / files[0], archive)
-            log.info("extracting %s", files[0])
-            extract(archive, payload, uri, transfer, patterns)
+            _extract_lone(files[0], stage, payload, job)
         if not any(payload.iterdir()):
             raise NotFoundError(uri, "nothing to download")
         with _active_lock:

@@ -12,6 +12,7 @@ import pytest
 
 from modelport.storage.download import download
 from modelport.storage.errors import DownloadTimeoutError, NotFoundError, StorageError
+from tests.storage.archives import zip_bytes
 from tests.storage.support import SECRET, moto_requests, run_cli, tree
 
 
@@ -97,6 +98,16 @@ def test_archive_object_is_extracted(s3_env, s3_admin, bucket, tmp_path):
     assert tree(download(f"s3://{bucket}/arch/model.tar.gz", tmp_path / "d")) == {
         "model/model.joblib": b"abc"
     }
+
+
+def test_lone_archive_in_a_subfolder_of_a_prefix_is_extracted(s3_env, s3_admin, bucket, tmp_path):
+    # The archive was moved aside under its relative name, whose folder did not exist there:
+    # a raw FileNotFoundError. Extracted at the top of DEST, as KServe does, and no empty
+    # folder is left where the archive was.
+    put(s3_admin, bucket, {"models/v1/model.zip": zip_bytes([("model.joblib", b"abc")])})
+    dest = tmp_path / "d"
+    assert tree(download(f"s3://{bucket}/models", dest)) == {"model.joblib": b"abc"}
+    assert os.listdir(dest) == ["model.joblib"]
 
 
 def test_unsafe_object_key_refused(s3_env, s3_admin, bucket, tmp_path):
