@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+import orjson
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
@@ -114,3 +115,39 @@ def test_a_long_unknown_service_in_a_health_check_is_not_found(server):
         assert code == grpc.StatusCode.NOT_FOUND, details
         assert "truncated" in details
         assert health.Check(health_pb2.HealthCheckRequest()).status == 1  # SERVING
+
+
+def binary_body(size: Any, tail: bytes, header: bool = True) -> dict[str, Any]:
+    """httpx arguments for one FP32 [1] input in the binary extension."""
+    doc = {
+        "inputs": [
+            {
+                "name": "x",
+                "datatype": "FP32",
+                "shape": [1],
+                "parameters": {"binary_data_size": size},
+            }
+        ]
+    }
+    head = orjson.dumps(doc)
+    headers = {"Inference-Header-Content-Length": str(len(head))} if header else {}
+    return {"content": head + tail, "headers": headers}
+
+
+@pytest.mark.parametrize(
+    ("size", "tail", "words"),
+    [
+        ("4", b"\0\0\x80?", ["input 'x'", "binary_data_size '4'", "non-negative integer"]),
+        (4.0, b"\0\0\x80?", ["input 'x'", "binary_data_size 4.0", "non-negative integer"]),
+        (True, b"\0", ["input 'x'", "binary_data_size True", "non-negative integer"]),
+        (-4, b"\0\0\x80?", ["input 'x'", "binary_data_size -4", "non-negative integer"]),
+        (8, b"\0\0\x80?", ["input 'x'", "binary_data_size 8", "only 4 bytes"]),
+    ],
+    ids=["text", "float", "boolean", "negative", "overrun"],
+)
+def test_a_bad_binary_data_size_is_400_saying_what_is_wrong(server, size, tail, words):
+    answer = server.post("/v2/models/echo/infer", **binary_body(size, tail))
+    assert answer.status_code == 400, answer.text
+    for word in words:
+        assert word in answer.json()["error"]
+    still_serves(server)

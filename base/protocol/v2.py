@@ -206,9 +206,7 @@ def decode_request(body: bytes, header_length: int | None, limits: Limits) -> In
         size = parameters.get("binary_data_size") if parameters else None
         if size is not None:
             if type(size) is not int or size < 0 or offset + size > len(tail):  # not a bool
-                raise InvalidInput(
-                    f"input '{name}': binary_data_size {size} exceeds the binary data sent"
-                )
+                raise InvalidInput(_bad_binary_size(name, size, len(tail) - offset))
             data = decode_binary(name, datatype, shape, tail[offset : offset + size])
             offset += size
         elif "data" in item:
@@ -230,6 +228,19 @@ def decode_request(body: bytes, header_length: int | None, limits: Limits) -> In
         id=None if request_id is None else str(request_id),
         parameters=_as_dict(doc.get("parameters"), "'parameters'"),
         outputs=outputs,
+    )
+
+
+def _bad_binary_size(name: str, size: Any, left: int) -> str:
+    """Why an input's `binary_data_size` is refused: not a byte count, or past the data."""
+    if type(size) is not int or size < 0:
+        return (
+            f"input '{name}': binary_data_size {size!r} is not a byte count: it must be a "
+            "non-negative integer"
+        )
+    return (
+        f"input '{name}': binary_data_size {size} exceeds the binary data sent: only {left} "
+        "bytes are left after the JSON header and the inputs before it"
     )
 
 
