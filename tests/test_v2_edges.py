@@ -151,3 +151,15 @@ def test_a_bad_binary_data_size_is_400_saying_what_is_wrong(server, size, tail, 
     for word in words:
         assert word in answer.json()["error"]
     still_serves(server)
+
+
+def test_binary_data_without_the_header_length_is_400_naming_the_header(server):
+    """tritonclient sets Inference-Header-Content-Length; a hand-made client that forgets it
+    was told its JSON is invalid (UTF-8 surrogates), not what it left out."""
+    answer = server.post("/v2/models/echo/infer", **binary_body(4, b"\0\0\x80?", header=False))
+    assert answer.status_code == 400, answer.text
+    assert "Inference-Header-Content-Length" in answer.json()["error"]
+    garbage = server.post("/v2/models/echo/infer", content=b'{"inputs": [')
+    assert garbage.status_code == 400
+    assert "not valid JSON" in garbage.json()["error"]
+    still_serves(server)

@@ -9,6 +9,7 @@ Responses mirror it: outputs asked for with `binary_data` (or the request-level
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from dataclasses import dataclass
@@ -175,7 +176,15 @@ def decode_request(body: bytes, header_length: int | None, limits: Limits) -> In
             )
         view = memoryview(body)
         header, tail = view[:header_length], view[header_length:]
-    doc = parse_json(header)
+    try:
+        doc = parse_json(header)
+    except InvalidInput:
+        if header_length is None and _json_then_more(body):
+            raise InvalidInput(
+                "request body has data after its JSON document: binary tensor data needs the "
+                "Inference-Header-Content-Length header (the length of the JSON)"
+            ) from None
+        raise
     if not isinstance(doc, dict):
         raise InvalidInput("request body must be a JSON object")
     raw_inputs = doc.get("inputs")
@@ -229,6 +238,17 @@ def decode_request(body: bytes, header_length: int | None, limits: Limits) -> In
         parameters=_as_dict(doc.get("parameters"), "'parameters'"),
         outputs=outputs,
     )
+
+
+def _json_then_more(body: bytes) -> bool:
+    """Whether an unparsable body is a JSON document followed by more (binary tensor data
+    sent without its header length); only on the error path, so the slow parser is fine."""
+    text = body.decode(errors="replace").lstrip()  # the binary tail need not be UTF-8
+    try:
+        _, end = json.JSONDecoder().raw_decode(text)
+    except ValueError:
+        return False
+    return end < len(text)
 
 
 def _bad_binary_size(name: str, size: Any, left: int) -> str:
