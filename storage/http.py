@@ -4,7 +4,8 @@ Redirects are followed by hand (still httpx's URL resolution) so the per-host he
 ``<hostname>-headers`` are sent only to the origin (scheme, host, port) of the URL given, never
 to another host or port a redirect points at nor over an https -> http downgrade; a redirect
 to a scheme other than http(s) is a configuration error, not retried. Transient failures (connect errors, timeouts, a body cut short, 5xx/429)
-are retried with exponential backoff; a body shorter than Content-Length is never accepted.
+are retried with exponential backoff; a body shorter than Content-Length is never accepted, nor
+a gzip Content-Encoding whose stream stops early (the transfer can look complete).
 The deadline (or a signal) shuts the socket down, so a stalled read stops at once.
 """
 
@@ -13,7 +14,9 @@ from __future__ import annotations
 import posixpath
 import socket
 import time
+import zlib
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -109,10 +112,13 @@ def _save(response: httpx.Response, job: Job, target: Path) -> str:
         expected = None  # Content-Length counts encoded bytes; httpx still checks it
     if expected is not None:
         job.progress.expect(expected)
+    gunzip = _Gunzip() if _encoding(response) in ("gzip", "x-gzip") else None
     written = 0
     try:
         with target.open("wb") as f:
-            for chunk in response.iter_bytes():  # as received: progress and deadline stay live
+            # As received: progress and deadline stay live.
+            chunks = response.iter_bytes() if gunzip is None else map(gunzip, response.iter_raw())
+            for chunk in chunks:
                 f.write(chunk)
                 written += len(chunk)
                 job.progress.add(len(chunk))
@@ -122,7 +128,49 @@ def _save(response: httpx.Response, job: Job, target: Path) -> str:
     if expected is not None and written != expected:
         job.progress.add(-written)
         raise _Transient(StorageError(job.uri, f"body ended after {written} of {expected} bytes"))
+    if gunzip is not None and not gunzip.complete:
+        job.progress.add(-written)
+        raise _Transient(
+            StorageError(job.uri, f"gzip stream ended early (body cut short after {written} bytes)")
+        )
     return response.headers.get("content-type", "")
+
+
+def _encoding(response: httpx.Response) -> str:
+    return response.headers.get("content-encoding", "").strip().lower()
+
+
+class _Gunzip:
+    """Decodes a gzip Content-Encoding (every member) and tells whether the stream is complete.
+
+    httpx's decoder accepts a stream that stops in the middle (a server whose Content-Length
+    counts fewer bytes than it compressed, or a close-delimited body cut off): the transfer
+    looks complete, the decoded file is truncated, and it would be published.
+    """
+
+    def __init__(self) -> None:
+        self._member: Any = None  # the member being decoded; None between members
+
+    def __call__(self, data: bytes) -> bytes:
+        out = bytearray()
+        try:
+            while data:
+                if self._member is None:
+                    if not data.strip(b"\x00"):
+                        break  # zero padding after the last member, as gzip.decompress allows
+                    self._member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                out += self._member.decompress(data)
+                if not self._member.eof:
+                    break
+                data = self._member.unused_data
+                self._member = None
+        except zlib.error as exc:
+            raise httpx.DecodingError(f"invalid gzip body: {exc}") from None
+        return bytes(out)
+
+    @property
+    def complete(self) -> bool:
+        return self._member is None
 
 
 def _map(

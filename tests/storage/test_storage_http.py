@@ -352,3 +352,40 @@ def test_tls_failure_is_reported_as_tls(tmp_path):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def _gzip_route(body: bytes, cut: int | None, length: bool):  # type: ignore[no-untyped-def]
+    """Serves ``body`` gzip-encoded, only its first ``cut`` encoded bytes if given; with a
+    Content-Length that counts exactly what is sent, or none (the close ends the body)."""
+    encoded = gzip.compress(body)
+    sent = encoded if cut is None else encoded[:cut]
+
+    def route(h):  # type: ignore[no-untyped-def]
+        h.send_response(200)
+        h.send_header("Content-Type", "application/octet-stream")
+        h.send_header("Content-Encoding", "gzip")
+        if length:
+            h.send_header("Content-Length", str(len(sent)))
+        else:
+            h.send_header("Connection", "close")
+            h.close_connection = True
+        h.end_headers()
+        h.wfile.write(sent)
+        h.wfile.flush()
+
+    return route
+
+
+@pytest.mark.parametrize("length", [True, False], ids=["lying-length", "close-delimited"])
+def test_gzip_encoded_body_cut_short_is_never_accepted(http_server, tmp_path, length):
+    # The transfer ends cleanly (the length the server announced, or its close), but the gzip
+    # stream is incomplete: the decoded file is truncated and must not be published.
+    body = os.urandom(200_000)
+    path = uniq("model.bin")
+    http_server.routes[path] = _gzip_route(body, cut=100_000, length=length)
+    dest = tmp_path / "d"
+    with pytest.raises(StorageError, match="gzip stream ended early"):
+        download(http_server.url(path), dest)
+    assert not dest.exists()
+    http_server.routes[path] = _gzip_route(body, cut=None, length=length)
+    assert tree(download(http_server.url(path), dest)) == {"model.bin": body}
