@@ -4,7 +4,8 @@ Served through `model-settings.json` (`"runtime": "tests.echo:EchoPredictor"`), 
 transport tests send every datatype (BYTES, BOOL, FP16...) without a framework. A request
 parameter `sleep` (seconds) makes it slow, for drain and deadline tests; `started_file`
 names a file it creates when the call starts, so a test knows the call is in flight;
-`no_outputs` makes it answer with no outputs at all (a faulty model).
+`no_outputs` makes it answer with no outputs at all (a faulty model); `echo_parameters`
+gives each output its input's parameters.
 """
 
 from __future__ import annotations
@@ -40,8 +41,17 @@ class EchoPredictor(Predictor):
         start_call(request)
         if request.parameters.get("no_outputs"):  # a faulty model: an answer with nothing in it
             return InferResponse([])
+        # `echo_parameters`: each output carries its input's parameters, as a pass-through
+        # model that copies whole tensors does.
+        keep = bool(request.parameters.get("echo_parameters"))
         outputs = [
-            Tensor(f"echo-{tensor.name}", tensor.data, tensor.datatype) for tensor in request.inputs
+            Tensor(
+                f"echo-{tensor.name}",
+                tensor.data,
+                tensor.datatype,
+                dict(tensor.parameters) if keep else {},
+            )
+            for tensor in request.inputs
         ]
         return InferResponse(select_outputs(outputs, request, self.name))
 

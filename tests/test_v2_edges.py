@@ -163,3 +163,32 @@ def test_binary_data_without_the_header_length_is_400_naming_the_header(server):
     assert garbage.status_code == 400
     assert "not valid JSON" in garbage.json()["error"]
     still_serves(server)
+
+
+def test_a_json_output_never_carries_a_stale_binary_data_size(server):
+    """An output that copied a binary input's parameters (a pass-through model) said
+    `binary_data_size` next to its JSON `data`: clients then look for bytes that are not
+    there (tritonclient reads them past the end)."""
+    head = orjson.dumps(
+        {
+            "parameters": {"echo_parameters": True},
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": [1],
+                    "parameters": {"binary_data_size": 4, "tag": "kept"},
+                }
+            ],
+        }
+    )
+    answer = server.post(
+        "/v2/models/echo/infer",
+        content=head + b"\0\0\x80?",
+        headers={"Inference-Header-Content-Length": str(len(head))},
+    )
+    assert answer.status_code == 200, answer.text
+    assert "inference-header-content-length" not in answer.headers
+    (output,) = answer.json()["outputs"]
+    assert output["data"] == [1.0]
+    assert output["parameters"] == {"tag": "kept"}

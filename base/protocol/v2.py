@@ -327,6 +327,8 @@ def encode_response(
             parameters["binary_data_size"] = len(blob)
             blobs.append(blob)
         else:
+            # One the model copied from a binary input would send clients looking for bytes.
+            parameters.pop("binary_data_size", None)
             entry["data"] = json_tensors.to_json(tensor)
         if parameters:
             entry["parameters"] = parameters
