@@ -5,17 +5,21 @@ FIFO entries, symlinks and hardlinks must resolve inside DEST, and parent direct
 resolved with ``realpath`` before they are created, so an earlier symlink cannot redirect a later
 write outside DEST. Entry count and real (not declared) uncompressed bytes are capped against
 archive bombs. A final pass re-checks every symlink, because a link created later can change
-where an earlier relative link points.
+where an earlier relative link points. A compressed tar is read to the end of its stream, so
+gzip's CRC-32 is checked; damaged compressed data is a corrupt archive.
 """
 
 from __future__ import annotations
 
+import gzip
+import lzma
 import os
 import re
 import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import IO
 
@@ -219,6 +223,15 @@ def _tar_entries(ex: _Extractor, tf: tarfile.TarFile) -> None:
             raise ex.fail(member.name, f"unsupported tar entry type {member.type!r}")
 
 
+def _drain(ex: _Extractor, tf: tarfile.TarFile) -> None:
+    """Read the compressed stream to its end, so gzip checks its CRC-32 and length (xz and bz2
+    their checks): tarfile stops at the end-of-archive blocks, before the trailer, and damaged
+    bytes would be published. What follows the archive counts toward the byte cap."""
+    assert tf.fileobj is not None
+    while chunk := tf.fileobj.read(_CHUNK):
+        ex.add_bytes(len(chunk))
+
+
 def _zip_link_target(ex: _Extractor, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
     """The target of a zip symlink entry, read with a hard bound.
 
@@ -274,7 +287,16 @@ def extract(archive: Path, dest: Path, uri: str, transfer: Transfer, patterns: P
                 raise ArchiveError(uri, f"{name} is not an archive (zip, tar, tar.gz)")
             with tarfile.open(archive, "r:*") as tf:
                 _tar_entries(ex, tf)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, RuntimeError) as exc:
+                _drain(ex, tf)
+    except (
+        tarfile.TarError,
+        zipfile.BadZipFile,
+        EOFError,
+        RuntimeError,
+        gzip.BadGzipFile,
+        zlib.error,
+        lzma.LZMAError,
+    ) as exc:
         raise ArchiveError(uri, f"{name} is a corrupt archive: {exc}") from None
     ex.recheck_links()
     if ex.files == 0:

@@ -178,3 +178,37 @@ def test_file_then_entry_below_it_is_an_archive_error(tmp_path, second):
     # The message names the entry, never the hidden staging directory.
     assert ".modelport-download-" not in str(err.value)
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("where", ["data", "crc"])
+def test_tar_gz_failing_its_gzip_crc_is_refused(tmp_path, where):
+    # tarfile stops reading at the end-of-archive blocks, before the gzip trailer, so the
+    # CRC-32 that detects damaged bytes was never checked and the damaged model was published.
+    payload = os.urandom(50_000)  # incompressible: deflate stores it, a flipped byte decodes
+    data = bytearray(tar_bytes([("model.bin", payload)], "w:gz"))
+    data[len(data) // 2 if where == "data" else len(data) - 8] ^= 0xFF
+    src = tmp_path / "model.tar.gz"
+    src.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError, match="corrupt archive: CRC check failed"):
+        download(str(src), tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_damaged_compressed_data_is_an_archive_error(tmp_path, kind):
+    # Damaged deflate data raised a raw zlib.error ("Error -3 while decompressing data"): the
+    # CLI reported a generic error instead of naming the archive as corrupt.
+    payload = b"".join(b"weight %d\n" % i for i in range(30000))  # compressible
+    data = (
+        tar_bytes([("model.bin", payload)], "w:gz")
+        if kind == "tar.gz"
+        else zip_bytes([("model.bin", payload)])
+    )
+    for pos in range(100, len(data) - 100, len(data) // 7):
+        bad = bytearray(data)
+        bad[pos] ^= 0xFF
+        src = tmp_path / f"{pos}.{kind}"
+        src.write_bytes(bytes(bad))
+        with pytest.raises(ArchiveError, match=r"corrupt|not an archive"):
+            download(str(src), tmp_path / "d")
+        assert not (tmp_path / "d").exists()
