@@ -232,6 +232,19 @@ def _drain(ex: _Extractor, tf: tarfile.TarFile) -> None:
         ex.add_bytes(len(chunk))
 
 
+def _zip_open(ex: _Extractor, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> IO[bytes]:
+    """Open an entry; an OSError here is the archive's fault (a header offset that points
+    before the file makes the seek fail with EINVAL), not the disk's: a corrupt archive."""
+    try:
+        return zf.open(info)
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        name = os.path.basename(zf.filename or "archive")
+        raise ArchiveError(
+            ex.uri, f"{name} is a corrupt archive: cannot read entry {info.filename!r} ({why})"
+        ) from None
+
+
 def _zip_link_target(ex: _Extractor, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
     """The target of a zip symlink entry, read with a hard bound.
 
@@ -241,7 +254,7 @@ def _zip_link_target(ex: _Extractor, zf: zipfile.ZipFile, info: zipfile.ZipInfo)
     """
     if info.file_size > _MAX_LINK_TARGET:
         raise ex.fail(info.filename, f"symlink target longer than {_MAX_LINK_TARGET} bytes")
-    with zf.open(info) as src:
+    with _zip_open(ex, zf, info) as src:
         data = src.read(_MAX_LINK_TARGET + 1)
     if len(data) > _MAX_LINK_TARGET:
         raise ex.fail(info.filename, f"symlink target longer than {_MAX_LINK_TARGET} bytes")
@@ -270,7 +283,7 @@ def _zip_entries(ex: _Extractor, zf: zipfile.ZipFile) -> None:
         elif kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK):
             raise ex.fail(info.filename, "device, FIFO or socket entry")
         else:
-            with zf.open(info) as src:
+            with _zip_open(ex, zf, info) as src:
                 ex.file(info.filename, src, unix_mode)
 
 

@@ -212,3 +212,17 @@ def test_damaged_compressed_data_is_an_archive_error(tmp_path, kind):
         with pytest.raises(ArchiveError, match=r"corrupt|not an archive"):
             download(str(src), tmp_path / "d")
         assert not (tmp_path / "d").exists()
+
+
+def test_zip_with_header_offsets_before_the_file_is_an_archive_error(tmp_path):
+    # An end record that puts the central directory further than it is shifts every local
+    # header offset below 0: zipfile's seek raised a raw OSError (EINVAL), a generic error.
+    data = bytearray(zip_bytes([("model.bin", b"w" * 1000)]))
+    eocd = data.rindex(b"PK\x05\x06")
+    offset = int.from_bytes(data[eocd + 16 : eocd + 20], "little")
+    data[eocd + 16 : eocd + 20] = (offset + 5000).to_bytes(4, "little")
+    src = tmp_path / "model.zip"
+    src.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError, match="corrupt archive"):
+        download(str(src), tmp_path / "d")
+    assert not (tmp_path / "d").exists()
