@@ -192,3 +192,43 @@ def test_a_json_output_never_carries_a_stale_binary_data_size(server):
     (output,) = answer.json()["outputs"]
     assert output["data"] == [1.0]
     assert output["parameters"] == {"tag": "kept"}
+
+
+SHARED_MEMORY = {"shared_memory_region": "region", "shared_memory_byte_size": 4}
+
+
+@pytest.mark.parametrize("where", ["input", "output"])
+def test_shared_memory_regions_are_refused_by_name_over_rest(server, where):
+    """Triton answers an unknown region with a 400; modelport has none (no shared memory
+    extension). An output's region was silently ignored: the client then read its region,
+    which the server never wrote."""
+    tensor: dict[str, Any] = {"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}
+    doc: dict[str, Any] = {"inputs": [tensor]}
+    if where == "input":
+        tensor["parameters"] = SHARED_MEMORY
+        del tensor["data"]
+    else:
+        doc["outputs"] = [{"name": "echo-x", "parameters": SHARED_MEMORY}]
+    answer = server.post("/v2/models/echo/infer", json=doc)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert f"{where} '{'x' if where == 'input' else 'echo-x'}'" in error
+    assert "shared memory" in error
+    still_serves(server)
+
+
+@pytest.mark.parametrize("where", ["input", "output"])
+def test_shared_memory_regions_are_refused_by_name_over_grpc(stub, where):
+    request = service_pb2.ModelInferRequest(model_name="echo")
+    tensor = request.inputs.add(name="x", datatype="FP32", shape=[1])
+    target = (
+        tensor.parameters if where == "input" else request.outputs.add(name="echo-x").parameters
+    )
+    target["shared_memory_region"].string_param = "region"
+    target["shared_memory_byte_size"].int64_param = 4
+    if where == "output":
+        tensor.contents.fp32_contents.append(1.0)
+    code, details = grpc_status(lambda: stub.ModelInfer(request))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert "shared memory" in details
+    grpc_still_serves(stub)

@@ -122,6 +122,9 @@ def decode_request(message: pb.ModelInferRequest, limits: v2.Limits) -> InferReq
         if not tensor.datatype:
             raise InvalidInput(f"input '{name}': missing 'datatype'")
         shape = _shape(name, tensor.shape, limits)
+        parameters = parameters_to_dict(tensor.parameters)
+        if parameters:
+            v2.check_shared_memory(f"input '{name}'", parameters)
         if raw:
             if tensor.HasField("contents"):  # as Triton: one or the other, never ignored
                 raise InvalidInput(
@@ -131,7 +134,7 @@ def decode_request(message: pb.ModelInferRequest, limits: v2.Limits) -> InferReq
             data = v2.decode_binary(name, tensor.datatype, shape, memoryview(raw[index]))
         else:
             data = _typed(tensor, shape)
-        inputs.append(Tensor(name, data, tensor.datatype, parameters_to_dict(tensor.parameters)))
+        inputs.append(Tensor(name, data, tensor.datatype, parameters))
     v2.check_unique_names(inputs)
     if len(message.outputs) > limits.max_inputs:
         raise InvalidInput(
@@ -141,6 +144,7 @@ def decode_request(message: pb.ModelInferRequest, limits: v2.Limits) -> InferReq
     for output in message.outputs:
         parameters = parameters_to_dict(output.parameters)
         v2.check_classification(output.name, parameters)
+        v2.check_shared_memory(f"output '{output.name}'", parameters)
         outputs.append(RequestedOutput(output.name, parameters))
     v2.check_unique_outputs(outputs)
     return InferRequest(
