@@ -44,7 +44,11 @@ class _Transient(Exception):
 
 def file_name(uri: str) -> str:
     """Last path segment, percent-decoded; the query string never names the file."""
-    name = posixpath.basename(unquote(urlsplit(uri).path))
+    try:
+        path = urlsplit(uri).path
+    except ValueError as exc:  # "http://[::1/x": a typo, not a fault
+        raise ConfigError(uri, f"invalid URL: {exc}") from None
+    name = posixpath.basename(unquote(path))
     if name in ("", ".", ".."):
         raise ConfigError(uri, "no file name in the URL path")
     return name

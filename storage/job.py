@@ -56,7 +56,10 @@ class Job:
 
     def bucket_and_key(self) -> tuple[str, str]:
         """`scheme://bucket/key-or-prefix` split, a missing bucket being a clear error."""
-        parts = urlsplit(self.uri)
+        try:
+            parts = urlsplit(self.uri)
+        except ValueError as exc:  # "s3://[bucket/x": a typo, not a fault
+            raise ConfigError(self.uri, f"invalid URL: {exc}") from None
         if not parts.netloc:
             raise ConfigError(
                 self.uri, f"no bucket in the URI (expected {parts.scheme}://bucket/path)"

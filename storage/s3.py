@@ -24,6 +24,7 @@ from typing import Any
 from modelport.storage.config import S3Settings, Transfer
 from modelport.storage.errors import (
     AuthError,
+    ConfigError,
     DownloadTimeoutError,
     IntegrityError,
     NotFoundError,
@@ -226,7 +227,15 @@ def fetch(job: Job) -> list[str]:
     """
     bucket, key = job.bucket_and_key()
     t = job.transfer
-    client = make_client(S3Settings.from_env(), t)
+    settings = S3Settings.from_env()
+    try:
+        client = make_client(settings, t)
+    except ValueError as exc:  # botocore's check of the endpoint: a setting, not a fault
+        raise ConfigError(
+            job.uri,
+            f"AWS_ENDPOINT_URL {settings.endpoint_url!r} is not a valid URL ({exc}); "
+            "expected http(s)://host[:port]",
+        ) from None
     _Aborter(client, job.progress)
     try:
         objs, _single = _list(job, client, bucket, key)

@@ -389,3 +389,10 @@ def test_gzip_encoded_body_cut_short_is_never_accepted(http_server, tmp_path, le
     assert not dest.exists()
     http_server.routes[path] = _gzip_route(body, cut=None, length=length)
     assert tree(download(http_server.url(path), dest)) == {"model.bin": body}
+
+
+def test_malformed_url_is_a_config_error(tmp_path):
+    # urlsplit's ValueError escaped unmapped: "error: ValueError: Invalid IPv6 URL".
+    with pytest.raises(ConfigError, match="invalid URL"):
+        download("http://[::1/model.joblib", tmp_path / "d")
+    assert not (tmp_path / "d").exists()

@@ -11,7 +11,12 @@ import tarfile
 import pytest
 
 from modelport.storage.download import download
-from modelport.storage.errors import DownloadTimeoutError, NotFoundError, StorageError
+from modelport.storage.errors import (
+    ConfigError,
+    DownloadTimeoutError,
+    NotFoundError,
+    StorageError,
+)
 from tests.storage.archives import zip_bytes
 from tests.storage.support import SECRET, moto_requests, run_cli, tree
 
@@ -248,3 +253,19 @@ def test_keys_mapping_to_one_path_are_refused(s3_env, s3_admin, bucket, tmp_path
         download(f"s3://{bucket}/p", dest)
     assert message in str(err.value)
     assert tree(dest) == {"model.bin": b"previous"}
+
+
+@pytest.mark.parametrize("endpoint", ["minio:9000", "http://[bad"])
+def test_malformed_endpoint_is_a_config_error(s3_env, tmp_path, monkeypatch, endpoint):
+    # boto3's ValueError escaped unmapped: "error: ValueError: Invalid endpoint".
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    with pytest.raises(ConfigError, match=r"AWS_ENDPOINT_URL .* is not a valid URL"):
+        download("s3://bucket/models/iris", tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("uri", ["s3://[bad/models", "gs://[bad/models"])
+def test_malformed_bucket_uri_is_a_config_error(s3_env, tmp_path, uri):
+    with pytest.raises(ConfigError, match="invalid URL"):
+        download(uri, tmp_path / "d")
+    assert not (tmp_path / "d").exists()

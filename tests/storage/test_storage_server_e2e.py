@@ -60,3 +60,35 @@ def test_model_dir_download_failure_is_one_clear_line(s3_env, bucket):
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cannot download --model_dir: not found: s3://"), last
     assert f"{bucket}/models/missing" in last and SECRET not in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("model_dir", "endpoint"),
+    [("s3://bucket/models/iris", "minio:9000"), ("http://[::1/model.joblib", None)],
+    ids=["endpoint-without-scheme", "invalid-url"],
+)
+def test_model_dir_config_error_is_one_clear_line(s3_env, monkeypatch, model_dir, endpoint):
+    """A malformed URL or AWS_ENDPOINT_URL raised a ValueError the server did not catch: a
+    traceback instead of a line naming the setting."""
+    if endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelport.runtimes.sklearn",
+            f"--model_dir={model_dir}",
+            "--model_name=iris",
+            f"--http_port={free_port()}",
+            "--host=127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=120,
+    )
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot download --model_dir: config: "), last
+    assert (endpoint or "invalid URL") in last, last
