@@ -124,7 +124,7 @@ def decode_request(message: pb.ModelInferRequest, limits: v2.Limits) -> InferReq
         shape = _shape(name, tensor.shape, limits)
         parameters = parameters_to_dict(tensor.parameters)
         if parameters:
-            v2.check_shared_memory(f"input '{name}'", parameters)
+            v2.check_shared_memory("input", name, parameters)
         if raw:
             if tensor.HasField("contents"):  # as Triton: one or the other, never ignored
                 raise InvalidInput(
@@ -144,7 +144,7 @@ def decode_request(message: pb.ModelInferRequest, limits: v2.Limits) -> InferReq
     for output in message.outputs:
         parameters = parameters_to_dict(output.parameters)
         v2.check_classification(output.name, parameters)
-        v2.check_shared_memory(f"output '{output.name}'", parameters)
+        v2.check_shared_memory("output", output.name, parameters)
         outputs.append(RequestedOutput(output.name, parameters))
     v2.check_unique_outputs(outputs)
     return InferRequest(

@@ -216,7 +216,7 @@ def decode_request(body: bytes, header_length: int | None, limits: Limits) -> In
             {} if parameters is None else _as_dict(parameters, f"input '{name}': 'parameters'")
         )
         if parameters:
-            check_shared_memory(f"input '{name}'", parameters)
+            check_shared_memory("input", name, parameters)
         size = parameters.get("binary_data_size") if parameters else None
         if size is not None:
             if type(size) is not int or size < 0 or offset + size > len(tail):  # not a bool
@@ -282,7 +282,7 @@ def _requested_outputs(raw: Any, limits: Limits) -> list[RequestedOutput]:
             raise InvalidInput("each requested output needs a 'name'")
         parameters = _as_dict(item.get("parameters"), "output parameters")
         check_classification(item["name"], parameters)
-        check_shared_memory(f"output '{item['name']}'", parameters)
+        check_shared_memory("output", item["name"], parameters)
         outputs.append(RequestedOutput(item["name"], parameters))
     check_unique_outputs(outputs)
     return outputs
@@ -307,14 +307,14 @@ def check_classification(name: str, parameters: dict[str, Any]) -> None:
         )
 
 
-def check_shared_memory(what: str, parameters: dict[str, Any]) -> None:
+def check_shared_memory(kind: str, name: str, parameters: dict[str, Any]) -> None:
     """Triton's shared memory extensions carry a tensor in a registered region named by
     `shared_memory_region`; modelport registers none, so naming one is refused (Triton
     refuses an unknown region) rather than ignored: an ignored output region is never
     written, and the client would read whatever it held."""
     if SHARED_MEMORY in parameters:
         raise InvalidInput(
-            f"{what}: shared memory region '{parameters[SHARED_MEMORY]}' is not supported "
+            f"{kind} '{name}': shared memory region '{parameters[SHARED_MEMORY]}' is not supported "
             "(modelport has no shared memory extension): send and receive tensors in the "
             "request and the answer"
         )
