@@ -103,6 +103,16 @@ def _walk(uri: str, src: Path, skip: Path | None = None) -> list[tuple[Path, str
     return found
 
 
+def _copy(uri: str, path: Path, target: Path, rel: str) -> None:
+    """Copy one file; a source that cannot be copied (a dangling link, a FIFO, no permission)
+    is one clear error naming it, not shutil's OSError naming the staging path."""
+    try:
+        shutil.copy2(path, target)
+    except OSError as exc:
+        reason = exc.strerror or str(exc).replace(str(path), rel)
+        raise StorageError(uri, f"cannot copy {rel!r}: {reason}") from None
+
+
 def fetch(job: Job) -> list[str]:
     """Link (or copy) the file or the tree below the directory into ``job.payload``."""
     src = source_path(job.uri)
@@ -122,7 +132,7 @@ def fetch(job: Job) -> list[str]:
     for path, rel in files:
         target = job.target(rel)
         if copy:
-            shutil.copy2(path, target)
+            _copy(job.uri, path, target, rel)
             job.progress.add(target.stat().st_size)
         else:
             os.symlink(path.resolve(), target)

@@ -320,3 +320,20 @@ def test_destination_inside_the_source_is_not_copied_into_itself(model_src):
             "model.joblib": f"-> {model_src / 'model.joblib'}",
             "sub/cfg.json": f"-> {model_src / 'sub' / 'cfg.json'}",
         }
+
+
+@pytest.mark.parametrize("kind", ["dangling-link", "fifo"])
+def test_uncopyable_source_file_is_one_clear_error(model_src, tmp_path, monkeypatch, kind):
+    # shutil's FileNotFoundError / SpecialFileError escaped as they were: a generic error
+    # naming a staging path in the CLI, a traceback from a server's --model_dir.
+    monkeypatch.setenv("MODELPORT_STORAGE_LOCAL_COPY", "true")
+    bad = model_src / "sub" / "weights.bin"
+    if kind == "fifo":
+        os.mkfifo(bad)
+    else:
+        bad.symlink_to(tmp_path / "gone")
+    dest = tmp_path / "d"
+    with pytest.raises(StorageError, match=r"cannot copy 'sub/weights.bin': ") as info:
+        download(str(model_src), dest)
+    assert ".modelport-download-" not in str(info.value)
+    assert not dest.exists()
