@@ -4,7 +4,7 @@ Each entry is checked before anything is written: no absolute paths, no ``..``, 
 FIFO entries, symlinks and hardlinks must resolve inside DEST, and parent directories are
 resolved with ``realpath`` before they are created, so an earlier symlink cannot redirect a later
 write outside DEST. Entry count and real (not declared) uncompressed bytes are capped against
-archive bombs. A final pass re-checks every symlink, because a link created later can change
+archive bombs, and so are tar long-name/pax headers, which tarfile reads whole into memory. A final pass re-checks every symlink, because a link created later can change
 where an earlier relative link points. A compressed tar is read to the end of its stream, so
 gzip's CRC-32 is checked; damaged compressed data is a corrupt archive.
 """
@@ -32,6 +32,17 @@ TAR_TYPES = ("application/x-tar", "application/x-gtar", "application/x-tgz")
 GZIP_TYPES = ("application/gzip", "application/x-gzip", "application/x-compressed-tar")
 _CHUNK = 1024 * 1024
 _MAX_LINK_TARGET = 4096  # PATH_MAX on Linux: no real symlink target is longer
+# tarfile reads a GNU long-name/long-link or pax header whole into memory: bounded per header
+# (a name is at most PATH_MAX; pax records with xattrs stay far below this) and in all.
+_MAX_TAR_HEADER = 1024 * 1024
+_MAX_TAR_HEADERS_TOTAL = 256 * 1024 * 1024
+_TAR_HEADER_TYPES = (
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+)
 
 
 def archive_suffix(name: str) -> str | None:
@@ -47,12 +58,16 @@ def content_type_says_archive(content_type: str | None) -> bool:
 
 
 def looks_like_archive(path: Path) -> bool:
-    """Sniff the content: a zip, or a tar (plain or compressed)."""
+    """Sniff the content: a zip, or a tar (plain or compressed). Not tarfile.is_tarfile: it
+    reads the first header with no bound (see :func:`_bounded_tarinfo`)."""
     if zipfile.is_zipfile(path):
         return True
     try:
-        return tarfile.is_tarfile(path)
-    except (OSError, tarfile.TarError, EOFError):
+        with tarfile.open(path, "r:*", tarinfo=_bounded_tarinfo(str(path))):
+            return True
+    except ArchiveError:
+        return True  # a tar, if a hostile one: extraction refuses it, naming the URI
+    except (OSError, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError):
         return False
 
 
@@ -202,6 +217,28 @@ class _Extractor:
                     raise self.fail(rel, "symlink resolves outside the destination")
 
 
+def _bounded_tarinfo(uri: str) -> type[tarfile.TarInfo]:
+    """A TarInfo class that refuses an oversized long-name or pax header before tarfile reads
+    it: a tiny .tar.gz can hold a name of gigabytes, read into memory outside the byte cap."""
+    total = [0]
+
+    class _Bounded(tarfile.TarInfo):
+        def _proc_member(self, tf: tarfile.TarFile) -> tarfile.TarInfo:
+            if self.type in _TAR_HEADER_TYPES:
+                total[0] += self.size
+                if self.size > _MAX_TAR_HEADER or total[0] > _MAX_TAR_HEADERS_TOTAL:
+                    limit = _MAX_TAR_HEADER if self.size > _MAX_TAR_HEADER else None
+                    raise ArchiveError(
+                        uri,
+                        f"tar long-name/pax header of {self.size} bytes, over the "
+                        + (f"{limit} limit" if limit else f"{_MAX_TAR_HEADERS_TOTAL} total limit"),
+                    )
+            member: tarfile.TarInfo = super()._proc_member(tf)  # type: ignore[misc]
+            return member
+
+    return _Bounded
+
+
 def _tar_entries(ex: _Extractor, tf: tarfile.TarFile) -> None:
     for member in tf:
         if member.isdir():
@@ -298,7 +335,7 @@ def extract(archive: Path, dest: Path, uri: str, transfer: Transfer, patterns: P
         else:
             if not looks_like_archive(archive):
                 raise ArchiveError(uri, f"{name} is not an archive (zip, tar, tar.gz)")
-            with tarfile.open(archive, "r:*") as tf:
+            with tarfile.open(archive, "r:*", tarinfo=_bounded_tarinfo(uri)) as tf:
                 _tar_entries(ex, tf)
                 _drain(ex, tf)
     except (

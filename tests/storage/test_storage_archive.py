@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -225,4 +227,23 @@ def test_zip_with_header_offsets_before_the_file_is_an_archive_error(tmp_path):
     src.write_bytes(bytes(data))
     with pytest.raises(ArchiveError, match="corrupt archive"):
         download(str(src), tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("fmt", ["gnu", "pax"])
+def test_oversized_tar_name_header_is_refused_before_it_is_read(tmp_path, fmt):
+    # tarfile reads a GNU long-name or pax header whole into memory, outside the byte cap: a
+    # 300 KB .tar.gz holding a 300 MB name took 1.5 GB of memory (an OOM-kill in a small init
+    # container), then failed with a raw OSError whose one line held the whole name.
+    buf = io.BytesIO()
+    tar_format = tarfile.GNU_FORMAT if fmt == "gnu" else tarfile.PAX_FORMAT
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tar_format) as tf:
+        info = tarfile.TarInfo("a" * 8 * 1024 * 1024)
+        info.size = 1
+        tf.addfile(info, io.BytesIO(b"x"))
+    src = tmp_path / "model.tar.gz"
+    src.write_bytes(buf.getvalue())
+    with pytest.raises(ArchiveError, match=r"header of \d+ bytes, over the 1048576 limit") as e:
+        download(str(src), tmp_path / "d")
+    assert len(str(e.value)) < 500
     assert not (tmp_path / "d").exists()
