@@ -32,6 +32,7 @@ TAR_TYPES = ("application/x-tar", "application/x-gtar", "application/x-tgz")
 GZIP_TYPES = ("application/gzip", "application/x-gzip", "application/x-compressed-tar")
 _CHUNK = 1024 * 1024
 _MAX_LINK_TARGET = 4096  # PATH_MAX on Linux: no real symlink target is longer
+_NAME_MAX = 255  # bytes in one path component (Linux filesystems)
 # tarfile reads a GNU long-name/long-link or pax header whole into memory: bounded per header
 # (a name is at most PATH_MAX; pax records with xattrs stay far below this) and in all.
 _MAX_TAR_HEADER = 1024 * 1024
@@ -81,6 +82,10 @@ def _safe_relpath(name: str) -> str:
         raise ValueError("path traversal ('..')")
     if any("\x00" in p for p in parts):
         raise ValueError("NUL byte in name")
+    # NAME_MAX: S3/GCS keys and archive names may be longer; the write would fail with a raw
+    # ENAMETOOLONG naming the staging path.
+    if any(len(p.encode("utf-8", "surrogateescape")) > _NAME_MAX for p in parts):
+        raise ValueError(f"a path component longer than {_NAME_MAX} bytes")
     return "/".join(parts)
 
 

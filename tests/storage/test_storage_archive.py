@@ -247,3 +247,12 @@ def test_oversized_tar_name_header_is_refused_before_it_is_read(tmp_path, fmt):
         download(str(src), tmp_path / "d")
     assert len(str(e.value)) < 500
     assert not (tmp_path / "d").exists()
+
+
+def test_member_name_longer_than_the_filesystem_allows_is_an_archive_error(tmp_path):
+    # ENAMETOOLONG escaped as a raw OSError naming the staging path: a generic error.
+    src = tmp_path / "model.tar"
+    src.write_bytes(tar_bytes([("model.joblib", b"m"), ("sub/" + "a" * 300, b"x")]))
+    with pytest.raises(ArchiveError, match="longer than 255 bytes"):
+        download(str(src), tmp_path / "d")
+    assert not (tmp_path / "d").exists()

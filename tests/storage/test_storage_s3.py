@@ -269,3 +269,13 @@ def test_malformed_bucket_uri_is_a_config_error(s3_env, tmp_path, uri):
     with pytest.raises(ConfigError, match="invalid URL"):
         download(uri, tmp_path / "d")
     assert not (tmp_path / "d").exists()
+
+
+def test_key_with_a_name_longer_than_the_filesystem_allows_is_refused(
+    s3_env, s3_admin, bucket, tmp_path
+):
+    # S3 keys reach 1024 bytes; a path component reaches 255: a raw OSError before.
+    put(s3_admin, bucket, {"models/model.joblib": b"m", "models/" + "k" * 300: b"x"})
+    with pytest.raises(StorageError, match=r"refusing object name .*longer than 255 bytes"):
+        download(f"s3://{bucket}/models", tmp_path / "d")
+    assert not (tmp_path / "d").exists()
