@@ -4,6 +4,7 @@ INVALID_ARGUMENT naming the problem, never a 500, and the server keeps serving."
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -232,3 +233,41 @@ def test_shared_memory_regions_are_refused_by_name_over_grpc(stub, where):
     assert code == grpc.StatusCode.INVALID_ARGUMENT, details
     assert "shared memory" in details
     grpc_still_serves(stub)
+
+
+def peak_memory(server: ServerProcess) -> int:
+    """The server process' peak resident memory (bytes), from /proc."""
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_bytes_elements_past_the_shape_are_refused_before_they_are_built(server):
+    """Each BYTES element takes 5 bytes on the wire and ~50 as a Python object in a list and
+    an array: 60 MB of one-byte elements for a shape of [1] grew the server by ~600 MB, on
+    the event loop, before the element count was compared with the shape."""
+    tail = b"\x01\x00\x00\x00a" * 12_000_000
+    head = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "parameters": {"binary_data_size": len(tail)},
+                }
+            ]
+        }
+    )
+    before = peak_memory(server)
+    answer = server.post(
+        "/v2/models/echo/infer",
+        content=head + tail,
+        headers={"Inference-Header-Content-Length": str(len(head))},
+    )
+    assert answer.status_code == 400, answer.text
+    assert "input 'x': binary data holds more BYTES elements" in answer.json()["error"]
+    assert peak_memory(server) - before < 3 * len(tail), "decoding built every element"
+    still_serves(server)

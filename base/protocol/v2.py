@@ -9,6 +9,7 @@ Responses mirror it: outputs asked for with `binary_data` (or the request-level
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import struct
@@ -98,13 +99,7 @@ def decode_binary(name: str, datatype: str, shape: tuple[int, ...], raw: memoryv
     """Raw little-endian tensor bytes (REST binary extension, gRPC raw contents) as an array
     (zero-copy), or BYTES elements split."""
     if datatype == "BYTES":
-        array = deserialize_bytes(raw, name)
-        if array.size != math.prod(shape):
-            raise InvalidInput(
-                f"input '{name}': shape {list(shape)} needs {math.prod(shape)} elements, "
-                f"binary data has {array.size}"
-            )
-        return array.reshape(shape)
+        return deserialize_bytes(raw, name, math.prod(shape)).reshape(shape)
     dtype = BINARY_ONLY.get(datatype) or to_numpy(datatype)
     expected = math.prod(shape) * dtype.itemsize
     if len(raw) != expected:
@@ -137,20 +132,37 @@ def _repeated(names: list[str]) -> str | None:
     raise AssertionError("unreachable: the set found a repeat")
 
 
-def deserialize_bytes(raw: memoryview | bytes, name: str = "tensor") -> np.ndarray:
-    """Split Triton's BYTES encoding (4-byte little-endian length, then the bytes)."""
+def deserialize_bytes(raw: memoryview | bytes, name: str, count: int) -> np.ndarray:
+    """Split Triton's BYTES encoding (4-byte little-endian length, then the bytes) into
+    the `count` elements of the input's shape.
+
+    Bytes past them are refused before they are built, not after: five bytes on the wire
+    become ~50 of Python objects each.
+    """
     items: list[bytes] = []
+    append, unpack = items.append, _LENGTH.unpack_from  # the hot loop's lookups, once
     offset, end = 0, len(raw)
-    while offset < end:
+    for _ in itertools.repeat(None, count):
         if offset + 4 > end:
+            if offset == end:
+                raise InvalidInput(
+                    f"input '{name}': shape needs {count} BYTES elements, binary data has "
+                    f"{len(items)}"
+                )
             raise InvalidInput(f"input '{name}': truncated BYTES element length")
-        (length,) = _LENGTH.unpack_from(raw, offset)
+        (length,) = unpack(raw, offset)
         offset += 4
-        if offset + length > end:
+        stop = offset + length
+        if stop > end:
             raise InvalidInput(f"input '{name}': BYTES element overruns binary_data_size")
-        items.append(bytes(raw[offset : offset + length]))
-        offset += length
-    array = np.empty(len(items), dtype=object)
+        append(bytes(raw[offset:stop]))
+        offset = stop
+    if offset < end:
+        raise InvalidInput(
+            f"input '{name}': binary data holds more BYTES elements than the {count} of its "
+            f"shape ({end - offset} bytes left over)"
+        )
+    array = np.empty(count, dtype=object)
     array[:] = items
     return array
 
