@@ -271,3 +271,16 @@ def test_bytes_elements_past_the_shape_are_refused_before_they_are_built(server)
     assert "input 'x': binary data holds more BYTES elements" in answer.json()["error"]
     assert peak_memory(server) - before < 3 * len(tail), "decoding built every element"
     still_serves(server)
+
+
+def test_a_header_length_of_zero_means_all_json_as_in_triton(server):
+    """Triton reads `Inference-Header-Content-Length: 0` as "the whole body is JSON" (no
+    JSON header is empty); modelport answered 400 'not valid JSON'."""
+    doc = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [7]}]}
+    answer = server.post(
+        "/v2/models/echo/infer",
+        content=orjson.dumps(doc),
+        headers={"Inference-Header-Content-Length": "0"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"][0]["data"] == [7]

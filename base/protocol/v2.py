@@ -179,8 +179,12 @@ def serialize_bytes(array: np.ndarray) -> bytes:
 
 
 def decode_request(body: bytes, header_length: int | None, limits: Limits) -> InferRequest:
-    """Decode a V2 infer body (JSON, or JSON header + binary tail) into an InferRequest."""
-    if header_length is None:
+    """Decode a V2 infer body (JSON, or JSON header + binary tail) into an InferRequest.
+
+    `header_length` None or 0 means the whole body is JSON, as Triton reads a zero
+    Inference-Header-Content-Length (no JSON header is empty)."""
+    if not header_length:
+        header_length = None
         header: bytes | memoryview = body
         tail = memoryview(b"")
     else:
