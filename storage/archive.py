@@ -20,6 +20,8 @@ import stat
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -100,6 +102,7 @@ class _Extractor:
         self.entries = 0
         self.bytes = 0
         self.files = 0
+        self.left_out: set[str] = set()  # regular files the patterns kept out of DEST
 
     def fail(self, entry: str, why: str) -> ArchiveError:
         return ArchiveError(self.uri, f"unsafe archive entry {entry!r}: {why}")
@@ -154,8 +157,14 @@ class _Extractor:
     def file(self, entry: str, src: IO[bytes], mode: int) -> None:
         self.count(entry)
         rel = self.rel(entry)
-        if not rel or not self.patterns.wants(rel):
+        if not rel:
             return
+        if not self.patterns.wants(rel):
+            self.left_out.add(rel)
+            return
+        self._write(entry, rel, src, mode)
+
+    def _write(self, entry: str, rel: str, src: IO[bytes], mode: int) -> None:
         target = os.path.join(self.parent_dir(entry, rel), os.path.basename(rel))
         self._clear(entry, target)
         perm = 0o755 if mode & 0o111 else 0o644
@@ -190,7 +199,11 @@ class _Extractor:
         self._clear(entry, target)
         os.symlink(link_target, target)
 
-    def hardlink(self, entry: str, link_name: str) -> None:
+    def hardlink(
+        self, entry: str, link_name: str, mode: int, data: Callable[[], IO[bytes] | None]
+    ) -> None:
+        """Copy the target's content; ``data`` opens it from the archive, for a target the
+        patterns left out of DEST (its content is still the link's)."""
         self.count(entry)
         rel = self.rel(entry)
         if not rel or not self.patterns.wants(rel):
@@ -199,6 +212,13 @@ class _Extractor:
             src_rel = _safe_relpath(link_name)
         except ValueError as exc:
             raise self.fail(entry, f"hardlink target {link_name!r}: {exc}") from None
+        if src_rel in self.left_out and not os.path.lexists(os.path.join(self.root, src_rel)):
+            src = data()
+            if src is None:
+                raise self.fail(entry, f"hardlink target {link_name!r} has no content")
+            with src:
+                self._write(entry, rel, src, mode)
+            return
         source = os.path.realpath(os.path.join(self.root, src_rel))
         if not self._inside(source):
             raise self.fail(entry, f"hardlink points outside the destination ({link_name!r})")
@@ -256,7 +276,7 @@ def _tar_entries(ex: _Extractor, tf: tarfile.TarFile) -> None:
         elif member.issym():
             ex.symlink(member.name, member.linkname)
         elif member.islnk():
-            ex.hardlink(member.name, member.linkname)
+            ex.hardlink(member.name, member.linkname, member.mode, partial(tf.extractfile, member))
         elif member.ischr() or member.isblk():
             raise ex.fail(member.name, "device file")
         elif member.isfifo():

@@ -256,3 +256,14 @@ def test_member_name_longer_than_the_filesystem_allows_is_an_archive_error(tmp_p
     with pytest.raises(ArchiveError, match="longer than 255 bytes"):
         download(str(src), tmp_path / "d")
     assert not (tmp_path / "d").exists()
+
+
+def test_hardlink_to_a_member_the_patterns_leave_out_is_kept(tmp_path, monkeypatch):
+    # A hardlink's content is its target member's: the target not being wanted in DEST does
+    # not make the link's content unknown (it was refused as "not an extracted file").
+    hard = tarfile.TarInfo("model/weights.bin")
+    hard.type, hard.linkname = tarfile.LNKTYPE, "blobs/sha256-abc"
+    src = tmp_path / "m.tar"
+    src.write_bytes(tar_bytes([("blobs/sha256-abc", b"w" * 1000), hard]))
+    monkeypatch.setenv("STORAGE_ALLOW_PATTERNS", "model/*")
+    assert tree(download(str(src), tmp_path / "d")) == {"model/weights.bin": b"w" * 1000}
