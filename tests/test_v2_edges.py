@@ -284,3 +284,12 @@ def test_a_header_length_of_zero_means_all_json_as_in_triton(server):
     )
     assert answer.status_code == 200, answer.text
     assert answer.json()["outputs"][0]["data"] == [7]
+
+
+def test_json_nested_past_the_parsers_depth_is_400(server):
+    """orjson refuses nesting past 1024 levels; the look for a JSON document followed by
+    binary data must not then fail on it with RecursionError, a 500."""
+    answer = server.post("/v2/models/echo/infer", content=b"[" * 100_000 + b"]" * 100_000)
+    assert answer.status_code == 400, answer.text
+    assert "not valid JSON" in answer.json()["error"]
+    still_serves(server)

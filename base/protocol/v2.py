@@ -267,7 +267,7 @@ def _json_then_more(body: bytes) -> bool:
     text = body.decode(errors="replace").lstrip()  # the binary tail need not be UTF-8
     try:
         _, end = json.JSONDecoder().raw_decode(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested deeper than orjson allows: no document
         return False
     return end < len(text)
 
