@@ -195,7 +195,18 @@ def download(uri: str, dest: str | os.PathLike[str]) -> Path:
     into ``dest``. Raises :class:`~modelport.storage.errors.StorageError` (one-line, secret-free
     message) on any failure, leaving no partial file in ``dest``.
     """
-    dest_path = Path(dest)
+    try:
+        return _download(uri, Path(dest))
+    except StorageError as exc:
+        if exc.uri == uri:
+            raise
+        # A setting's error (MODELPORT_STORAGE_*, STORAGE_CONFIG, a CA bundle) knows the
+        # setting, not the download: the line must still say which URI failed.
+        raise type(exc)(uri, exc.cause) from None
+
+
+def _download(uri: str, dest_path: Path) -> Path:
+    """:func:`download`, whose errors may still name a setting instead of ``uri``."""
     if not uri.strip():
         raise ConfigError(uri, "empty storage URI")
     if dest_path.exists() and not dest_path.is_dir():

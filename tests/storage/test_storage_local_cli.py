@@ -337,3 +337,23 @@ def test_uncopyable_source_file_is_one_clear_error(model_src, tmp_path, monkeypa
         download(str(model_src), dest)
     assert ".modelport-download-" not in str(info.value)
     assert not dest.exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "cause"),
+    [
+        (
+            {"MODELPORT_STORAGE_DEADLINE": "soon"},
+            "MODELPORT_STORAGE_DEADLINE must be a number, got 'soon'",
+        ),
+        ({"STORAGE_CONFIG": "{not json"}, "STORAGE_CONFIG is not valid JSON (line 1)"),
+        ({"AWS_CA_BUNDLE": "/no/such/ca.pem"}, "CA bundle file /no/such/ca.pem does not exist"),
+    ],
+)
+def test_cli_config_error_line_names_the_uri(tmp_path, env, cause):
+    # The URI slot of '<kind>: <uri>: <cause>' held the setting's name, or 's3:'.
+    res = run_cli("s3://bucket/models/iris", str(tmp_path / "d"), env={**os.environ, **env})
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"modelport.storage: config: s3://bucket/models/iris: {cause}"
+    )
