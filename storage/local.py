@@ -4,8 +4,8 @@ Like KServe, files are symlinked into DEST (the PVC is mounted in the server con
 nothing is copied); ``MODELPORT_STORAGE_LOCAL_COPY=true`` copies instead. Directories are
 recreated for real so patterns can pick individual files; a symlinked directory in the source
 is followed like a symlinked file (a link back to one of its own ancestors is an error), and a
-directory that cannot be read is an error, never a silently partial model. A ``pvc://`` path
-must resolve inside the PVC mount.
+directory that cannot be read is an error, never a silently partial model. A ``pvc://`` path,
+and every file below it (symlinks included), must resolve inside the PVC mount.
 
 A source that is DEST itself is already in place (nothing is done, as KServe leaves existing
 entries alone); one inside DEST is refused (publishing would set it aside and delete it); DEST
@@ -103,6 +103,16 @@ def _walk(uri: str, src: Path, skip: Path | None = None) -> list[tuple[Path, str
     return found
 
 
+def _confine_to_pvc(uri: str, files: list[tuple[Path, str]]) -> None:
+    """Every file must resolve on the claim, as the URI's own path must: a symlink below it
+    leading out of the mount would bring the initializer's own files into DEST."""
+    root = os.environ.get(PVC_ROOT_ENV, "/mnt/pvc")
+    real_root = os.path.realpath(root)
+    for path, rel in files:
+        if not _inside(os.path.realpath(path), real_root):
+            raise ConfigError(uri, f"{rel!r} resolves outside the PVC mount {root}")
+
+
 def _copy(uri: str, path: Path, target: Path, rel: str) -> None:
     """Copy one file; a source that cannot be copied (a dangling link, a FIFO, no permission)
     is one clear error naming it, not shutil's OSError naming the staging path."""
@@ -125,6 +135,8 @@ def fetch(job: Job) -> list[str]:
     else:
         files = _walk(job.uri, src, job.dest)
         single = False
+    if job.uri.startswith("pvc://"):
+        _confine_to_pvc(job.uri, files)
     listed = len(files)
     files = [(p, rel) for p, rel in files if job.keep(rel, single)]
     if not files:

@@ -357,3 +357,29 @@ def test_cli_config_error_line_names_the_uri(tmp_path, env, cause):
     assert res.stderr.strip().splitlines()[-1] == (
         f"modelport.storage: config: s3://bucket/models/iris: {cause}"
     )
+
+
+@pytest.mark.parametrize("copy", ["false", "true"])
+def test_links_inside_a_pvc_must_stay_on_the_claim(tmp_path, monkeypatch, copy):
+    # Only the URI's own path was confined: a link below it was followed out of the mount,
+    # and in copy mode the initializer's own file landed in DEST.
+    pvc = tmp_path / "pvc"
+    (pvc / "model" / "sub").mkdir(parents=True)
+    (pvc / "model" / "model.joblib").write_bytes(b"m")
+    (pvc / "shared.bin").write_bytes(b"s")
+    (pvc / "model" / "sub" / "shared.bin").symlink_to(pvc / "shared.bin")  # on the claim: fine
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "token").write_bytes(b"secret")
+    monkeypatch.setenv("MODELPORT_PVC_ROOT", str(pvc))
+    monkeypatch.setenv("MODELPORT_STORAGE_LOCAL_COPY", copy)
+    assert sorted(tree(download("pvc://claim/model", tmp_path / "ok"))) == [
+        "model.joblib",
+        "sub/shared.bin",
+    ]
+    for name, target in (("token", "outside/token"), ("dir", "outside")):
+        link = pvc / "model" / "sub" / name
+        link.symlink_to(tmp_path / target)
+        with pytest.raises(ConfigError, match=r"'sub/.*' resolves outside the PVC mount"):
+            download("pvc://claim/model", tmp_path / "d")
+        assert not (tmp_path / "d").exists()
+        link.unlink()
