@@ -203,6 +203,15 @@ def download(uri: str, dest: str | os.PathLike[str]) -> Path:
         # A setting's error (MODELPORT_STORAGE_*, STORAGE_CONFIG, a CA bundle) knows the
         # setting, not the download: the line must still say which URI failed.
         raise type(exc)(uri, exc.cause) from None
+    except OSError as exc:
+        # DEST under a file, read-only or full (while a body is written or an archive
+        # extracted): one line naming DEST, not a raw OSError naming a staging path (which a
+        # server's --model_dir, catching StorageError only, printed as a traceback).
+        reason = exc.strerror or type(exc).__name__
+        where = str(exc.filename or "")
+        if not where or where.startswith(str(dest)):
+            raise StorageError(uri, f"cannot write to {dest}: {reason}") from None
+        raise StorageError(uri, f"{reason}: {where}") from None
 
 
 def _download(uri: str, dest_path: Path) -> Path:

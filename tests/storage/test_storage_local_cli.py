@@ -383,3 +383,16 @@ def test_links_inside_a_pvc_must_stay_on_the_claim(tmp_path, monkeypatch, copy):
             download("pvc://claim/model", tmp_path / "d")
         assert not (tmp_path / "d").exists()
         link.unlink()
+
+
+def test_destination_that_cannot_be_created_is_one_clear_error(model_src, tmp_path):
+    # mkdir's NotADirectoryError escaped raw: a traceback from a server's --model_dir.
+    (tmp_path / "file").write_bytes(b"x")
+    dest = tmp_path / "file" / "models"
+    with pytest.raises(StorageError, match=r"cannot write to .*file/models: Not a directory"):
+        download(str(model_src), dest)
+    res = run_cli(str(model_src), str(dest))
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"modelport.storage: error: {model_src}: cannot write to {dest}: Not a directory"
+    )
