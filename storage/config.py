@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -45,9 +46,14 @@ def _truthy(value: object, default: bool = False) -> bool:
 def _env_float(name: str, default: float) -> float:
     raw = os.environ.get(name, "")
     try:
-        return float(raw) if raw else default
+        value = float(raw) if raw else default
     except ValueError as exc:
         raise ConfigError(name, f"{name} must be a number, got {raw!r}") from exc
+    if not math.isfinite(value):
+        # float() takes "inf"/"nan": int() of them raised a raw error, and a NaN deadline
+        # compared as no deadline at all.
+        raise ConfigError(name, f"{name} must be a finite number, got {raw!r}")
+    return value
 
 
 def _env_int(name: str, default: int) -> int:

@@ -396,3 +396,21 @@ def test_destination_that_cannot_be_created_is_one_clear_error(model_src, tmp_pa
     assert res.stderr.strip().splitlines()[-1] == (
         f"modelport.storage: error: {model_src}: cannot write to {dest}: Not a directory"
     )
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "MODELPORT_STORAGE_RETRIES=inf",
+        "MODELPORT_STORAGE_CONCURRENCY=nan",
+        "MODELPORT_STORAGE_DEADLINE=nan",
+    ],
+)
+def test_non_finite_number_setting_is_a_config_error(model_src, tmp_path, monkeypatch, setting):
+    # float() accepts them: int() then raised a raw OverflowError/ValueError, and a NaN
+    # deadline silently meant no deadline at all.
+    name, value = setting.split("=")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"{name} must be a finite number, got '{value}'"):
+        download(str(model_src), tmp_path / "d")
+    assert not (tmp_path / "d").exists()
