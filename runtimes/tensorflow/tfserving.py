@@ -132,7 +132,7 @@ def _to_array(name: str, value: Any) -> np.ndarray:
     """JSON values (numbers, strings, `{"b64": ...}`, nested lists) to one array."""
     value = _decode_b64(name, value)
     try:
-        probe = np.array(value)
+        probe = _probe(value)
     except ValueError:
         raise InvalidInput(
             f"input '{name}': values are ragged (rows of different lengths)"
@@ -145,6 +145,22 @@ def _to_array(name: str, value: Any) -> np.ndarray:
     array = np.empty(probe.shape, dtype=object)
     array.flat[:] = list(_leaves(value, probe.ndim))
     return array
+
+
+def _probe(value: Any) -> np.ndarray:
+    """The values as numpy stacks them, for their shape and kind only. Decoded `b64` bytes
+    beside plain text would make numpy decode the bytes as ASCII (and fail on any other
+    byte), so then they stand in as empty text: TF Serving reads each string on its own."""
+    try:
+        return np.array(value)
+    except UnicodeDecodeError:
+        return np.array(_bytes_as_text(value))
+
+
+def _bytes_as_text(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_bytes_as_text(item) for item in value]
+    return "" if isinstance(value, bytes) else value
 
 
 def _leaves(value: Any, ndim: int) -> Iterator[Any]:

@@ -364,3 +364,20 @@ def test_signature_name_parameter_that_is_not_a_string_is_400(server: ServerProc
     assert response.status_code == 400, response.text
     expected = f"parameter 'signature_name' must be a string, got {type(value).__name__}"
     assert response.json()["error"] == expected
+
+
+def test_b64_and_plain_strings_mix_in_one_input(server: ServerProcess):
+    """TF Serving reads each string on its own, plain or {"b64": ...}: a column mixing
+    non-ASCII bytes with text was refused as "ragged" (numpy cannot stack both)."""
+    image = {"b64": base64.b64encode(jpeg(1)).decode()}
+    raw_key = {"b64": base64.b64encode(b"\xff\x00k").decode()}
+    rows = {
+        "instances": [{"image_bytes": image, "key": raw_key}, {"image_bytes": image, "key": "2"}]
+    }
+    response = server.post("/v1/models/flowers:predict", json=rows)
+    assert response.status_code == 200, response.text
+    assert [p["key"] for p in response.json()["predictions"]] == [raw_key, "2"]
+    columnar = {"inputs": {"image_bytes": [image, image], "key": ["2", raw_key]}}
+    response = server.post("/v1/models/flowers:predict", json=columnar)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"]["key"] == ["2", raw_key]
