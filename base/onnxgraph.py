@@ -88,8 +88,8 @@ class Engine:
 
     def eligible(self, features: Any, any_size: bool = False) -> np.ndarray | None:
         """The features as the graph takes them, or None when native must answer them."""
-        if not isinstance(features, np.ndarray) or features.ndim != 2:
-            return None
+        if not isinstance(features, np.ndarray) or features.ndim != 2 or not len(features):
+            return None  # no rows: native rules (scikit-learn refuses them, the graph would not)
         kind = features.dtype.kind
         if kind not in "fiu" or not (any_size or self.serves(len(features))):
             return None

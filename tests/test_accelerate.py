@@ -381,3 +381,24 @@ def test_probes_lie_either_side_of_thresholds():
     assert not np.isin(rows, [0.5, 1.5, 3.0]).any()
     assert set(np.unique(rows[:, 1])) == {0.0}
     assert first_max(np.array([[0.5, 0.5 + 1e-8], [0.2, 0.8]])).tolist() == [0, 1]
+
+
+# --- requests the graph must leave to the native model -------------------------------------
+
+
+def served_at_one_row(parameters: dict[str, Any]) -> None:
+    """The graph serves single-row requests (they are where these tests send edge values)."""
+    assert parameters["engine"] == "onnxruntime", parameters
+    assert parameters["accelerate"].startswith("onnxruntime at batch sizes [1,"), parameters
+
+
+def test_empty_batch_answers_as_native(serve, tmp_path, tmp_env):
+    """scikit-learn refuses a request with no rows (a 400); the graph would answer `[]`."""
+    model, x = forest(tmp_path / "rf")
+    with pytest.raises(ValueError, match="0 sample"):
+        model.predict(x[:0])
+    server = serve("sklearn", tmp_path / "rf", "--model_name=rf", env=tmp_env)
+    served_at_one_row(wait_accelerate(server, "rf"))
+    response = server.post("/v2/models/rf/infer", json=v2_body(x[:0]))
+    assert response.status_code == 400, response.text
+    assert "0 sample" in response.json()["error"]
