@@ -62,6 +62,10 @@ _BACKOFF_MAX_S = 1.0
 # predictor (uvicorn closes after 5 s; aiohttp's default keeps them 15 s). A connection the
 # server closes first is found dead only when the next request goes out on it.
 KEEPALIVE_S = 4.0
+# A readiness check gives up after this long (or the request timeout, if shorter): a probe
+# answers in seconds (Kubernetes waits 1 s by default), and a check a hung predictor holds for
+# the whole request timeout only piles up, and holds up shutdown.
+READY_TIMEOUT_S = 5.0
 # How a connection the peer already closed fails a request written to it.
 _DEAD_CONNECTION_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
@@ -288,7 +292,8 @@ class PredictorClient:
             if self.protocol == "grpc-v2":
                 return bool(await self._grpc_forwarder().is_ready(model))
             path = f"/v1/models/{model}" if self.protocol == "v1" else f"/v2/models/{model}/ready"
-            async with self.http.get(path, allow_redirects=False) as response:
+            timeout = aiohttp.ClientTimeout(total=self.ready_timeout)
+            async with self.http.get(path, allow_redirects=False, timeout=timeout) as response:
                 status, content = response.status, await self._read(response)
         except (aiohttp.ClientError, PredictorError, OSError, TimeoutError):
             return False
@@ -299,6 +304,11 @@ class PredictorClient:
         except orjson.JSONDecodeError:
             return False
         return isinstance(doc, dict) and doc.get("ready") is True
+
+    @property
+    def ready_timeout(self) -> float:
+        """Seconds a readiness check waits (see READY_TIMEOUT_S)."""
+        return min(self.timeout, READY_TIMEOUT_S)
 
     # --- plumbing -------------------------------------------------------------------
 

@@ -90,7 +90,7 @@ class GrpcForwarder:
     async def is_ready(self, model: str) -> bool:
         try:
             answer = await self.stub.ModelReady(
-                pb.ModelReadyRequest(name=model), timeout=min(self.client.timeout, 5.0)
+                pb.ModelReadyRequest(name=model), timeout=self.client.ready_timeout
             )
         except grpc.aio.AioRpcError:
             return False

@@ -4,6 +4,8 @@ each --predictor_protocol, the predictor's errors passed through, readiness, cus
 from __future__ import annotations
 
 import json
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -139,6 +141,36 @@ def test_readiness_follows_a_ready_predictor(iris, protocol):
         assert server.get("/v2/models/iris/ready").json() == {"name": "iris", "ready": True}
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+def test_readiness_of_a_hung_predictor_is_not_ready_within_seconds(protocol):
+    """A predictor that accepts the readiness check and never answers must not hold the
+    transformer's probe for the whole request timeout (600 s): the probe answered nothing
+    for that long, and shutdown waited on it. gRPC already gave up after 5 s."""
+    hang = threading.Event()
+
+    def script(conn: int, index: int, head: bytes) -> bytes | None:
+        hang.wait(60)
+        return None
+
+    with raw_predictor(script) as fake:
+        server = start_transformer(
+            fake.host,
+            "--model_name=m",
+            f"--predictor_protocol={protocol}",
+            "--enable_predictor_health_check",
+            wait_path="/v2/health/live",
+        )
+        try:
+            started = time.monotonic()
+            response = server.get("/v2/health/ready", timeout=20)
+            assert response.status_code == 503
+            assert time.monotonic() - started < 10
+            assert server.stop() == 0
+        finally:
+            hang.set()
+            server.stop()
 
 
 @pytest.mark.parametrize("protocol", ["v1", "grpc-v2"])
