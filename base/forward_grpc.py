@@ -73,7 +73,7 @@ class GrpcForwarder:
         self, model: str, request: InferRequest, headers: Mapping[str, str] | None
     ) -> InferResponse:
         message = encode_request(model, request)
-        metadata = tuple(forwarded(headers).items())
+        metadata = _metadata(headers)
         try:
             answer = await self.stub.ModelInfer(
                 message, timeout=self.client.timeout, metadata=metadata
@@ -113,6 +113,19 @@ class GrpcForwarder:
                 return _Retry(PredictorUnavailable(f"predictor {host} is unreachable: {details}"))
             return _Retry(PredictorNotReady(f"predictor {host} answered UNAVAILABLE: {details}"))
         return PredictorUnavailable(f"predictor {host} answered {code.name}: {details}")
+
+
+def _metadata(headers: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """The forwarded headers as gRPC metadata, which carries only printable ASCII values:
+    an HTTP client's Latin-1 header would otherwise fail inside grpc, as a 500."""
+    pairs = forwarded(headers)
+    for name, value in pairs.items():
+        if not (value.isascii() and value.isprintable()):
+            raise InvalidInput(
+                f"header '{name}' holds characters other than printable ASCII, which gRPC "
+                "metadata cannot carry to the predictor"
+            )
+    return tuple(pairs.items())
 
 
 def _connection_failure(exc: grpc.aio.AioRpcError) -> bool:

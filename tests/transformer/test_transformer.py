@@ -143,6 +143,30 @@ def test_readiness_follows_a_ready_predictor(iris, protocol):
         server.stop()
 
 
+def test_a_header_grpc_metadata_cannot_carry_is_a_400_naming_it(iris):
+    """HTTP allows any Latin-1 byte in a header value, gRPC metadata only printable ASCII:
+    forwarding `authorization: Bearer \xe9` to a grpc-v2 predictor was a 500 from inside
+    grpc. It is the client's header: a 400 that names it, and the next request is served."""
+    server = start_transformer(
+        predictor_host(iris, "grpc-v2"), "--model_name=iris", "--predictor_protocol=grpc-v2"
+    )
+    try:
+        body = {"instances": IRIS_ROWS}
+        for name in ("authorization", "x-request-id"):
+            response = server.post(
+                "/v1/models/iris:predict", json=body, headers={name: b"Bearer \xe9"}
+            )
+            assert response.status_code == 400, response.text
+            assert response.json() == {
+                "error": f"header '{name}' holds characters other than printable ASCII, "
+                "which gRPC metadata cannot carry to the predictor"
+            }
+        response = server.post("/v1/models/iris:predict", json=body, headers={"b3": "t-s-1"})
+        assert response.json() == {"predictions": [1, 1]}
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("protocol", ["v1", "v2"])
 def test_readiness_of_a_hung_predictor_is_not_ready_within_seconds(protocol):
     """A predictor that accepts the readiness check and never answers must not hold the
