@@ -231,7 +231,7 @@ def v1_to_response(body: dict[str, Any]) -> InferResponse:
 def request_to_v1(request: InferRequest) -> dict[str, Any]:
     """An InferRequest as a V1 body: one input as `instances`, several as rows of objects."""
     if len(request.inputs) == 1 and request.content_type != "pd":
-        return {"instances": v1.json_ready(request.inputs[0])}
+        return {"instances": _instances(request.inputs[0])}
     columns = {tensor.name: _column(tensor) for tensor in request.inputs}
     rows = len(next(iter(columns.values()))) if columns else 0
     if any(len(values) != rows for values in columns.values()):
@@ -241,8 +241,22 @@ def request_to_v1(request: InferRequest) -> dict[str, Any]:
     }
 
 
+def _instances(tensor: Tensor) -> Any:
+    """One input's rows as JSON-ready values; what V1 cannot hold is the client's 400 naming
+    the input (not a TypeError on a scalar, nor the base's complaint about an output)."""
+    if tensor.data.ndim == 0:
+        raise InvalidInput(f"input '{tensor.name}': shape [] has no rows to send as V1 'instances'")
+    try:
+        return v1.json_ready(tensor)
+    except InvalidInput:
+        raise InvalidInput(
+            f"input '{tensor.name}': holds bytes that are not UTF-8 text, which a V1 (JSON) "
+            "request cannot carry"
+        ) from None
+
+
 def _column(tensor: Tensor) -> list[Any]:
-    data = v1.json_ready(tensor)
+    data = _instances(tensor)
     return data.tolist() if isinstance(data, np.ndarray) else list(data)
 
 

@@ -421,3 +421,55 @@ def test_a_grpc_client_gets_the_code_of_the_predictors_http_rejection():
     }
     for status, (_, message) in seen.items():
         assert f"predictor {fake.host}: scripted {status}" in message, message
+
+
+def test_v2_inputs_no_v1_request_can_hold_are_400s_naming_the_input():
+    """A V2 request for a V1 predictor becomes `instances`: scalar inputs have no rows
+    (several of them were a 500 TypeError), and non-UTF-8 BYTES have no JSON text (a 400
+    that blamed "an output"). Both are the client's, named; nothing reaches the predictor."""
+    raw = b"\x02\x00\x00\x00\xff\xfe"
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "text",
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ]
+        }
+    ).encode()
+    scalars = {
+        "inputs": [
+            {"name": name, "shape": [], "datatype": "FP32", "data": [1.0]} for name in ("a", "b")
+        ]
+    }
+    with fake_predictor() as fake:
+        server = start_transformer(fake.host, "--model_name=m", "--predictor_protocol=v1")
+        try:
+            response = server.post(
+                "/v2/models/m/infer",
+                content=head + raw,
+                headers={
+                    "inference-header-content-length": str(len(head)),
+                    "content-type": "application/octet-stream",
+                },
+            )
+            assert response.status_code == 400, response.text
+            assert response.json() == {
+                "error": "input 'text': holds bytes that are not UTF-8 text, which a V1 "
+                "(JSON) request cannot carry"
+            }
+            for body in (scalars, {"inputs": scalars["inputs"][:1]}):
+                response = server.post("/v2/models/m/infer", json=body)
+                assert response.status_code == 400, response.text
+                assert response.json() == {
+                    "error": "input 'a': shape [] has no rows to send as V1 'instances'"
+                }
+            assert fake.seen == []
+            rows = {"inputs": [{**scalars["inputs"][0], "shape": [1]}]}
+            assert server.post("/v2/models/m/infer", json=rows).status_code == 200
+            assert json.loads(fake.seen[-1].body) == {"instances": [1.0]}
+        finally:
+            server.stop()
