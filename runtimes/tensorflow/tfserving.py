@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -137,7 +138,13 @@ def _to_array(name: str, value: Any) -> np.ndarray:
         raise InvalidInput(
             f"input '{name}': values are ragged (rows of different lengths)"
         ) from None
-    if probe.dtype.kind in "biuf":
+    if probe.dtype.kind in "iuf":
+        if bool in set(map(type, _flat(value, probe.ndim))):
+            raise InvalidInput(
+                f"input '{name}': values mix booleans with numbers; send numbers only"
+            )
+        return probe
+    if probe.dtype.kind == "b":
         return probe
     if probe.dtype.kind not in "US":
         raise InvalidInput(f"input '{name}': values must be numbers, strings or {{'b64': ...}}")
@@ -161,6 +168,17 @@ def _bytes_as_text(value: Any) -> Any:
     if isinstance(value, list):
         return [_bytes_as_text(item) for item in value]
     return "" if isinstance(value, bytes) else value
+
+
+def _flat(value: Any, ndim: int) -> list[Any]:
+    """The scalars of a nested list `ndim` deep (numpy turned a JSON `true` among numbers
+    into 1, which only the values themselves still tell)."""
+    if ndim == 0:
+        return [value]
+    items = value
+    for _ in range(ndim - 1):
+        items = list(itertools.chain.from_iterable(items))
+    return list(items)
 
 
 def _leaves(value: Any, ndim: int) -> Iterator[Any]:

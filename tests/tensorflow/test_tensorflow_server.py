@@ -381,3 +381,22 @@ def test_b64_and_plain_strings_mix_in_one_input(server: ServerProcess):
     response = server.post("/v1/models/flowers:predict", json=columnar)
     assert response.status_code == 200, response.text
     assert response.json()["outputs"]["key"] == ["2", raw_key]
+
+
+def test_booleans_among_numbers_are_400_naming_the_input(server: ServerProcess):
+    """numpy stacks [true, 2, 3] as [1, 2, 3]: TF Serving refuses a boolean for a number,
+    and so does V2 here; V1 reached the model with a 1 nobody sent."""
+    y = [1.0, 1.0, 1.0]
+    bodies = [
+        {"instances": [{"x": [True, 2, 3], "y": y}]},
+        {"inputs": {"x": [[1.5, 2, False]], "y": [y]}},
+        {"signature_name": "scale", "instances": [[1, 2, 3], [4, True, 6]]},
+    ]
+    for body in bodies:
+        response = server.post("/v1/models/calc:predict", json=body)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == (
+            "input 'x': values mix booleans with numbers; send numbers only"
+        )
+    fine = server.post("/v1/models/calc:predict", json={"instances": [{"x": [1, 2, 3], "y": y}]})
+    assert fine.status_code == 200, fine.text
