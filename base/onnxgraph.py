@@ -56,6 +56,7 @@ class Engine:
         self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
         self.conversion = conversion
+        self.codes = equality_features(graph)  # category codes: whole numbers only
         self.dtypes: dict[str, np.dtype[Any]] = {}
         self.flat: set[str] = set()  # outputs the native model answers as 1-D
         self.sizes: list[int] = []
@@ -97,6 +98,16 @@ class Engine:
         # not are the values looked at one by one (a sum can overflow).
         if kind == "f" and not math.isfinite(features.sum()) and not np.isfinite(features).all():
             return None  # missing values: the native model's own rules
+        rows = self._narrowed(features)
+        if rows is not None and self.codes and rows.dtype.kind == "f":
+            codes = rows[:, self.codes]
+            if not np.array_equal(codes, np.trunc(codes)):
+                return None  # a fractional category code: the native model truncates it
+        return rows
+
+    def _narrowed(self, features: np.ndarray) -> np.ndarray | None:
+        """Finite features in the graph's input precision, or None where that differs."""
+        kind = features.dtype.kind
         if self.conversion.float32_only and features.dtype != np.float32:
             narrowed = features.astype(np.float32)
             if not np.array_equal(narrowed, features):
@@ -224,16 +235,44 @@ def exact_leq_thresholds(graph: bytes, splits: dict[int, list[float]]) -> bytes:
     return bytes(model.SerializeToString())
 
 
+def equality_features(graph: bytes) -> list[int]:
+    """The features a graph's trees test for equality: categorical ones, whose codes
+    XGBoost and LightGBM truncate (1.5 is category 1) where the graph compares them
+    exactly, so only whole numbers there may take the graph."""
+    import onnx
+
+    found: set[int] = set()
+    for node in onnx.load_from_string(graph).graph.node:
+        if node.domain != "ai.onnx.ml" or not node.op_type.startswith("TreeEnsemble"):
+            continue
+        attributes = {attribute.name: attribute for attribute in node.attribute}
+        if {"nodes_modes", "nodes_featureids"} <= attributes.keys():
+            modes, features = attributes["nodes_modes"].strings, attributes["nodes_featureids"].ints
+            pairs = zip(modes, features, strict=True)
+            found.update(int(f) for mode, f in pairs if mode in (b"BRANCH_EQ", b"BRANCH_NEQ"))
+    return sorted(found)
+
+
 def threshold_probes(
-    splits: dict[int, list[float]], n_features: int, rows: int = PROBE_ROWS, seed: int = 0
+    splits: dict[int, list[float]],
+    n_features: int,
+    rows: int = PROBE_ROWS,
+    seed: int = 0,
+    categories: dict[int, list[float]] | None = None,
 ) -> np.ndarray:
     """Rows whose every value lies just either side of one of its feature's thresholds
-    (features never split on take 0), plus rows moving one threshold at a time."""
+    (features never split on take 0), plus rows moving one threshold at a time.
+
+    Categorical features (`categories`: the codes their splits test) take each of those
+    codes and one code past them: the graph's category tests are verified too."""
     rng = np.random.default_rng(seed)
+    categories = categories or {}
     pools = []
     for feature in range(n_features):
         below, above = either_side(np.asarray(splits.get(feature, []), dtype=np.float64))
-        pools.append(np.unique(np.concatenate([below, above, np.zeros(1, np.float32)])))
+        codes = sorted(set(categories.get(feature, [])))
+        exact = [0.0, *codes, codes[-1] + 1] if codes else [0.0]  # + a code no split names
+        pools.append(np.unique(np.concatenate([below, above, np.asarray(exact, np.float32)])))
     random = np.stack([rng.choice(pool, rows) for pool in pools], axis=1)
     pairs = [(f, v) for f, pool in enumerate(pools) for v in pool]
     chosen = rng.choice(len(pairs), min(len(pairs), rows), replace=False)

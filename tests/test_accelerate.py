@@ -402,3 +402,100 @@ def test_empty_batch_answers_as_native(serve, tmp_path, tmp_env):
     response = server.post("/v2/models/rf/infer", json=v2_body(x[:0]))
     assert response.status_code == 400, response.text
     assert "0 sample" in response.json()["error"]
+
+
+def categorical_data() -> tuple[np.ndarray, np.ndarray]:
+    """A numeric feature and category codes 0-5 (odd codes drive the label)."""
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.normal(size=600), rng.integers(0, 6, 600)]).astype(np.float32)
+    y = ((x[:, 1] % 2 == 1) | (x[:, 0] > 1)).astype(int)
+    return x, y
+
+
+# Category codes as a client may send them: the model truncates 1.5 to 1 (and LightGBM
+# -0.5 to 0) where the graph compares codes exactly.
+CODES = [0.0, 1.0, 1.5, 2.0, 3.0, 3.7, 5.0, -0.5, -1.0, 7.0, 0.25, 4.5]
+
+
+def coded_rows() -> np.ndarray:
+    return np.array([[value, code] for value in (-0.5, 0.5, 1.5) for code in CODES], np.float32)
+
+
+def graph_serving(predictor: Any, monkeypatch: Any) -> Any:
+    """`predictor`'s accelerator with the graph verified and serving every batch size,
+    however the timings came out (LightGBM's graph is not always the faster)."""
+    from modelport.base import accelerate
+
+    monkeypatch.setattr(accelerate, "MARGIN", float("inf"))
+    accelerator = accelerator_for(predictor, predictor.conversion())
+    accelerator.run()
+    assert accelerator.serves_all(), accelerator.status
+    return accelerator
+
+
+def lightgbm_predictor(booster: Any, directory: Path) -> Any:
+    from modelport.base.model import ModelSettings
+    from modelport.runtimes.lightgbm.model import LightGBMPredictor
+
+    save(booster, directory, "model.txt")
+    predictor = LightGBMPredictor(ModelSettings("lgb", directory, model_file="model.txt"))
+    predictor.load()
+    return predictor
+
+
+def test_lightgbm_category_codes_answer_as_native(tmp_path, monkeypatch):
+    import lightgbm as lgb
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # an empty conversion cache
+    x, y = categorical_data()
+    params = {"objective": "binary", "verbose": -1, "seed": 0, "min_data_per_group": 5}
+    booster = lgb.train(
+        {**params, "cat_smooth": 1}, lgb.Dataset(x, label=y, categorical_feature=[1]), 20
+    )
+    accelerator = graph_serving(lightgbm_predictor(booster, tmp_path / "lgb"), monkeypatch)
+    for row in coded_rows():
+        answer = accelerator.answer(row[None], ["raw"])
+        raw = booster.predict(row[None]) if answer is None else answer[0]
+        np.testing.assert_allclose(
+            raw, booster.predict(row[None]), rtol=1e-5, atol=1e-5, err_msg=row
+        )
+    assert accelerator.answer(coded_rows()[:1], ["raw"]) is not None  # whole codes: the graph
+
+
+def test_xgboost_category_codes_answer_as_native(serve, tmp_path, tmp_env):
+    import xgboost as xgb
+
+    x, y = categorical_data()
+    data = xgb.DMatrix(x, label=y, feature_types=["q", "c"], enable_categorical=True)
+    booster = xgb.train({"objective": "binary:logistic", "seed": 0}, data, 20)
+    save(booster, tmp_path / "xgb", "model.json")
+    server = serve("xgboost", tmp_path / "xgb", "--model_name=xgb", env=tmp_env)
+    served_at_one_row(wait_accelerate(server, "xgb"))
+    for row in coded_rows():
+        answer = outputs(server.post("/v2/models/xgb/infer", json=v2_body(row[None])))
+        native = booster.predict(xgb.DMatrix(row[None], feature_types=["q", "c"]))
+        np.testing.assert_allclose(answer["output-0"], native, rtol=1e-5, atol=1e-5, err_msg=row)
+
+
+def test_probes_take_each_category_code(tmp_path):
+    """Verification tries every code the categorical splits name (and one past them), not
+    only 0; whole numbers only, as the codes a model is sent."""
+    import lightgbm as lgb
+    import xgboost as xgb
+
+    from modelport.base.model import ModelSettings
+    from modelport.runtimes.lightgbm.model import LightGBMPredictor
+    from modelport.runtimes.xgboost.model import XGBoostPredictor
+
+    x, y = categorical_data()
+    params = {"objective": "binary", "verbose": -1, "min_data_per_group": 5, "cat_smooth": 1}
+    lgb.train(params, lgb.Dataset(x, label=y, categorical_feature=[1]), 5).save_model(
+        tmp_path / "model.txt"
+    )
+    data = xgb.DMatrix(x, label=y, feature_types=["q", "c"], enable_categorical=True)
+    xgb.train({"objective": "binary:logistic"}, data, 5).save_model(tmp_path / "model.json")
+    for cls, name in ((LightGBMPredictor, "model.txt"), (XGBoostPredictor, "model.json")):
+        predictor = cls(ModelSettings("m", tmp_path, model_file=name))
+        predictor.load()
+        codes = set(predictor.probe_rows()[:, 1].tolist())
+        assert len(codes) >= 4 and all(code.is_integer() for code in codes), (name, codes)

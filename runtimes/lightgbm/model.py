@@ -14,6 +14,7 @@ values are exactly float32 (V2 FP32 tensors, small integers) take the graph.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,18 +155,29 @@ class LightGBMPredictor(TabularPredictor):
         return Conversion(convert, outputs, np.float32, float32_only=True, converter="onnxmltools")
 
     def probe_rows(self) -> np.ndarray:
-        return threshold_probes(self.splits(), self.n_features or 1)
+        width = self.n_features or 1
+        return threshold_probes(self.splits(), width, categories=self.categories())
 
     def splits(self) -> dict[int, list[float]]:
         """Numeric split thresholds from the model dump (LightGBM tests `x <= threshold`)."""
-        splits: dict[int, list[float]] = {}
+        return self._split_values("<=", lambda threshold: [float(threshold)])
+
+    def categories(self) -> dict[int, list[float]]:
+        """The category codes each categorical feature's splits test (`1||3||5`)."""
+        return self._split_values("==", lambda codes: [float(c) for c in str(codes).split("||")])
+
+    def _split_values(
+        self, decision: str, values: Callable[[Any], list[float]]
+    ) -> dict[int, list[float]]:
+        """Per feature, the values of the splits with this decision type."""
+        found: dict[int, list[float]] = {}
         for tree in self.booster.dump_model()["tree_info"]:
             stack = [tree["tree_structure"]]
             while stack:
                 node = stack.pop()
                 if "split_feature" in node:
-                    if node.get("decision_type") == "<=":
+                    if node.get("decision_type") == decision:
                         feature = int(node["split_feature"])
-                        splits.setdefault(feature, []).append(float(node["threshold"]))
+                        found.setdefault(feature, []).extend(values(node["threshold"]))
                     stack += [node["left_child"], node["right_child"]]
-        return splits
+        return found

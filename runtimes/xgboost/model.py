@@ -188,19 +188,24 @@ class XGBoostPredictor(TabularPredictor):
         return Conversion(convert, outputs, np.float32, converter="onnxmltools")
 
     def probe_rows(self) -> np.ndarray:
-        """Split thresholds from the JSON dump (XGBoost tests `x < threshold` in float32)."""
+        """Split thresholds from the JSON dump (XGBoost tests `x < threshold` in float32),
+        and the category codes of categorical splits (a list as their condition)."""
         names = {name: index for index, name in enumerate(self.feature_names or [])}
         splits: dict[int, list[float]] = {}
+        categories: dict[int, list[float]] = {}
         for text in self.booster.get_dump(dump_format="json"):
             stack = [json.loads(text)]
             while stack:
                 node = stack.pop()
-                if "split_condition" in node and not isinstance(node["split_condition"], list):
+                if "split_condition" in node:
                     split = str(node["split"])
                     index = names.get(split)
                     if index is None and split.startswith("f") and split[1:].isdigit():
                         index = int(split[1:])
-                    if index is not None:
-                        splits.setdefault(index, []).append(float(node["split_condition"]))
+                    condition = node["split_condition"]
+                    if index is not None and isinstance(condition, list):
+                        categories.setdefault(index, []).extend(map(float, condition))
+                    elif index is not None:
+                        splits.setdefault(index, []).append(float(condition))
                 stack.extend(node.get("children", []))
-        return threshold_probes(splits, self.n_features or 1)
+        return threshold_probes(splits, self.n_features or 1, categories=categories)
