@@ -51,7 +51,7 @@ TIME_BUDGET = 0.2
 MIN_RUNS = 5
 # Longest wait for the server to accept requests before converting anyway (seconds).
 STARTUP_WAIT = 60.0
-VERDICT_VERSION = 4  # bump when the verdict format or the verification changes
+VERDICT_VERSION = 5  # bump when the verdict format or the verification changes
 
 
 class Accelerator:

@@ -198,14 +198,16 @@ def either_side(thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return below, above
 
 
-def exact_leq_thresholds(graph: bytes, splits: dict[int, list[float]]) -> bytes:
+def exact_leq_thresholds(graph: bytes, splits: dict[int, list[float]], zero: float = 0.0) -> bytes:
     """Make a graph's float32 `x <= t` tests exact for float32 inputs of a float64 model.
 
     Converters round each float64 threshold t to the nearest float32, which sends a value
     just above t the wrong way when the rounding went up. For float32 x, `x <= t` holds
     exactly when `x <= t32` with t32 the largest float32 not above t: write those instead
     (`splits`: the model's own thresholds per feature). Thresholds two originals share
-    ambiguously stay as they are, for the verification to judge.
+    ambiguously stay as they are, for the verification to judge. `zero`: the model reads
+    every |x| <= zero (a float32) as 0 (LightGBM's kZeroThreshold), which moves the
+    thresholds in [-zero, zero) to -zero's float32 below, or to zero.
     """
     import onnx
 
@@ -215,6 +217,10 @@ def exact_leq_thresholds(graph: bytes, splits: dict[int, list[float]]) -> bytes:
             near = float(np.float32(value))
             below = np.nextafter(np.float32(near), np.float32(-np.inf))
             down = near if near <= value else float(below)
+            if -zero <= value < 0:  # zeroed values fail it: only x < -zero passes
+                down = float(np.nextafter(np.float32(-zero), np.float32(-np.inf)))
+            elif 0 <= value < zero:  # zeroed values pass it, and nothing above zero does
+                down = zero
             key = (feature, near)
             fixed[key] = down if fixed.get(key, down) == down else None
     model = onnx.load_from_string(graph)

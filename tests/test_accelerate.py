@@ -477,6 +477,31 @@ def test_xgboost_category_codes_answer_as_native(serve, tmp_path, tmp_env):
         np.testing.assert_allclose(answer["output-0"], native, rtol=1e-5, atol=1e-5, err_msg=row)
 
 
+def test_lightgbm_values_it_reads_as_zero_answer_as_native(tmp_path, monkeypatch):
+    """LightGBM reads every |x| <= 1e-35 (its kZeroThreshold, a float32) as 0 and splits
+    zeros from negatives at -1e-35: a value of exactly -1e-35 goes right there, where the
+    graph's plain `x <= -1e-35` sends it left."""
+    import lightgbm as lgb
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # an empty conversion cache
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 3)).astype(np.float32)
+    x[rng.random((600, 3)) < 0.5] = 0.0
+    y = ((x[:, 0] > 0.1) | (x[:, 1] < -0.5)).astype(int)
+    booster = lgb.train({"objective": "binary", "verbose": -1, "seed": 0}, lgb.Dataset(x, y), 20)
+    accelerator = graph_serving(lightgbm_predictor(booster, tmp_path / "lgb"), monkeypatch)
+    tiny = np.float32(1e-35)
+    for value in (-tiny, tiny, np.nextafter(-tiny, np.float32(-1)), -tiny / 2, tiny / 2):
+        for feature in range(3):
+            row = np.zeros((1, 3), np.float32)
+            row[0, feature] = value
+            answer = accelerator.answer(row, ["raw"])
+            assert answer is not None
+            np.testing.assert_allclose(
+                answer[0], booster.predict(row), rtol=1e-5, atol=1e-5, err_msg=row
+            )
+
+
 def test_probes_take_each_category_code(tmp_path):
     """Verification tries every code the categorical splits name (and one past them), not
     only 0; whole numbers only, as the codes a model is sent."""

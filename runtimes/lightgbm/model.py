@@ -37,6 +37,8 @@ lgb = import_without("lightgbm", "sklearn")
 
 PICKLES = (".joblib", ".pkl", ".pickle")
 CLASSIFIERS = ("binary", "multiclass", "multiclassova")
+# LightGBM reads every feature value of magnitude up to this float32 as 0 (kZeroThreshold).
+ZERO_THRESHOLD = float(np.float32(1e-35))
 
 
 def read_booster(path: Path) -> tuple[Any, np.ndarray | None]:
@@ -139,7 +141,8 @@ class LightGBMPredictor(TabularPredictor):
 
             initial = [("input", FloatTensorType([None, width]))]
             graph = convert_lightgbm(booster, initial_types=initial, zipmap=False)
-            return exact_leq_thresholds(bytes(graph.SerializeToString()), self.splits())
+            graph_bytes = bytes(graph.SerializeToString())
+            return exact_leq_thresholds(graph_bytes, self.splits(), zero=ZERO_THRESHOLD)
 
         outputs: dict[str, OutputMap] = {}
         if self.objective in CLASSIFIERS:
