@@ -35,7 +35,7 @@ import numpy as np
 import orjson
 
 from modelport.base import memory
-from modelport.base.onnxgraph import Conversion, Engine, Verdict, compare
+from modelport.base.onnxgraph import Conversion, Engine, Undecided, Verdict, compare
 
 log = logging.getLogger("modelport.accelerate")
 
@@ -96,6 +96,8 @@ class Accelerator:
             return None
         try:
             return engine.run(rows, names)
+        except Undecided:  # a label too close to call in float32: the native model picks it
+            return None
         except Exception as exc:  # the native model answers (or rejects) it instead
             if not self.failed_once:
                 self.failed_once = True

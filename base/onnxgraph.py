@@ -20,6 +20,9 @@ import numpy as np
 PROBE_ROWS = 2048
 # Scores closer than this are a tie in a float32 graph (see `first_max`).
 TIE_WINDOW = 1e-6
+# A graph's scores may stray from the native model's by the verification's tolerance: a
+# label picked from top scores closer than twice that is the native model's to pick.
+CLOSE_CALL = 2e-5
 
 #: ONNX outputs (in graph order) -> one of the runtime's outputs.
 OutputMap = Callable[[list[np.ndarray]], np.ndarray]
@@ -39,6 +42,14 @@ class Conversion:
     input_dtype: type[np.floating[Any]] = np.float32
     float32_only: bool = False
     converter: str = ""  # the converter package, whose version joins the cache key
+    #: Outputs that are labels picked from scores, and the rows whose scores are too close
+    #: for the graph to pick the native model's label (see `close_calls`).
+    labels: tuple[str, ...] = ()
+    close_calls: Callable[[list[np.ndarray]], np.ndarray] | None = None
+
+
+class Undecided(Exception):
+    """The graph's scores are too close to tell which label the native model picks."""
 
 
 class Engine:
@@ -78,6 +89,13 @@ class Engine:
         results = self.session.run(
             None, {self.input: features.astype(self.conversion.input_dtype, copy=False)}
         )
+        close_calls, labels = self.conversion.close_calls, self.conversion.labels
+        if (
+            close_calls is not None
+            and any(name in labels for name in names)
+            and close_calls(results).any()
+        ):
+            raise Undecided  # a label the graph cannot call: the native model picks it
         answers = []
         outputs, flat, dtypes = self.conversion.outputs, self.flat, self.dtypes
         for name in names:
@@ -185,6 +203,17 @@ def first_max(scores: np.ndarray, window: float = TIE_WINDOW) -> np.ndarray:
     """
     scores = np.asarray(scores)
     return np.argmax(scores >= scores.max(axis=1, keepdims=True) - window, axis=1)
+
+
+def close_calls(scores: np.ndarray, window: float = CLOSE_CALL) -> np.ndarray:
+    """Per row, whether the top two scores lie within `window`: a float64 model's label
+    there may differ from the float32 graph's (LightGBM's margin 1e-9 is class 1, the
+    graph's probabilities a 0.5 tie)."""
+    scores = np.asarray(scores)
+    if scores.ndim != 2 or scores.shape[1] < 2:
+        return np.zeros(len(scores), dtype=bool)
+    top = np.partition(scores, -2, axis=1)
+    return np.asarray(top[:, -1] - top[:, -2] < window)
 
 
 def either_side(thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -524,3 +524,29 @@ def test_probes_take_each_category_code(tmp_path):
         predictor.load()
         codes = set(predictor.probe_rows()[:, 1].tolist())
         assert len(codes) >= 4 and all(code.is_integer() for code in codes), (name, codes)
+
+
+def test_lightgbm_labels_too_close_to_call_answer_as_native(tmp_path, monkeypatch):
+    """LightGBM picks labels from float64 scores: a margin of 1e-9 is class 1 there, and a
+    0.5/0.5 tie in the graph's float32 probabilities, whose argmax says class 0. Twelve
+    stumps make it one corner of the feature space, which the probe rows do not reach."""
+    import lightgbm as lgb
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # an empty conversion cache
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(2000, 12)).astype(np.float32)
+    y = (x.sum(axis=1) > 6).astype(int)
+    params = {"objective": "binary", "num_leaves": 2, "boost_from_average": False}
+    booster = lgb.train({**params, "verbose": -1, "seed": 0}, lgb.Dataset(x, y), 12)
+    for tree in range(12):  # each stump: -1 below its threshold, 1e-9 / 12 above
+        booster.set_leaf_output(tree, 0, -1.0)
+        booster.set_leaf_output(tree, 1, 1e-9 / 12)
+    accelerator = graph_serving(lightgbm_predictor(booster, tmp_path / "lgb"), monkeypatch)
+    corner = np.ones((1, 12), np.float32)
+    assert booster.predict(corner, raw_score=True)[0] == pytest.approx(1e-9)
+    answer = accelerator.answer(corner, ["predict"])
+    labels = booster.predict(corner).round().astype(int) if answer is None else answer[0]
+    assert labels.tolist() == [1]
+    rows = x[:50]
+    [labels] = accelerator.answer(rows, ["predict"])  # clear calls: the graph answers
+    np.testing.assert_array_equal(labels, (booster.predict(rows) > 0.5).astype(int))

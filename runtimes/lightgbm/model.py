@@ -27,6 +27,7 @@ from modelport.base.model import load_artifact
 from modelport.base.onnxgraph import (
     Conversion,
     OutputMap,
+    close_calls,
     exact_leq_thresholds,
     threshold_probes,
 )
@@ -145,7 +146,9 @@ class LightGBMPredictor(TabularPredictor):
             return exact_leq_thresholds(graph_bytes, self.splits(), zero=ZERO_THRESHOLD)
 
         outputs: dict[str, OutputMap] = {}
+        labels: tuple[str, ...] = ()
         if self.objective in CLASSIFIERS:
+            labels = ("predict",)  # argmax of float64 scores: close calls go native
             binary = booster.num_model_per_iteration() == 1
             outputs["raw"] = (lambda r: r[1][:, 1]) if binary else (lambda r: r[1])
             outputs["predict_proba"] = lambda r: r[1]
@@ -155,7 +158,15 @@ class LightGBMPredictor(TabularPredictor):
                 outputs["predict"] = lambda r: classes[np.asarray(r[1]).argmax(axis=1)]
         else:
             outputs["raw"] = outputs["predict"] = lambda r: r[0]
-        return Conversion(convert, outputs, np.float32, float32_only=True, converter="onnxmltools")
+        return Conversion(
+            convert,
+            outputs,
+            np.float32,
+            float32_only=True,
+            converter="onnxmltools",
+            labels=labels,
+            close_calls=(lambda r: close_calls(r[1])) if labels else None,
+        )
 
     def probe_rows(self) -> np.ndarray:
         width = self.n_features or 1
