@@ -550,3 +550,32 @@ def test_lightgbm_labels_too_close_to_call_answer_as_native(tmp_path, monkeypatc
     rows = x[:50]
     [labels] = accelerator.answer(rows, ["predict"])  # clear calls: the graph answers
     np.testing.assert_array_equal(labels, (booster.predict(rows) > 0.5).astype(int))
+
+
+def test_sklearn_boosting_labels_too_close_to_call_answer_as_native(serve, tmp_path, tmp_env):
+    """Gradient boosting picks labels from a float64 margin: 1e-9 is class 1 there, and a
+    0.5/0.5 tie in the graph's float32 probabilities (whose first class is 0). Twelve stumps
+    make it one corner of the feature space, which the probe rows do not reach."""
+    import joblib
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(2000, 12)).astype(np.float32)
+    total = x.sum(axis=1)
+    y = (total > np.median(total)).astype(int)  # balanced: the initial margin is 0
+    model = GradientBoostingClassifier(
+        n_estimators=12, max_depth=1, learning_rate=1.0, random_state=0
+    )
+    model.fit(x, y)
+    for stump in model.estimators_[:, 0]:  # each: -1 below its threshold, 1e-9 / 12 above
+        stump.tree_.value[stump.tree_.children_left[0]] = -1.0
+        stump.tree_.value[stump.tree_.children_right[0]] = 1e-9 / 12
+    (tmp_path / "gb").mkdir()
+    joblib.dump(model, tmp_path / "gb" / "model.joblib")
+    corner = np.ones((1, 12), np.float32)
+    assert model.decision_function(corner)[0] == pytest.approx(1e-9)
+    server = serve("sklearn", tmp_path / "gb", "--model_name=gb", env=tmp_env)
+    served_at_one_row(wait_accelerate(server, "gb"))
+    for rows in (corner, x[:1], x[:8]):
+        answer = outputs(server.post("/v2/models/gb/infer", json=v2_body(rows)))
+        np.testing.assert_array_equal(answer["output-0"], model.predict(rows))

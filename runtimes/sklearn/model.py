@@ -26,6 +26,7 @@ from modelport.base.messages import TensorSpec
 from modelport.base.model import load_artifact
 from modelport.base.onnxgraph import (
     Conversion,
+    close_calls,
     first_max,
     statistic_probes,
     threshold_probes,
@@ -126,15 +127,25 @@ class SKLearnPredictor(TabularPredictor):
             return bytes(graph.SerializeToString())
 
         outputs = {"predict": _output(0)}
+        labels: tuple[str, ...] = ()
         if float_graph and _is_classifier(model) and np.ndim(model.classes_) == 1:
             # Tree models predict the first most probable class: ONNX Runtime's label breaks
             # ties (frequent with few fully grown trees) its own way.
             classes = np.asarray(model.classes_)
             outputs["predict"] = lambda results: classes[first_max(results[1])]
+            if hasattr(model, "decision_function"):
+                # Boosting picks labels from a float64 margin: one too near a tie for the
+                # graph's float32 (1e-9 is class 1) is scikit-learn's to call.
+                labels = ("predict",)
         if "predict_proba" in self.output_functions() and classifiers:
             outputs["predict_proba"] = _output(1)
         return Conversion(
-            convert, outputs, np.float32 if float_graph else np.float64, converter="skl2onnx"
+            convert,
+            outputs,
+            np.float32 if float_graph else np.float64,
+            converter="skl2onnx",
+            labels=labels,
+            close_calls=(lambda results: close_calls(results[1])) if labels else None,
         )
 
     def probe_rows(self) -> np.ndarray:
