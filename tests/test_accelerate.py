@@ -579,3 +579,31 @@ def test_sklearn_boosting_labels_too_close_to_call_answer_as_native(serve, tmp_p
     for rows in (corner, x[:1], x[:8]):
         answer = outputs(server.post("/v2/models/gb/infer", json=v2_body(rows)))
         np.testing.assert_array_equal(answer["output-0"], model.predict(rows))
+
+
+def test_labels_too_close_to_call_among_the_probes_still_get_timed(serve, tmp_path, tmp_env):
+    """Boosting whose margin is -1e-9 wherever x0 lies above its threshold: class 0 to
+    scikit-learn and to the graph's first of two tied scores, so verification passes; the
+    timing runs then must take those rows to scikit-learn, not fail the whole verdict."""
+    import joblib
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(2000, 2)).astype(np.float32)
+    y = (x[:, 0] + 0.1 * x[:, 1] > np.median(x[:, 0] + 0.1 * x[:, 1])).astype(int)
+    model = GradientBoostingClassifier(
+        n_estimators=1, max_depth=1, learning_rate=1.0, random_state=0
+    ).fit(x, y)
+    [stump] = model.estimators_[:, 0]
+    stump.tree_.value[stump.tree_.children_left[0]] = -5.0
+    stump.tree_.value[stump.tree_.children_right[0]] = -1e-9
+    (tmp_path / "gb").mkdir()
+    joblib.dump(model, tmp_path / "gb" / "model.joblib")
+    server = serve("sklearn", tmp_path / "gb", "--model_name=gb", env=tmp_env)
+    parameters = wait_accelerate(server, "gb")
+    assert "Undecided" not in parameters["accelerate"], parameters
+    assert "differs" not in parameters["accelerate"], parameters
+    rows = rng.uniform(0, 1, size=(64, 2)).astype(np.float32)
+    for batch in (rows[:1], rows[:8], rows):
+        answer = outputs(server.post("/v2/models/gb/infer", json=v2_body(batch)))
+        np.testing.assert_array_equal(answer["output-0"], model.predict(batch))
