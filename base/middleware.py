@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 error_log = logging.getLogger("modelport.server")
 _REQUEST_ID = b"x-request-id"
 _CLOSE = (b"connection", b"close")
+# The V1 verbs a path may name (none: the model's own status) -> the endpoint label.
+_V1_VERBS = {"": "model", "predict": "predict", "explain": "explain"}
 
 
 def classify(path: str) -> tuple[str, str, str]:
@@ -35,7 +37,9 @@ def classify(path: str) -> tuple[str, str, str]:
         return parts[3], "v2", endpoint
     if path.startswith("/v1/models/"):
         name, _, verb = path[len("/v1/models/") :].partition(":")
-        return name, "v1", verb or "model"
+        if verb in _V1_VERBS:
+            return name, "v1", _V1_VERBS[verb]
+        return "", "", "other"  # any verb a client makes up would be a new series
     if path.startswith("/v2/repository/"):
         return "", "v2", "repository"
     if path in ("/v2/health/live", "/v2/health/ready", "/v2", "/v2/models"):
