@@ -8,6 +8,7 @@ encode its answer; every error becomes `{"error": ...}` in one place (`error_rep
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import zlib
@@ -26,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 from modelport.base import memory, openapi
 from modelport.base import metrics as metrics_module
 from modelport.base.config import ServerConfig
+from modelport.base.connections import GONE
 from modelport.base.dataplane import DataPlane, log_failure
 from modelport.base.errors import (
     InvalidInput,
@@ -208,6 +210,15 @@ class ModelportApp:
             except ClientDisconnect:
                 status = 499  # nobody is left to answer (nginx's code, for the log and metrics)
                 return
+            except asyncio.CancelledError:
+                if not scope.get(GONE):  # a shutdown's cancel: uvicorn's to handle
+                    raise
+                # The client left while its request waited (connections.py cancelled it).
+                status = 499
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                return
             except Exception as exc:  # a bug: 500, logged once, and the server keeps serving
                 reply = Reply(500, unexpected_error(exc, scope["path"], request_id))
             status = reply.status
@@ -243,6 +254,7 @@ class ModelportApp:
             return reply._replace(headers=((b"allow", b"POST"),))  # RFC 9110 asks a 405 for it
         dataplane = self.dataplane
         headers = scope["headers"]
+        scope[GONE] = False  # given up if its client leaves (connections.py)
         dataplane.in_flight += 1  # a drain waits for this request (DataPlane.track)
         try:
             body = await read_body(receive, headers, dataplane.config.max_request_size)

@@ -17,6 +17,11 @@
   answered 503 `{"error": ...}` with `Connection: close` (uvicorn's own
   `limit_concurrency` answers in plain text). Health probes are always answered, so an
   overloaded but healthy worker is not restarted by its liveness probe.
+- A client that leaves: when a connection closes while its inference request is still
+  being worked on (waiting in a batch, queued for a predict thread) and nothing was
+  answered yet, the request's task is cancelled, with `GONE` set in its scope: its batch
+  slot, queue place and pool job are given up instead of computed for nobody (the app
+  counts it as 499). uvicorn itself only marks the request disconnected.
 - Large bodies: after a request whose body reached `memory.LARGE_BODY` bytes, the
   process' malloc trimmer is asked to return freed memory to the OS.
 - One write per response: uvicorn writes a response's head as soon as the app starts it
@@ -28,6 +33,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from typing import Any
@@ -38,6 +44,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from modelport.base import memory
 
 log = logging.getLogger("modelport.server")
+
+#: A scope key: the app sets it False on requests that may be given up when their client
+#: leaves (inference); it becomes True when that happened and the task was cancelled.
+GONE = "modelport.client_gone"
 
 # Paths answered even above the connection cap (liveness/readiness probes).
 PROBES = frozenset({b"/", b"/v2/health/live", b"/v2/health/ready"})
@@ -113,6 +123,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.reading = ""  # the part of a request being received: "head", "body" or ""
         self.head_bytes = 0  # of the head being received, after the read that began it
         self.body_bytes = 0
+        # The request being worked on and its task (uvicorn keeps tasks only in a set).
+        self.running: tuple[Any, asyncio.Task[None]] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.writer = ResponseWriter(transport)
@@ -122,6 +134,24 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
         super().connection_lost(exc)
+        running, self.running = self.running, None
+        if running is not None:
+            cycle, task = running
+            # Only requests the app marked as safe to give up (inference, not a model load).
+            if cycle.scope.get(GONE) is False and not cycle.response_started and not task.done():
+                cycle.scope[GONE] = True  # the app tells this from a shutdown's cancel
+                task.cancel()
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        """uvicorn's, keeping the task, which a client that leaves cancels (a uvicorn without
+        this method never calls it: its requests then run to the end, as before)."""
+        if getattr(self.config, "reset_contextvars", False):
+            task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
+        else:
+            task = self.loop.create_task(cycle.run_asgi(app))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+        self.running = (cycle, task)
 
     def data_received(self, data: bytes) -> None:
         continuing_head = self.reading == "head"

@@ -14,6 +14,7 @@ from uvicorn.server import ServerState
 
 from modelport.base import connections
 from tests.models import constant_model, iris_logistic
+from tests.servers import wait_for
 
 DEADLINE = 60.0
 
@@ -379,3 +380,45 @@ def test_response_writer_holds_only_a_response_head():
         b"HTTP/1.1 404 and so is this",
         b"HTTP/1.1 204 No Content\r\n\r\nab",
     ]
+
+
+def _counter_request(rows: int) -> bytes:
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "x", "shape": [rows, 4], "datatype": "FP32", "data": [0.5] * rows * 4}
+            ]
+        }
+    ).encode()
+    return (
+        b"POST /v2/models/counter/infer HTTP/1.1\r\nHost: test\r\n"
+        b"Content-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+
+def test_a_request_whose_client_left_while_it_waited_is_not_predicted(serve, tmp_path):
+    """A client that disconnects while its request waits for the model (behind a batch)
+    takes its request away: it neither joins the next batch nor holds a queue place. It
+    used to be predicted all the same, and counted as answered."""
+    from tests.models import batch_size_model
+
+    batch_size_model(tmp_path, delay=2.0)  # answers each row with the batch's row count
+    server = serve("sklearn", tmp_path, "--model_name=counter", "--max_batch_size=16")
+    with _connect(server) as busy:
+        busy.sendall(_counter_request(1))  # runs alone, for 2 s
+        time.sleep(0.3)
+        with _connect(server) as leaving:
+            leaving.sendall(_counter_request(3))  # waits for the model...
+            time.sleep(0.3)
+        # ...and its client is gone.
+        time.sleep(0.3)
+        with _connect(server) as staying:
+            staying.sendall(_counter_request(1))
+            status, _, body = _read_response(staying)
+        assert status == 200
+        assert json.loads(body)["outputs"][0]["data"] == [1]  # predicted without the 3 rows
+        assert _read_response(busy)[0] == 200
+    wait_for(lambda: '"status":499' in server.log())
+    assert "Exception in ASGI application" not in server.log()
