@@ -32,6 +32,7 @@ from modelport.base.dataplane import DataPlane, log_failure
 from modelport.base.errors import (
     InvalidInput,
     ModelportError,
+    Overloaded,
     PayloadTooLarge,
     UnsupportedEncoding,
 )
@@ -46,6 +47,7 @@ from modelport.base.protocol import v2
 from modelport.base.repository import ModelRepository
 
 JSON = b"application/json"
+_RETRY_AFTER = ((b"retry-after", b"1"),)  # seconds, as the connection cap's 503 says
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 # POST inference paths answered by ModelportApp (path parameters are already %-decoded).
@@ -70,7 +72,10 @@ def json_reply(doc: Any, status: int = 200) -> Reply:
 def error_reply(exc: ModelportError, where: str) -> Reply:
     """The one place an error becomes an HTTP answer: `{"error": message}` and its status."""
     log_failure(where, exc)
-    return json_reply({"error": exc.message}, exc.status)
+    reply = json_reply({"error": exc.message}, exc.status)
+    if isinstance(exc, Overloaded):  # a full queue drains: say when to retry, as a 503 should
+        return reply._replace(headers=_RETRY_AFTER)
+    return reply
 
 
 def to_response(reply: Reply) -> Response:

@@ -313,6 +313,7 @@ async def test_queue_cap_answers_503(tmp_path):
         assert statuses == [200, 200, 503, 503]
         refused = next(r for r in responses if r.status_code == 503)
         assert "max_queued_requests" in refused.json()["error"]
+        assert refused.headers["retry-after"] == "1"  # as the connection cap's 503 says
     finally:
         SlowDoubler.delay = 0.01
 
