@@ -51,7 +51,9 @@ RUNTIMES: tuple[Runtime, ...] = (
         "modelport.runtimes.xgboost.model:XGBoostPredictor",
         "xgboost",
         "xgboost",
-        ("1", "2", "3"),
+        # Not "1": XGBoost 1.x saved its old binary format (any name but *.json), which
+        # XGBoost 3 cannot read; KServe's xgbserver (XGBoost 2) takes those models.
+        ("2", "3"),
     ),
     Runtime(
         "lightgbm",

@@ -170,9 +170,46 @@ def test_xgboost_and_lightgbm_list_every_major_version() -> None:
         doc["metadata"]["name"]: [f["version"] for f in doc["spec"]["supportedModelFormats"]]
         for doc in OURS
     }
-    assert versions["modelport-xgboost"] == ["1", "2", "3"]
+    assert versions["modelport-xgboost"] == ["2", "3"]
     assert versions["modelport-lightgbm"] == ["2", "3", "4"]
     assert versions["modelport-sklearn"] == ["1"]
+
+
+# Models saved by older major versions, as that version's `save_model` writes them by default
+# (tests/kserve/models/): XGBoost 1.x (and 2.0) wrote its old binary format for any name but
+# *.json, which XGBoost 3 cannot read; 2.1 writes UBJSON. A version a runtime declares must
+# load; one it cannot load must not be declared, so KServe's stock runtime gets it.
+SAVED_BY_OLD_VERSIONS = [
+    ("xgboost", "1", "xgboost-1.7.6.bst", [0.21935628354549408, 0.782855212688446]),
+    ("xgboost", "2", "xgboost-2.1.4.bst", [0.22671499848365784, 0.7902392148971558]),
+    ("lightgbm", "2", "lightgbm-2.3.1.txt", [0.32893927498337694, 0.7339796646226511]),
+    ("lightgbm", "3", "lightgbm-3.3.5.txt", [0.32893927498337694, 0.733979664622651]),
+]
+
+
+@pytest.mark.parametrize(
+    ("framework", "version", "filename", "expected"),
+    SAVED_BY_OLD_VERSIONS,
+    ids=[name for _, _, name, _ in SAVED_BY_OLD_VERSIONS],
+)
+def test_a_declared_version_loads_what_that_version_saved(framework, version, filename, expected):
+    import numpy as np
+
+    module = pytest.importorskip(f"modelport.runtimes.{framework}.model")
+    [doc] = [d for d in OURS if d["metadata"]["name"] == f"modelport-{framework}"]
+    declared = version in [f["version"] for f in doc["spec"]["supportedModelFormats"]]
+    rows = np.array([[0.1, 0.2, 0.3], [0.9, 0.5, 0.5]])
+    try:
+        booster = module.read_booster(ROOT / "tests" / "kserve" / "models" / filename)
+    except Exception as exc:  # any failure to load means "cannot load"
+        assert not declared, f"{framework} {version} is declared but {filename} fails: {exc}"
+        return
+    if framework == "xgboost":
+        scores = booster.predict(module.xgb.DMatrix(rows))
+    else:
+        scores = booster[0].predict(rows)
+    assert np.allclose(scores, expected, rtol=1e-6)
+    assert declared, f"{filename} loads: declare {framework} version {version}"
 
 
 # --- the storage container -------------------------------------------------------------------
