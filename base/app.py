@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 from modelport.base import memory, openapi
 from modelport.base import metrics as metrics_module
 from modelport.base.config import ServerConfig
-from modelport.base.connections import GONE
+from modelport.base.connections import CANCELLABLE, GONE
 from modelport.base.dataplane import DataPlane, log_failure
 from modelport.base.errors import (
     InvalidInput,
@@ -259,7 +259,7 @@ class ModelportApp:
             return reply._replace(headers=((b"allow", b"POST"),))  # RFC 9110 asks a 405 for it
         dataplane = self.dataplane
         headers = scope["headers"]
-        scope[GONE] = False  # given up if its client leaves (connections.py)
+        scope[CANCELLABLE] = asyncio.current_task()  # given up if its client leaves
         dataplane.in_flight += 1  # a drain waits for this request (DataPlane.track)
         try:
             body = await read_body(receive, headers, dataplane.config.max_request_size)

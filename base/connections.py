@@ -33,7 +33,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 from typing import Any
@@ -45,8 +44,10 @@ from modelport.base import memory
 
 log = logging.getLogger("modelport.server")
 
-#: A scope key: the app sets it False on requests that may be given up when their client
-#: leaves (inference); it becomes True when that happened and the task was cancelled.
+#: Scope keys: the app puts the task of a request that may be given up when its client
+#: leaves (inference, not a model load) under CANCELLABLE; when the connection closes before
+#: its answer starts, the task is cancelled and GONE set, which tells it from a shutdown's.
+CANCELLABLE = "modelport.cancellable"
 GONE = "modelport.client_gone"
 
 # Paths answered even above the connection cap (liveness/readiness probes).
@@ -123,8 +124,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.reading = ""  # the part of a request being received: "head", "body" or ""
         self.head_bytes = 0  # of the head being received, after the read that began it
         self.body_bytes = 0
-        # The request being worked on and its task (uvicorn keeps tasks only in a set).
-        self.running: tuple[Any, asyncio.Task[None]] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.writer = ResponseWriter(transport)
@@ -133,25 +132,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
+        cycle = getattr(self, "cycle", None)  # uvicorn's latest request on this connection
         super().connection_lost(exc)
-        running, self.running = self.running, None
-        if running is not None:
-            cycle, task = running
-            # Only requests the app marked as safe to give up (inference, not a model load).
-            if cycle.scope.get(GONE) is False and not cycle.response_started and not task.done():
-                cycle.scope[GONE] = True  # the app tells this from a shutdown's cancel
-                task.cancel()
-
-    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
-        """uvicorn's, keeping the task, which a client that leaves cancels (a uvicorn without
-        this method never calls it: its requests then run to the end, as before)."""
-        if getattr(self.config, "reset_contextvars", False):
-            task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
-        else:
-            task = self.loop.create_task(cycle.run_asgi(app))
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)
-        self.running = (cycle, task)
+        if cycle is None:
+            return
+        task = cycle.scope.get(CANCELLABLE)
+        if task is not None and not cycle.response_started and not task.done():
+            cycle.scope[GONE] = True
+            task.cancel()
 
     def data_received(self, data: bytes) -> None:
         continuing_head = self.reading == "head"
