@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from modelport.base.errors import ModelLoadError
 from modelport.base.messages import TensorSpec
 from modelport.base.model import load_artifact
 from modelport.base.onnxgraph import Conversion, OutputMap, threshold_probes
@@ -46,8 +47,22 @@ def read_booster(path: Path) -> Any:
         if isinstance(model, xgb.Booster):
             return model
         raise TypeError(f"it holds a {type(model).__name__}, not an XGBoost model")
+    data = path.read_bytes()
     booster = xgb.Booster()
-    booster.load_model(bytearray(path.read_bytes()))
+    try:
+        booster.load_model(bytearray(data))
+    except xgb.core.XGBoostError:
+        if data.lstrip()[:1] == b"{":  # JSON or UBJSON: XGBoost's own message says why
+            raise
+        # XGBoost 3 reads only JSON and UBJSON (both open with `{`); anything else here is
+        # the binary format of XGBoost 1.x/2.0 (`binf`/`bs64` headers), which it rejects
+        # with "Unknown construct" and a native stack trace.
+        raise ModelLoadError(
+            f"cannot load model file '{path}': it is in XGBoost's old binary format "
+            f"(saved by XGBoost 1.x or 2.0), which XGBoost {xgb.__version__} cannot read; "
+            "load it with the XGBoost that saved it and re-save it as .json or .ubj with "
+            'booster.save_model("model.json")'
+        ) from None
     return booster
 
 

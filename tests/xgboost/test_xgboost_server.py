@@ -174,6 +174,19 @@ def test_multi_softmax_labels_and_derived_probabilities(serve, tmp_path: Path) -
     np.testing.assert_allclose(result["predict_proba"], expected, rtol=1e-5)
 
 
+def test_old_binary_format_is_a_clear_load_error(tmp_path: Path) -> None:
+    """XGBoost 1.x/2.0 saved `.bst` in a binary format XGBoost 3 cannot read; its own
+    message ("Unknown construct ... binf") tells the user nothing they can act on."""
+    old = Path(__file__).parents[1] / "kserve" / "models" / "xgboost-1.7.6.bst"
+    (tmp_path / "model.bst").write_bytes(old.read_bytes())
+    server = start_server("xgboost", tmp_path, "--accelerate=off", wait=False)
+    assert server.process.wait(60) != 0
+    log = server.log()
+    assert "old binary format" in log, log
+    assert 'save_model("model.json")' in log, log
+    assert "Unknown construct" not in log and "Stack trace" not in log, log
+
+
 # --- feature names ------------------------------------------------------------------------
 
 
