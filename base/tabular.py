@@ -315,7 +315,9 @@ class TabularPredictor(Predictor):
             names = [default if name == DEFAULT_OUTPUT else name for name in wanted]
             answers = self.accelerator.answer(features, names)
             if answers is not None:
-                outputs = [Tensor(n, a) for n, a in zip(wanted, answers, strict=True)]
+                outputs = [
+                    Tensor(n, as_object_text(a)) for n, a in zip(wanted, answers, strict=True)
+                ]
                 return InferResponse(outputs=outputs, id=request.id)
         outputs = [Tensor(name, self.call(functions[name], features)) for name in wanted]
         return InferResponse(outputs=outputs, id=request.id)
@@ -345,7 +347,7 @@ class TabularPredictor(Predictor):
 
     def call(self, function: OutputFunction, features: Any) -> np.ndarray:
         """Run a framework function: its input complaints are 400s, anything else a 500."""
-        return np.asarray(self.guarded(function, features))
+        return as_object_text(np.asarray(self.guarded(function, features)))
 
     def complaint(self, exc: Exception) -> str:
         """A framework's refusal of an input, as the client reads it (runtimes whose
@@ -415,6 +417,12 @@ def column_arrays(inputs: list[Tensor]) -> dict[str, np.ndarray]:
         rows = len(data)
         columns[tensor.name] = as_text(data)
     return columns
+
+
+def as_object_text(values: np.ndarray) -> np.ndarray:
+    """Fixed-width numpy text (`<U7`, class labels fitted from a str array) as the object
+    array of str that BYTES tensors hold: V1's JSON writer takes no fixed-width text."""
+    return values.astype(object) if values.dtype.kind in "SU" else values
 
 
 def as_text(values: np.ndarray) -> np.ndarray:

@@ -264,3 +264,24 @@ def test_metadata_describes_what_infer_answers(estimators, model):
     if model == "int-labels":  # the case the issue saw: metadata said FP64 [-1, -1]
         assert answered["predict"]["datatype"] == "INT64"
         assert answered["predict"]["shape"] == [2]
+
+
+def test_text_labels_of_any_numpy_string_dtype_over_v1_and_v2(serve, tmp_path):
+    """Labels fitted from a numpy str array (`<U10`, the dtype `np.array(["a", ...])` gives)
+    are predicted in that dtype: V1 answered them with a 500, V2 as BYTES."""
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    names = np.array(["setosa", "versicolor", "virginica"])[y]
+    assert names.dtype.kind == "U"
+    joblib.dump(LogisticRegression(max_iter=1000).fit(x, names), tmp_path / "model.joblib")
+    server = serve("sklearn", tmp_path, "--model_name=iris", "--accelerate=off")
+    response = server.post("/v1/models/iris:predict", json={"instances": IRIS_ROWS})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"predictions": ["versicolor", "versicolor"]}
+    response = server.post("/v2/models/iris/infer", json=V2_IRIS)
+    assert response.status_code == 200, response.text
+    [output] = response.json()["outputs"]
+    assert (output["datatype"], output["data"]) == ("BYTES", ["versicolor", "versicolor"])
