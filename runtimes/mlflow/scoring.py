@@ -172,7 +172,8 @@ def encode_response(response: InferResponse) -> dict[str, Any]:
         columns = [(tensor.name, _jsonable(tensor.data)) for tensor in outputs]
         rows = len(columns[0][1])
         return {"predictions": [{name: data[i] for name, data in columns} for i in range(rows)]}
-    if len(outputs) > 1:
+    if len(outputs) > 1 or outputs[0].name != DEFAULT_OUTPUT:
+        # A dict, even of one key: MLflow answers it {name: list} whatever its size.
         return {"predictions": {tensor.name: _jsonable(tensor.data) for tensor in outputs}}
     return {"predictions": _jsonable(outputs[0].data)}
 

@@ -1,0 +1,82 @@
+"""MLflow runtime: what pyfuncs answer beyond ndarrays and DataFrames, and models it cannot load.
+
+One server hosts pyfuncs returning a one-key dict, records, ragged lists, text with missing
+values and scalars; V1 must answer as `mlflow models serve` does (JSON values, not their
+Python repr), V2 as JSON text marked `content_type: json`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.models import infer_signature
+
+from tests.servers import ServerProcess, start_server
+
+pytestmark = pytest.mark.heavy
+
+PIP = ["mlflow", "cloudpickle", "pandas"]
+
+
+class Answer(mlflow.pyfunc.PythonModel):
+    """Answers one fixed kind of prediction for a one-column input of two rows."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def predict(self, context, model_input, params=None):
+        return {
+            "one-key-dict": {"score": np.array([0.5, 1.5])},
+            "records": [{"label": "cat", "score": 0.9}, {"label": "dog", "score": 0.1}],
+            "ragged": [[1, 2], [3]],
+            "missing-text": pd.DataFrame({"label": ["cat", None], "score": [0.9, 0.1]}),
+            "none": None,
+            "text-scalar": "cat",
+        }[self.kind]
+
+
+KINDS = ["one-key-dict", "records", "ragged", "missing-text", "none", "text-scalar"]
+ROWS = {"instances": [1.0, 2.0]}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mlflow-outputs")
+
+
+@pytest.fixture(scope="module")
+def server(root: Path):
+    example = pd.DataFrame({"x": [1.0, 2.0]})
+    for kind in KINDS:
+        mlflow.pyfunc.save_model(
+            root / kind,
+            python_model=Answer(kind),
+            signature=infer_signature(example),
+            pip_requirements=PIP,
+        )
+    process = start_server("mlflow", root, timeout=120)
+    yield process
+    process.stop()
+
+
+def v1(server: ServerProcess, model: str) -> object:
+    response = server.post(f"/v1/models/{model}:predict", json=ROWS)
+    assert response.status_code == 200, response.text
+    return response.json()["predictions"]
+
+
+def v2(server: ServerProcess, model: str) -> list[dict]:
+    body = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [2], "data": [1.0, 2.0]}]}
+    response = server.post(f"/v2/models/{model}/infer", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()["outputs"]
+
+
+def test_a_one_key_dict_keeps_its_key(server: ServerProcess) -> None:
+    """MLflow answers every dict as {name: list}; one key used to lose its name in V1."""
+    assert v1(server, "one-key-dict") == {"score": [0.5, 1.5]}
+    assert [out["name"] for out in v2(server, "one-key-dict")] == ["score"]
