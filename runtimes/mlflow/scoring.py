@@ -9,6 +9,7 @@ way back: a DataFrame one per column (`pd`), a dict one per key, anything else `
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,6 +21,7 @@ from modelport.base.protocol import v1
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 DEFAULT_OUTPUT = "output-0"
+JSON = "json"  # content type of an output whose BYTES items are JSON text
 
 
 def decode_request(body: Any, *, tensor_based: bool, columns: list[str]) -> InferRequest:
@@ -147,7 +149,9 @@ def result_tensors(result: Any) -> tuple[list[Tensor], dict[str, Any]]:
 
 
 def _output(name: str, data: np.ndarray) -> Tensor:
-    """Anything without an OIP datatype (datetimes, pandas extension types) as text."""
+    """Anything without an OIP datatype as text: values JSON has a form for (records, lists,
+    numbers mixed in, missing values) as JSON text marked `content_type: json`, which V1
+    decodes back to the values MLflow answers; the rest (datetimes...) as their str()."""
     if data.dtype.kind in "biuf":
         return Tensor(name, data)
     if data.dtype.kind in "US":
@@ -155,8 +159,36 @@ def _output(name: str, data: np.ndarray) -> Tensor:
     if data.dtype == object and all(isinstance(v, str | bytes) for v in data.flat):
         return Tensor(name, data, "BYTES")
     text = np.empty(data.shape, dtype=object)
+    if data.dtype == object and any(_needs_json(v) for v in data.flat):
+        text.flat[:] = [_json_text(v) for v in data.flat]
+        return Tensor(name, text, "BYTES", {"content_type": JSON})
     text.flat[:] = [str(v) for v in data.flat]
     return Tensor(name, text, "BYTES")
+
+
+def _needs_json(value: Any) -> bool:
+    """Values whose str() is Python's repr rather than what MLflow answers."""
+    return _missing(value) or isinstance(
+        value, dict | list | tuple | np.ndarray | bool | int | float | np.number | np.bool_
+    )
+
+
+def _missing(value: Any) -> bool:
+    """None, and the NaN pandas puts for a missing text value."""
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(None if _missing(value) else value, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    """numpy values as their Python ones, bytes as text, anything else as its str()."""
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)
 
 
 def encode_response(response: InferResponse) -> dict[str, Any]:
@@ -169,16 +201,22 @@ def encode_response(response: InferResponse) -> dict[str, Any]:
     if not outputs:
         raise InferenceFailed(NO_OUTPUTS)
     if response.parameters.get("content_type") == "pd":
-        columns = [(tensor.name, _jsonable(tensor.data)) for tensor in outputs]
+        columns = [(tensor.name, _jsonable(tensor)) for tensor in outputs]
         rows = len(columns[0][1])
         return {"predictions": [{name: data[i] for name, data in columns} for i in range(rows)]}
     if len(outputs) > 1 or outputs[0].name != DEFAULT_OUTPUT:
         # A dict, even of one key: MLflow answers it {name: list} whatever its size.
-        return {"predictions": {tensor.name: _jsonable(tensor.data) for tensor in outputs}}
-    return {"predictions": _jsonable(outputs[0].data)}
+        return {"predictions": {tensor.name: _jsonable(tensor) for tensor in outputs}}
+    return {"predictions": _jsonable(outputs[0])}
 
 
-def _jsonable(data: np.ndarray) -> list[Any]:
+def _jsonable(tensor: Tensor) -> Any:
+    data = tensor.data
+    if tensor.parameters.get("content_type") == JSON:
+        values = np.empty(data.shape, dtype=object)
+        for index, text in enumerate(data.flat):
+            values.flat[index] = json.loads(text)
+        return values.tolist()
     if data.dtype == object:
         return [v.decode() if isinstance(v, bytes) else v for v in data.tolist()]
     return data.tolist()

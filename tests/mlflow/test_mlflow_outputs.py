@@ -7,6 +7,7 @@ Python repr), V2 as JSON text marked `content_type: json`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -80,3 +81,26 @@ def test_a_one_key_dict_keeps_its_key(server: ServerProcess) -> None:
     """MLflow answers every dict as {name: list}; one key used to lose its name in V1."""
     assert v1(server, "one-key-dict") == {"score": [0.5, 1.5]}
     assert [out["name"] for out in v2(server, "one-key-dict")] == ["score"]
+
+
+def test_objects_are_json_not_their_python_repr(server: ServerProcess) -> None:
+    """Records and ragged lists came back as "{'label': 'cat', ...}" strings."""
+    assert v1(server, "records") == [
+        {"label": "cat", "score": 0.9},
+        {"label": "dog", "score": 0.1},
+    ]
+    assert v1(server, "ragged") == [[1, 2], [3]]
+    (out,) = v2(server, "records")
+    assert out["datatype"] == "BYTES" and out["parameters"] == {"content_type": "json"}
+    assert [json.loads(item) for item in out["data"]] == v1(server, "records")
+
+
+def test_missing_text_is_null_not_a_word(server: ServerProcess) -> None:
+    """A text column's missing value was answered as the string "nan" (or "None")."""
+    assert v1(server, "missing-text") == [
+        {"label": "cat", "score": 0.9},
+        {"label": None, "score": 0.1},
+    ]
+    label = next(out for out in v2(server, "missing-text") if out["name"] == "label")
+    assert label["parameters"] == {"content_type": "json"}
+    assert [json.loads(item) for item in label["data"]] == ["cat", None]
