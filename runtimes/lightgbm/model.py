@@ -78,7 +78,11 @@ class LightGBMPredictor(TabularPredictor):
         self.nthread = int(self.settings.parameters.get("nthread") or 1)
         self.objective = str(self.booster.params.get("objective") or "").split(" ")[0]
         self.n_features = self.booster.num_feature()
-        self.feature_names = self.booster.feature_name()
+        names = self.booster.feature_name()
+        # A booster trained on an array names its features `Column_0`...: no client knows
+        # those, so such a model takes its columns by position.
+        made_up = names == [f"Column_{index}" for index in range(len(names))]
+        self.feature_names = None if made_up else names
         self.functions: dict[str, OutputFunction] = {"raw": self.raw, "margin": self.margin}
         if self.objective in CLASSIFIERS:
             self.functions["predict"] = self.labels
@@ -126,7 +130,7 @@ class LightGBMPredictor(TabularPredictor):
         classes = self.booster.num_model_per_iteration()
         if classes > 1:  # LightGBM puts the classes side by side: [rows, classes * (f + 1)]
             values = values.reshape(len(values), classes, -1)
-        return values, list(self.feature_names or [])
+        return values, list(self.booster.feature_name())
 
     def conversion(self) -> Conversion | None:
         """Graph outputs: label, probabilities for classifiers; one value for regressors."""

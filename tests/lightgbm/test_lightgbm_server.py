@@ -251,6 +251,33 @@ def test_explain_binary_categorical(colors_server: ServerProcess) -> None:
     assert_adds_up(doc["explanations"], margin["margin"], TOLERANCE)
 
 
+def test_unnamed_model_takes_frames_by_position(
+    regression_server: ServerProcess, regression_model: Any
+) -> None:
+    """A booster trained on an array has LightGBM's made-up names `Column_0`...: they are
+    no names a client knows, so columns go by position (as for XGBoost and scikit-learn)
+    and the metadata asks for a `[rows, 3]` tensor rather than three `Column_N` inputs."""
+    rows = [[0.5, -1.0, 2.0], [1.0, 1.0, 1.0]]
+    expected = regression_model.predict(np.array(rows))
+    objects = [{"x": row[0], "y": row[1], "z": row[2]} for row in rows]
+    response = regression_server.post("/v1/models/reg:predict", json={"instances": objects})
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(response.json()["predictions"], expected)
+    columns = np.array(rows).T.tolist()
+    body = {
+        "parameters": {"content_type": "pd"},
+        "inputs": [
+            {"name": name, "shape": [2], "datatype": "FP64", "data": column}
+            for name, column in zip("xyz", columns, strict=True)
+        ],
+    }
+    np.testing.assert_allclose(
+        outputs(regression_server.post("/v2/models/reg/infer", json=body))["output-0"], expected
+    )
+    inputs = regression_server.get("/v2/models/reg").json()["inputs"]
+    assert inputs == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 3]}]
+
+
 def test_explain_regression(regression_server: ServerProcess, regression_model: Any) -> None:
     rows = [[0.5, -1.0, 2.0], [1.0, 1.0, 1.0]]
     response = regression_server.post("/v1/models/reg:explain", json={"instances": rows})
