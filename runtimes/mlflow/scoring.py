@@ -211,12 +211,17 @@ def encode_response(response: InferResponse) -> dict[str, Any]:
 
 
 def _jsonable(tensor: Tensor) -> Any:
+    """The tensor as JSON values in its shape: a scalar answer stays a scalar, not its
+    characters, and text at any depth is str (orjson refuses bytes)."""
     data = tensor.data
-    if tensor.parameters.get("content_type") == JSON:
-        values = np.empty(data.shape, dtype=object)
-        for index, text in enumerate(data.flat):
-            values.flat[index] = json.loads(text)
-        return values.tolist()
-    if data.dtype == object:
-        return [v.decode() if isinstance(v, bytes) else v for v in data.tolist()]
-    return data.tolist()
+    if data.dtype != object:
+        return data.tolist()
+    decode = json.loads if tensor.parameters.get("content_type") == JSON else _text
+    values = np.empty(data.shape, dtype=object)
+    for index, item in enumerate(data.flat):
+        values.flat[index] = decode(item)
+    return values.tolist()
+
+
+def _text(item: Any) -> Any:
+    return item.decode() if isinstance(item, bytes) else item

@@ -37,10 +37,19 @@ class Answer(mlflow.pyfunc.PythonModel):
             "missing-text": pd.DataFrame({"label": ["cat", None], "score": [0.9, 0.1]}),
             "none": None,
             "text-scalar": "cat",
+            "bytes-matrix": np.array([[b"ab", b"c"], [b"d", b"e"]]),
         }[self.kind]
 
 
-KINDS = ["one-key-dict", "records", "ragged", "missing-text", "none", "text-scalar"]
+KINDS = [
+    "one-key-dict",
+    "records",
+    "ragged",
+    "missing-text",
+    "none",
+    "text-scalar",
+    "bytes-matrix",
+]
 ROWS = {"instances": [1.0, 2.0]}
 
 
@@ -104,3 +113,16 @@ def test_missing_text_is_null_not_a_word(server: ServerProcess) -> None:
     label = next(out for out in v2(server, "missing-text") if out["name"] == "label")
     assert label["parameters"] == {"content_type": "json"}
     assert [json.loads(item) for item in label["data"]] == ["cat", None]
+
+
+def test_scalar_answers_are_not_split_into_characters(server: ServerProcess) -> None:
+    """None came back as ["N", "o", "n", "e"], a text scalar as its letters."""
+    assert v1(server, "none") is None
+    assert v1(server, "text-scalar") == "cat"
+    (out,) = v2(server, "text-scalar")
+    assert out["shape"] == [] and out["data"] == ["cat"]
+
+
+def test_nested_bytes_are_text(server: ServerProcess) -> None:
+    """Bytes below the first level of an answer reached the JSON encoder as bytes: a 500."""
+    assert v1(server, "bytes-matrix") == [["ab", "c"], ["d", "e"]]
