@@ -24,6 +24,7 @@ from modelport.base.tensors import select_outputs
 from modelport.runtimes.mlflow import scoring
 from modelport.runtimes.mlflow.requirements import (
     MLMODEL,
+    check_flavors,
     requirement_for,
     warn_requirement_mismatches,
 )
@@ -45,6 +46,7 @@ class MLflowPredictor(Predictor):
 
         _route_mlflow_logs()
         path = self.model_path()
+        check_flavors(path)
         warn_requirement_mismatches(self.name, path)
         self.model: Any = load_artifact(_loader(mlflow.pyfunc.load_model), path)
         self.signature = Signature(self.model.metadata, self.name)

@@ -1,4 +1,5 @@
-"""The model's own dependencies (`requirements.txt` / `conda.yaml`) against what is installed.
+"""What the model needs (its python_function flavor, its `requirements.txt` / `conda.yaml`)
+against what this image has.
 
 Nothing is installed at serve time: differences are logged once at load, so a model that
 misbehaves because of them is diagnosed from the log, not from silent wrong answers.
@@ -11,10 +12,24 @@ import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from modelport.base.errors import ModelLoadError
 
 log = logging.getLogger("modelport.mlflow")
 
 MLMODEL = "MLmodel"
+PYFUNC = "python_function"
+# MLflow flavors whose framework a modelport runtime serves from its own model file.
+_FLAVOR_RUNTIMES = {
+    "sklearn": "sklearn",
+    "xgboost": "xgboost",
+    "lightgbm": "lightgbm",
+    "pytorch": "pytorch",
+    "tensorflow": "tensorflow",
+    "keras": "tensorflow",
+    "onnx": "onnx",
+}
 
 
 def read_requirements(model_dir: Path) -> list[str]:
@@ -94,15 +109,42 @@ def warn_requirement_mismatches(model: str, model_dir: Path) -> None:
 
 
 def _model_python(model_dir: Path) -> str | None:
+    flavor = _flavors(model_dir).get(PYFUNC) or {}
+    version = flavor.get("python_version") if isinstance(flavor, dict) else None
+    return str(version) if version else None
+
+
+def _flavors(model_dir: Path) -> dict[str, Any]:
+    """MLmodel's flavors; empty when unreadable (MLflow's own load then says why)."""
     import yaml
 
     try:
         doc = yaml.safe_load((model_dir / MLMODEL).read_text()) or {}
     except (OSError, yaml.YAMLError):
-        return None
-    flavor = (doc.get("flavors") or {}).get("python_function") or {}
-    version = flavor.get("python_version")
-    return str(version) if version else None
+        return {}
+    flavors = doc.get("flavors") if isinstance(doc, dict) else None
+    return flavors if isinstance(flavors, dict) else {}
+
+
+def check_flavors(model_dir: Path) -> None:
+    """Only the python_function flavor is served (as by `mlflow models serve`): a model
+    without it fails naming the flavors it has and the modelport runtime for that framework,
+    where MLflow only says python_function is missing."""
+    flavors = _flavors(model_dir)
+    if not flavors or PYFUNC in flavors:
+        return
+    names = ", ".join(f"'{name}'" for name in flavors)
+    runtimes = dict.fromkeys(_FLAVOR_RUNTIMES[name] for name in flavors if name in _FLAVOR_RUNTIMES)
+    hint = "".join(
+        f"; its {runtime} model itself can be served by the modelport {runtime} runtime "
+        f"(image modelport/{runtime})"
+        for runtime in runtimes
+    )
+    raise ModelLoadError(
+        f"MLflow model '{model_dir}' has flavor(s) {names} but no {PYFUNC} flavor, the one "
+        f"this runtime loads; log it with the framework's mlflow flavor (which adds "
+        f"{PYFUNC}){hint}"
+    )
 
 
 def requirement_for(model_dir: Path, module: str) -> str | None:

@@ -126,3 +126,19 @@ def test_scalar_answers_are_not_split_into_characters(server: ServerProcess) -> 
 def test_nested_bytes_are_text(server: ServerProcess) -> None:
     """Bytes below the first level of an answer reached the JSON encoder as bytes: a 500."""
     assert v1(server, "bytes-matrix") == [["ab", "c"], ["d", "e"]]
+
+
+def test_a_flavor_without_python_function_names_it(server: ServerProcess, root: Path) -> None:
+    """An MLmodel with only a framework flavor failed with MLflow's bare 'does not have the
+    python_function flavor', naming neither the flavor it has nor what can serve it."""
+    model = root / "torch-only"
+    model.mkdir()
+    (model / "MLmodel").write_text(
+        "flavors:\n  pytorch:\n    model_data: data\n    pytorch_version: 2.1.0\n"
+        "mlflow_version: 2.9.0\n"
+    )
+    response = server.post("/v2/repository/models/torch-only/load")
+    assert response.status_code == 500, response.text
+    message = response.json()["error"]
+    for words in ("'pytorch'", "python_function", "modelport/pytorch"):
+        assert words in message, message
