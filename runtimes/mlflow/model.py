@@ -25,6 +25,7 @@ from modelport.runtimes.mlflow import scoring
 from modelport.runtimes.mlflow.requirements import (
     MLMODEL,
     check_flavors,
+    missing_loader,
     requirement_for,
     warn_requirement_mismatches,
 )
@@ -124,6 +125,7 @@ def _loader(load_model: Callable[..., Any]) -> Callable[[Path], Any]:
         try:
             return load_model(str(path), suppress_warnings=True)
         except ModuleNotFoundError as exc:
+            missing_loader(path, exc)
             wanted = requirement_for(path, exc.name or "")
             hint = f" (the model's requirements list {wanted})" if wanted else ""
             raise ModelLoadError(

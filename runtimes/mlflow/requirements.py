@@ -156,3 +156,26 @@ def requirement_for(model_dir: Path, module: str) -> str | None:
         if name.strip().replace("_", "-").lower() == top:
             return line
     return None
+
+
+def missing_loader(model_dir: Path, exc: ModuleNotFoundError) -> None:
+    """When the module missing is the python_function `loader_module` itself, say so: it is
+    the model's own code (or a flavor this MLflow lacks), not a requirement to install."""
+    flavor = _flavors(model_dir).get(PYFUNC)
+    loader = flavor.get("loader_module") if isinstance(flavor, dict) else None
+    missing = exc.name or ""
+    if not isinstance(loader, str) or not missing or not f"{loader}.".startswith(f"{missing}."):
+        return
+    if loader.startswith("mlflow."):
+        import mlflow
+
+        hint = f"the installed MLflow {mlflow.__version__} has no such flavor"
+    else:
+        hint = (
+            "it is the model's own code: log the model with code_paths holding it, "
+            "or install it into the image"
+        )
+    raise ModelLoadError(
+        f"cannot load MLflow model '{model_dir}': its {PYFUNC} loader_module '{loader}' "
+        f"cannot be imported (no module '{missing}'); {hint}"
+    ) from exc

@@ -8,6 +8,7 @@ Python repr), V2 as JSON text marked `content_type: json`.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -141,4 +142,19 @@ def test_a_flavor_without_python_function_names_it(server: ServerProcess, root: 
     assert response.status_code == 500, response.text
     message = response.json()["error"]
     for words in ("'pytorch'", "python_function", "modelport/pytorch"):
+        assert words in message, message
+
+
+def test_a_missing_loader_module_is_named_as_such(server: ServerProcess, root: Path) -> None:
+    """A python_function loader_module that cannot be imported was reported as a package to
+    install from requirements.txt, which lists no such thing: it is the model's own code."""
+    model = root / "own-loader"
+    shutil.copytree(root / "none", model)
+    mlmodel = (model / "MLmodel").read_text()
+    assert "loader_module: mlflow.pyfunc.model" in mlmodel
+    (model / "MLmodel").write_text(mlmodel.replace("mlflow.pyfunc.model", "team_models.loader"))
+    response = server.post("/v2/repository/models/own-loader/load")
+    assert response.status_code == 500, response.text
+    message = response.json()["error"]
+    for words in ("loader_module 'team_models.loader'", "code_paths"):
         assert words in message, message
