@@ -38,40 +38,9 @@ def test_sklearn_server_from_s3_prefix(s3_env, s3_admin, bucket, tmp_path):
         server.stop()
 
 
-def test_model_dir_download_failure_is_one_clear_line(s3_env, bucket):
-    """A --model_dir the server cannot download ends in one line on stderr, not a traceback."""
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "modelport.runtimes.sklearn",
-            f"--model_dir=s3://{bucket}/models/missing",
-            "--model_name=iris",
-            f"--http_port={free_port()}",
-            "--host=127.0.0.1",
-        ],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        timeout=120,
-    )
-    assert res.returncode == 1, res.stderr
-    assert "Traceback" not in res.stderr, res.stderr
-    last = res.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: cannot download --model_dir: not found: s3://"), last
-    assert f"{bucket}/models/missing" in last and SECRET not in res.stderr
-
-
-@pytest.mark.parametrize(
-    ("model_dir", "endpoint"),
-    [("s3://bucket/models/iris", "minio:9000"), ("http://[::1/model.joblib", None)],
-    ids=["endpoint-without-scheme", "invalid-url"],
-)
-def test_model_dir_config_error_is_one_clear_line(s3_env, monkeypatch, model_dir, endpoint):
-    """A malformed URL or AWS_ENDPOINT_URL raised a ValueError the server did not catch: a
-    traceback instead of a line naming the setting."""
-    if endpoint:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+def failed_start(model_dir: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Start the sklearn server on `model_dir`, which must fail to download: exit status 1,
+    no traceback. Returns the run and its last stderr line."""
     res = subprocess.run(
         [
             sys.executable,
@@ -89,6 +58,26 @@ def test_model_dir_config_error_is_one_clear_line(s3_env, monkeypatch, model_dir
     )
     assert res.returncode == 1, res.stderr
     assert "Traceback" not in res.stderr, res.stderr
-    last = res.stderr.strip().splitlines()[-1]
+    return res, res.stderr.strip().splitlines()[-1]
+
+
+def test_model_dir_download_failure_is_one_clear_line(s3_env, bucket):
+    """A --model_dir the server cannot download ends in one line on stderr, not a traceback."""
+    res, last = failed_start(f"s3://{bucket}/models/missing")
+    assert last.startswith("error: cannot download --model_dir: not found: s3://"), last
+    assert f"{bucket}/models/missing" in last and SECRET not in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("model_dir", "endpoint"),
+    [("s3://bucket/models/iris", "minio:9000"), ("http://[::1/model.joblib", None)],
+    ids=["endpoint-without-scheme", "invalid-url"],
+)
+def test_model_dir_config_error_is_one_clear_line(s3_env, monkeypatch, model_dir, endpoint):
+    """A malformed URL or AWS_ENDPOINT_URL raised a ValueError the server did not catch: a
+    traceback instead of a line naming the setting."""
+    if endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    _, last = failed_start(model_dir)
     assert last.startswith("error: cannot download --model_dir: config: "), last
     assert (endpoint or "invalid URL") in last, last
