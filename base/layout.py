@@ -181,8 +181,8 @@ def _version_dirs(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
     return sorted(
-        # ASCII digits only: `isdigit` also holds for `²` or Arabic-Indic digits, which `int` refuses or
-        # reads as another spelling of a version number.
+        # ASCII digits only: `isdigit` also holds for `²` or Arabic-Indic digits, which `int`
+        # refuses or reads as another spelling of a version number.
         (sub for sub in directory.iterdir() if sub.is_dir() and _VERSION.match(sub.name)),
         key=lambda sub: int(sub.name),
     )

@@ -4,8 +4,9 @@ Each entry is checked before anything is written: no absolute paths, no ``..``, 
 FIFO entries, symlinks and hardlinks must resolve inside DEST, and parent directories are
 resolved with ``realpath`` before they are created, so an earlier symlink cannot redirect a later
 write outside DEST. Entry count and real (not declared) uncompressed bytes are capped against
-archive bombs, and so are tar long-name/pax headers, which tarfile reads whole into memory. A final pass re-checks every symlink, because a link created later can change
-where an earlier relative link points. A compressed tar is read to the end of its stream, so
+archive bombs, and so are tar long-name/pax headers, which tarfile reads whole into memory.
+A final pass re-checks every symlink, because a link created later can change where an
+earlier relative link points. A compressed tar is read to the end of its stream, so
 gzip's CRC-32 is checked; damaged compressed data is a corrupt archive.
 """
 
